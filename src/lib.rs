@@ -1,0 +1,66 @@
+//! # nnkern
+//!
+//! Hand-optimised compute kernels for training neural networks: GEMM,
+//! activations, fused softmax + cross-entropy, bias and optimizer updates,
+//! with runtime ISA dispatch on the CPU, and a naive
+//! [`reference`] implementation of every operation that all fast kernels are
+//! tested against.
+//!
+//! Every public function validates its arguments once, at the boundary, and
+//! returns [`Result`]; matrices are described by [`MatRef`] / [`MatMut`]
+//! views (shape plus row and column strides), so transposes and sub-matrices
+//! cost nothing.
+//!
+//! ```
+//! use nnkern::{gemm, MatMut, MatRef};
+//! // C (2×2) = A (2×3) · Bᵀ, with B stored row-major as 2×3.
+//! let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+//! let b = [1.0f32, 0.0, 1.0, 0.0, 1.0, 0.0];
+//! let mut c = [0.0f32; 4];
+//! gemm(1.0, MatRef::new(&a, 2, 3)?, MatRef::new(&b, 2, 3)?.t(), 0.0, MatMut::new(&mut c, 2, 2)?)?;
+//! assert_eq!(c, [4.0, 2.0, 10.0, 5.0]);
+//! # Ok::<(), nnkern::Error>(())
+//! ```
+//!
+//! ## Features
+//! - `cuda`: the GPU backend (hand-written PTX loaded through the CUDA driver
+//!   at run time; the crate builds without CUDA installed).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod matrix;
+pub mod ops;
+pub mod simd;
+pub mod threads;
+
+pub use error::{Error, Result, Shape};
+pub use matrix::{MatMut, MatRef};
+pub use ops::activation::{
+    activation_backward, activation_backward_inplace, activation_forward, activation_forward_inplace, Activation,
+};
+pub use ops::bias::{bias_add, bias_add_activation, bias_grad};
+pub use ops::gemm::{gemm, GemmInput};
+pub use ops::metrics::{argmax_rows, count_correct};
+pub use ops::optim::{
+    adam_step, clip_global_norm, global_norm, sgd_step, AdamConfig, AdamEpsilon, SgdConfig, WeightDecay,
+};
+pub use ops::softmax_xent::{log_softmax, softmax, softmax_xent, softmax_xent_loss, Targets};
+pub use simd::{active_isa, with_isa, Isa};
+pub use threads::{num_threads, set_num_threads};
+
+/// Re-exports of the `half` element types GEMM accepts.
+pub use half::{bf16, f16};
+
+/// The naive reference of every operation: simple loops, `f64` accumulation,
+/// obviously correct. Every fast kernel is tested against these; they are
+/// public so users can test against them too.
+pub mod reference {
+    pub use crate::ops::activation::reference::*;
+    pub use crate::ops::bias::reference::*;
+    pub use crate::ops::gemm::reference::*;
+    pub use crate::ops::metrics::reference::*;
+    pub use crate::ops::optim::reference::*;
+    pub use crate::ops::softmax_xent::reference::*;
+}
