@@ -32,6 +32,7 @@
 pub mod error;
 pub mod matrix;
 pub mod ops;
+mod parallel;
 pub mod simd;
 pub mod threads;
 
