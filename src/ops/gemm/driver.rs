@@ -320,7 +320,7 @@ impl Plan {
         // loads) and few row tiles reuse it; A (broadcast loads, any stride)
         // when it is small or used by few column panels.
         let pack_b = !T::IS_F32 || !(b.cs == 1 || n == 1) || row_tiles > 4;
-        let pack_a = !T::IS_F32 || col_tiles > 2 || m * k > l2_floats / 2;
+        let pack_a = !T::IS_F32 || (col_tiles > 2 && m * k > l2_floats / 2);
         let per_elem = |contiguous: bool| if contiguous { 0.25 } else { 1.0 };
         let mut cost = 0.0;
         if pack_b {
@@ -329,13 +329,16 @@ impl Plan {
         if pack_a {
             cost += (m * k) as f64 * per_elem(a.rs == 1);
         }
-        cost += (m * n) as f64 * if c.cs == 1 { 2.0 / ks.lanes as f64 } else { 2.0 };
-        // Cycles per k step of one tile: two FMA ports, two load ports, and
-        // the 4-cycle FMA latency that each accumulator chain waits on.
+        cost += (m * n) as f64 * if c.cs == 1 { 2.0 / ks.lanes as f64 } else { 0.5 };
+        // Cycles per k step of one tile: M·NV FMAs and M broadcasts (which
+        // cost about half an FMA slot each on current x86 cores) over two
+        // ports, but at least the 4-cycle FMA latency each accumulator chain
+        // waits on; plus a fixed cost per kernel call (setup, C tile).
         let tile_cycles = |h: usize, w: usize| {
             let nv = w.div_ceil(ks.lanes);
-            ((h * nv) as f64 / 2.0).max((h + nv) as f64 / 2.0).max(4.0)
+            ((h * nv) as f64 + h as f64 / 2.0).max(8.0) / 2.0
         };
+        const CALL_CYCLES: f64 = 30.0;
         let full_cols = n / nr;
         let rem_cols = n % nr;
         let mut per_k = 0.0;
@@ -346,6 +349,8 @@ impl Plan {
                 per_k += tile_cycles(h, rem_cols);
             }
         }
+        let calls = (row_tiles * col_tiles * k.div_ceil(blocking(ks).kc)) as f64;
+        cost += calls * CALL_CYCLES;
         cost += per_k * k as f64;
         (
             Plan {

@@ -104,6 +104,18 @@ unsafe fn tile_body<V: Vector, const M: usize, const NV: usize, const PACKED_A: 
     // SAFETY: 1 <= last <= LANES by the contract on `n`.
     let mask = unsafe { V::mask(last) };
     let masked = last != V::LANES;
+    if t.csc == 1 {
+        // Start fetching the C tile now, so its lines are in L1 when the
+        // tile is stored after the k loop.
+        for i in 0..M {
+            let row = t.c.wrapping_offset(i as isize * t.rsc);
+            // SAFETY: prefetches never fault.
+            unsafe {
+                V::prefetch(row);
+                V::prefetch(row.wrapping_add(t.n - 1));
+            }
+        }
+    }
     // SAFETY: the `Tile` contract of the caller, passed on unchanged.
     let acc = unsafe {
         if masked {

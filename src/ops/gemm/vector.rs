@@ -34,6 +34,10 @@ pub(crate) trait Vector: Copy {
     unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
     /// `a·b`.
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// Hints that the cache line at `p` will be written soon (no-op where
+    /// the ISA has no hint). Never faults.
+    #[inline(always)]
+    unsafe fn prefetch(_p: *const f32) {}
 }
 
 /// Portable fallback: four lanes in an array, which LLVM maps onto whatever
@@ -168,6 +172,11 @@ mod x86 {
             // SAFETY: see the impl comment.
             unsafe { _mm256_mul_ps(a, b) }
         }
+        #[inline(always)]
+        unsafe fn prefetch(p: *const f32) {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+        }
     }
 
     /// AVX-512F, 16 lanes.
@@ -226,6 +235,11 @@ mod x86 {
         unsafe fn mul(a: __m512, b: __m512) -> __m512 {
             // SAFETY: see the impl comment.
             unsafe { _mm512_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn prefetch(p: *const f32) {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
         }
     }
 }
