@@ -29,6 +29,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod cpu;
 pub mod error;
 pub mod matrix;
 pub mod ops;
@@ -42,7 +43,7 @@ pub use ops::activation::{
     activation_backward, activation_backward_inplace, activation_forward, activation_forward_inplace, Activation,
 };
 pub use ops::bias::{bias_add, bias_add_activation, bias_grad};
-pub use ops::gemm::{gemm, GemmInput};
+pub use ops::gemm::{gemm, gemm_with_threads, GemmInput};
 pub use ops::metrics::{argmax_rows, count_correct};
 pub use ops::optim::{
     adam_step, clip_global_norm, global_norm, sgd_step, AdamConfig, AdamEpsilon, SgdConfig, WeightDecay,

@@ -1,4 +1,3 @@
-#![allow(dead_code)] // Used by the threaded kernels; remove this line once one of them calls it.
 //! Splitting work over threads.
 //!
 //! Kernels split their work into a fixed number of tasks chosen from the
@@ -28,9 +27,16 @@ where
 
 /// How many tasks to split `work` units into so that each has at least
 /// `min_per_task` units, bounded by the configured thread count.
+#[allow(dead_code)] // for the elementwise kernels
 pub(crate) fn task_count(work: usize, min_per_task: usize) -> usize {
+    task_count_max(work, min_per_task, crate::num_threads())
+}
+
+/// As [`task_count`], bounded by `max_tasks` instead of the configured
+/// thread count (for calls that take an explicit thread count).
+pub(crate) fn task_count_max(work: usize, min_per_task: usize, max_tasks: usize) -> usize {
     let by_size = work / min_per_task.max(1);
-    by_size.clamp(1, crate::num_threads().max(1))
+    by_size.clamp(1, max_tasks.max(1))
 }
 
 /// The half-open range of `0..len` that task `t` of `tasks` owns, in whole

@@ -7,7 +7,11 @@
 //! BLAS conventions: `beta = 0` never reads `C` (it may hold NaN), and
 //! `alpha = 0` or `k = 0` never reads `A` or `B`; `C` is then scaled by `beta`.
 
+mod driver;
+mod kernel;
+mod pack;
 pub mod reference;
+mod vector;
 
 use crate::error::{Error, Result};
 use crate::matrix::{MatMut, MatRef};
@@ -26,13 +30,30 @@ pub trait GemmInput: sealed::Sealed + Copy + Send + Sync + 'static {
     const NAME: &'static str;
     /// Exact conversion to `f32`.
     fn to_f32(self) -> f32;
+    /// Whether `Self` is `f32` (kernels may then read the caller's memory
+    /// without packing it).
+    #[doc(hidden)]
+    const IS_F32: bool = false;
+    /// Converts a run of elements (`src.len() == dst.len()`), with the
+    /// fastest conversion this CPU has.
+    #[doc(hidden)]
+    fn convert_slice(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
 }
 
 impl GemmInput for f32 {
     const NAME: &'static str = "f32";
+    const IS_F32: bool = true;
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
+    }
+    #[inline(always)]
+    fn convert_slice(src: &[f32], dst: &mut [f32]) {
+        dst.copy_from_slice(src);
     }
 }
 impl GemmInput for bf16 {
@@ -41,6 +62,13 @@ impl GemmInput for bf16 {
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
     }
+    #[inline]
+    fn convert_slice(src: &[bf16], dst: &mut [f32]) {
+        // A shift per element, which the compiler vectorises.
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits(u32::from(s.to_bits()) << 16);
+        }
+    }
 }
 impl GemmInput for f16 {
     const NAME: &'static str = "f16";
@@ -48,6 +76,27 @@ impl GemmInput for f16 {
     fn to_f32(self) -> f32 {
         f16::to_f32(self)
     }
+    #[inline]
+    fn convert_slice(src: &[f16], dst: &mut [f32]) {
+        // `half` uses the F16C conversion instructions when the CPU has them.
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
+    }
+}
+
+/// The GEMM's tile and block sizes for `isa` on this CPU:
+/// `[MR, NR, KC, MC, NC]` (tests use them to cross every boundary).
+#[doc(hidden)]
+pub fn tiling(isa: crate::Isa) -> [usize; 5] {
+    driver::tiling(isa)
+}
+
+/// Forces the orientation and packing `(swap, pack_a, pack_b)` of GEMMs
+/// called from this thread (`None` restores the automatic choice), so tests
+/// reach every path. Reading an operand in place is only honoured where the
+/// kernel can.
+#[doc(hidden)]
+pub fn force_plan(plan: Option<(bool, bool, bool)>) {
+    driver::force_plan(plan)
 }
 
 /// Checks the shapes of a GEMM and the scalars; returns `(m, n, k)`.
@@ -83,5 +132,52 @@ pub fn check_gemm<T>(
 /// # Ok::<(), nnkern::Error>(())
 /// ```
 pub fn gemm<T: GemmInput>(alpha: f32, a: MatRef<'_, T>, b: MatRef<'_, T>, beta: f32, c: MatMut<'_, f32>) -> Result<()> {
-    reference::gemm(alpha, a, b, beta, c)
+    gemm_with_threads(crate::num_threads(), alpha, a, b, beta, c)
+}
+
+/// As [`gemm`], using at most `threads` threads for this call (instead of
+/// [`crate::num_threads`]). Small products use one thread whatever `threads`
+/// says; the result is bit-for-bit the same for every thread count.
+///
+/// ```
+/// use nnkern::{gemm_with_threads, MatRef, MatMut};
+/// let a = [1.0f32, 2.0, 3.0, 4.0];
+/// let mut c = [0.0f32; 4];
+/// gemm_with_threads(1, 1.0, MatRef::new(&a, 2, 2)?, MatRef::new(&a, 2, 2)?, 0.0, MatMut::new(&mut c, 2, 2)?)?;
+/// assert_eq!(c, [7.0, 10.0, 15.0, 22.0]);
+/// # Ok::<(), nnkern::Error>(())
+/// ```
+pub fn gemm_with_threads<T: GemmInput>(
+    threads: usize,
+    alpha: f32,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    beta: f32,
+    mut c: MatMut<'_, f32>,
+) -> Result<()> {
+    let (m, n, k) = check_gemm(alpha, &a, &b, beta, &c)?;
+    if threads == 0 {
+        return Err(Error::invalid("threads", "at least 1 thread expected, got 0"));
+    }
+    let isa = crate::active_isa();
+    let (rsc, csc) = c.strides();
+    let c_ptr = c.as_mut_slice().as_mut_ptr();
+    // SAFETY: the views were validated at construction (every (i, j) inside
+    // the shape lies in its slice) and check_gemm matched their shapes, so
+    // every address the driver forms is inside the three slices; C's strides
+    // are disjoint (MatMut invariant), so tiles written by different threads
+    // never share an element, and C cannot alias A or B (a &mut slice).
+    unsafe {
+        driver::gemm(
+            isa,
+            threads,
+            (m, n, k),
+            alpha,
+            driver::View::new(a.as_ptr(), a.strides()),
+            driver::View::new(b.as_ptr(), b.strides()),
+            beta,
+            driver::ViewMut::new(c_ptr, (rsc, csc)),
+        );
+    }
+    Ok(())
 }
