@@ -1,0 +1,280 @@
+//! Every element-wise kernel against `nnkern::reference`, on every ISA this
+//! CPU runs, over random sizes (0, 1, odd, lane ± 1, large), unaligned
+//! sub-slices and special values. Outputs are poisoned with NaN first so an
+//! unwritten element fails. Tolerances are stated beside each check.
+
+use nnkern::{reference, with_isa, Activation, Isa};
+use proptest::prelude::*;
+
+/// Proptest cases: small by default (CI on 2 cores), `PROPTEST_CASES` overrides.
+fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(32);
+    ProptestConfig::with_cases(cases)
+}
+
+const EPS: f64 = 1.0 / 16_777_216.0; // 2⁻²⁴, half an ulp of 1
+
+/// Lengths around every vector width (1, 4, 8, 16 lanes), plus small and large.
+fn len_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        Just(0usize),
+        Just(1usize),
+        prop::sample::select(vec![3usize, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 48, 49]),
+        0usize..200,
+        1000usize..5000,
+    ]
+}
+
+/// Mostly moderate values, with the special ones mixed in.
+fn value() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        8 => -8.0f32..8.0,
+        2 => -40.0f32..40.0,
+        1 => prop::sample::select(vec![
+            0.0f32, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e-45, -1e-45,
+            f32::MIN_POSITIVE, -f32::MIN_POSITIVE, 1e30, -1e30, f32::MAX, f32::MIN, 100.0, -100.0,
+        ]),
+        1 => any::<u32>().prop_map(f32::from_bits),
+    ]
+}
+
+fn vec_of(len: usize, pad: usize) -> impl Strategy<Value = Vec<f32>> {
+    prop::collection::vec(value(), len + pad)
+}
+
+fn same(a: f32, b: f32) -> bool {
+    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+}
+
+fn check_close(what: &str, got: f32, want: f32, tol: f64) -> Result<(), TestCaseError> {
+    if want.is_nan() || got.is_nan() {
+        prop_assert!(want.is_nan() && got.is_nan(), "{what}: got {got:e}, want {want:e}");
+        return Ok(());
+    }
+    if want.is_infinite() && got.is_infinite() {
+        prop_assert_eq!(got, want, "{}", what);
+        return Ok(());
+    }
+    // One side overflowed and the other did not: measure the overflowed side as ±2¹²⁸,
+    // the next step after f32::MAX, so a last-ulp difference at the top of the range passes.
+    let widen = |v: f32| {
+        if v.is_infinite() {
+            2f64.powi(128).copysign(v as f64)
+        } else {
+            v as f64
+        }
+    };
+    let (got, want) = (widen(got), widen(want));
+    // Every tolerance also allows one step of the subnormal grid (2⁻¹⁴⁹): a result that rounds
+    // into the subnormal range loses relative precision in the kernel and in the reference alike.
+    let tol = tol + 2f64.powi(-149);
+    let err = (got - want).abs();
+    prop_assert!(
+        err <= tol,
+        "{what}: got {got:e}, want {want:e}, error {err:e} > tolerance {tol:e}"
+    );
+    Ok(())
+}
+
+/// Exhaustive over ISAs: runs `f` with each supported ISA forced.
+fn on_every_isa(mut f: impl FnMut(Isa) -> Result<(), TestCaseError>) -> Result<(), TestCaseError> {
+    for isa in Isa::supported() {
+        with_isa(isa, || f(isa)).unwrap()?;
+    }
+    Ok(())
+}
+
+mod activation {
+    use super::*;
+    use nnkern::{activation_backward, activation_backward_inplace, activation_forward, activation_forward_inplace};
+
+    const C: f64 = 0.797_884_560_802_865_4;
+    const A: f64 = 0.044_715;
+
+    /// Accurate f64 pieces for the tolerance terms (not the oracle).
+    fn gelu_tanh_z(x: f64) -> f64 {
+        2.0 * C * x * (1.0 + A * x * x)
+    }
+    fn dsig(z: f64) -> f64 {
+        let e = (-z.abs()).exp();
+        e / ((1.0 + e) * (1.0 + e))
+    }
+    fn sig(z: f64) -> f64 {
+        if z >= 0.0 {
+            1.0 / (1.0 + (-z).exp())
+        } else {
+            z.exp() / (1.0 + z.exp())
+        }
+    }
+
+    /// The reference is computed in f64 but itself cancels (`1 + tanh`,
+    /// `s·(1 − s)`, `1 − t²`) in the tails: its absolute error is below
+    /// 2⁻⁵⁰·(1 + |x|).
+    fn reference_error(x: f64) -> f64 {
+        2f64.powi(-50) * (1.0 + x.abs().min(1e30))
+    }
+
+    /// Forward tolerance.
+    /// - identity, ReLU: bit-exact (checked separately).
+    /// - sigmoid 3 ulp, tanh 2 ulp: the accuracy of `math::sigmoid` / `math::tanh`.
+    /// - GELU-tanh = x·σ(z): σ's 3 ulp, plus the rounding of z (3 operations,
+    ///   relative 4·2⁻²⁴) magnified by |z| in e^z, plus the product: (8 + 4|z|) ulp.
+    /// - GELU-erf = x·Φ(x): up to 13 ulp where Φ = ½ − ½·erf(t) cancels near
+    ///   t = 0.94 (measured 13.4), so 16 ulp.
+    pub(super) fn forward_tolerance(act: Activation, x: f32, want: f32) -> f64 {
+        let x = x as f64;
+        let ulps = match act {
+            Activation::Sigmoid => 3.0,
+            Activation::Tanh => 2.0,
+            Activation::GeluTanh => 8.0 + 4.0 * gelu_tanh_z(x).abs().min(1e4),
+            Activation::GeluErf => 16.0,
+            Activation::Identity | Activation::Relu => 0.0,
+            _ => unreachable!(),
+        };
+        2.0 * EPS * ulps * (want as f64).abs() + reference_error(x)
+    }
+
+    /// Backward tolerance on `dx = dy·f'(x)`:
+    /// - sigmoid, tanh: `e·r²` has 5 roundings (measured 4.3 ulp), plus the
+    ///   product with dy: 6 ulp of |dx|.
+    /// - GELU: f' = a + b is a sum of two terms that cancel near f' = 0
+    ///   (x ≈ −0.75), so the bound is absolute in the size of the terms:
+    ///   8 ulp of (|a| + |b|), plus the (8 + 4|z|) of the forward for GELU-tanh.
+    fn backward_tolerance(act: Activation, x: f32, dy: f32, want: f32) -> f64 {
+        let (xf, dyf) = (x as f64, (dy as f64).abs());
+        let rel = 2.0 * EPS * (want as f64).abs();
+        match act {
+            Activation::Identity | Activation::Relu => 0.0,
+            Activation::Sigmoid | Activation::Tanh => 6.0 * rel + dyf * reference_error(xf),
+            Activation::GeluTanh => {
+                let xc = xf.clamp(-30.0, 30.0);
+                let z = gelu_tanh_z(xc);
+                let terms = sig(z) + (xc * dsig(z) * 2.0 * C * (1.0 + 3.0 * A * xc * xc)).abs();
+                (8.0 + 4.0 * z.abs().min(1e4)) * rel + 16.0 * EPS * terms * dyf + dyf * reference_error(xf)
+            }
+            Activation::GeluErf => {
+                let xc = xf.clamp(-30.0, 30.0);
+                let cdf = 0.5 * libm::erfc(-xc / std::f64::consts::SQRT_2);
+                let terms = cdf + (xc * (-0.5 * xc * xc).exp() * 0.398_942_280_401_432_7).abs();
+                8.0 * rel + 16.0 * EPS * terms * dyf + dyf * reference_error(xf)
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    fn check_forward(act: Activation, x: &[f32], got: &[f32]) -> Result<(), TestCaseError> {
+        for (i, (&xi, &g)) in x.iter().zip(got).enumerate() {
+            let want = reference::forward_scalar(act, xi);
+            if matches!(act, Activation::Identity | Activation::Relu) {
+                prop_assert!(same(g, want), "{act} forward [{i}] x={xi:e}: got {g:e}, want {want:e}");
+            } else {
+                check_close(
+                    &format!("{act} forward [{i}] x={xi:e}"),
+                    g,
+                    want,
+                    forward_tolerance(act, xi, want),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_backward(act: Activation, x: &[f32], dy: &[f32], got: &[f32]) -> Result<(), TestCaseError> {
+        for (i, ((&xi, &d), &g)) in x.iter().zip(dy).zip(got).enumerate() {
+            let want = reference::backward_scalar(act, xi, d);
+            if d.is_infinite()
+                && xi.is_finite()
+                && (want.is_nan() && g.is_infinite() || g.is_nan() && want.is_infinite())
+            {
+                // ∞·f'(x) where f'(x) is tiny: the f64 reference's f' cancels to exactly 0 in
+                // the tails (1 − t², s·(1 − s), 1 + tanh) where the kernels' does not, and the
+                // kernels' f32 f' underflows to 0 where the f64 one does not; ∞·0 = NaN either way.
+                continue;
+            }
+            if matches!(act, Activation::Identity | Activation::Relu) {
+                prop_assert!(
+                    same(g, want),
+                    "{act} backward [{i}] x={xi:e} dy={d:e}: got {g:e}, want {want:e}"
+                );
+            } else {
+                check_close(
+                    &format!("{act} backward [{i}] x={xi:e} dy={d:e}"),
+                    g,
+                    want,
+                    backward_tolerance(act, xi, d, want),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn act_strategy() -> impl Strategy<Value = Activation> {
+        prop::sample::select(Activation::ALL.to_vec())
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn forward_matches_reference(
+            act in act_strategy(),
+            (x, off) in len_strategy().prop_flat_map(|n| (vec_of(n, 3), 0usize..4)),
+        ) {
+            let x = &x[off.min(x.len())..];
+            on_every_isa(|_| {
+                let mut y = vec![f32::NAN; x.len() + 1];
+                activation_forward(act, x, &mut y[1..]).unwrap();
+                check_forward(act, x, &y[1..])?;
+                let mut z = x.to_vec();
+                activation_forward_inplace(act, &mut z).unwrap();
+                check_forward(act, x, &z)
+            })?;
+        }
+
+        #[test]
+        fn backward_matches_reference(
+            act in act_strategy(),
+            (x, dy, off) in len_strategy().prop_flat_map(|n| (vec_of(n, 3), vec_of(n, 3), 0usize..4)),
+        ) {
+            let off = off.min(x.len());
+            let (x, dy) = (&x[off..], &dy[..dy.len() - off]);
+            on_every_isa(|_| {
+                let mut dx = vec![f32::NAN; x.len() + 1];
+                activation_backward(act, x, dy, &mut dx[1..]).unwrap();
+                check_backward(act, x, dy, &dx[1..])?;
+                let mut g = dy.to_vec();
+                activation_backward_inplace(act, x, &mut g).unwrap();
+                check_backward(act, x, dy, &g)
+            })?;
+        }
+    }
+
+    /// Large enough to be split over threads (when the machine has two).
+    #[test]
+    fn large_tensors_split_over_threads_match() {
+        let n = (1 << 19) + 37;
+        let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 2001) as f32 / 100.0 - 10.0).collect();
+        let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 1999) as f32 / 1000.0 - 1.0).collect();
+        for act in Activation::ALL {
+            let mut y = vec![f32::NAN; n];
+            activation_forward(act, &x, &mut y).unwrap();
+            check_forward(act, &x, &y).unwrap();
+            let mut dx = vec![f32::NAN; n];
+            activation_backward(act, &x, &dy, &mut dx).unwrap();
+            check_backward(act, &x, &dy, &dx).unwrap();
+        }
+    }
+
+    #[test]
+    fn length_mismatch_is_an_error() {
+        let mut y = [0.0f32; 2];
+        assert!(activation_forward(Activation::Relu, &[1.0; 3], &mut y).is_err());
+        assert!(activation_backward(Activation::Tanh, &[1.0; 2], &[1.0; 3], &mut y).is_err());
+        assert!(activation_backward(Activation::Tanh, &[1.0; 3], &[1.0; 3], &mut y).is_err());
+        assert!(activation_backward_inplace(Activation::Tanh, &[1.0; 3], &mut y).is_err());
+        assert!(activation_forward(Activation::Tanh, &[], &mut []).is_ok());
+    }
+}
