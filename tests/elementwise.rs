@@ -1,4 +1,5 @@
 //! Every element-wise kernel against `nnkern::reference`, on every ISA this
+#![allow(clippy::needless_range_loop)] // (i, j) loops over matrix views read clearest as index loops
 //! CPU runs, over random sizes (0, 1, odd, lane ± 1, large), unaligned
 //! sub-slices and special values. Outputs are poisoned with NaN first so an
 //! unwritten element fails. Tolerances are stated beside each check.
@@ -512,5 +513,156 @@ mod bias {
         .is_err());
         assert!(bias_add(nnkern::MatMut::new(&mut xm, 2, 3).unwrap(), &[0.0; 2]).is_err());
         assert!(bias_grad(xr, &mut db[..1]).is_err());
+    }
+}
+
+mod softmax_xent {
+    use super::*;
+    use nnkern::{log_softmax, softmax, softmax_xent, softmax_xent_loss, MatMut, MatRef, Targets};
+
+    fn logit() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            20 => -10.0f32..10.0,
+            3 => -1e4f32..1e4,
+            1 => prop::sample::select(vec![1e4f32, -1e4, 0.0, -0.0, f32::NEG_INFINITY, f32::INFINITY, f32::NAN, 1e-40]),
+        ]
+    }
+
+    /// `(max, ln Σ exp(x − max))` of row `i` in f64, for the tolerances.
+    fn row_stats(x: &MatRef<'_, f32>, i: usize) -> (f64, f64) {
+        let max = (0..x.cols())
+            .map(|j| x[(i, j)] as f64)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = (0..x.cols()).map(|j| (x[(i, j)] as f64 - max).exp()).sum();
+        (max, sum.ln())
+    }
+
+    /// The f32 sum of `n` exponentials is within `(n + 4)·2⁻²⁴` relative (lanes, then a
+    /// reduction tree), each exponential within 1.5 ulp, and the scaling adds two roundings:
+    /// `(n + 16)` units of 2⁻²⁴ covers all of it.
+    fn rel(n: usize) -> f64 {
+        (n as f64 + 16.0) * EPS
+    }
+
+    fn layout_and_logits() -> impl Strategy<Value = (Layout, Vec<f32>)> {
+        layout_strategy()
+            .prop_map(|mut l| {
+                l.cols = l.cols.max(1);
+                l
+            })
+            .prop_flat_map(|l| (Just(l), prop::collection::vec(logit(), l.len())))
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn softmax_and_log_softmax_match_reference((l, x) in layout_and_logits()) {
+            let xv = l.view(&x);
+            let mut want = vec![0.0f32; l.len()];
+            reference::softmax(xv, l.view_mut(&mut want)).unwrap();
+            let mut want_log = vec![0.0f32; l.len()];
+            reference::log_softmax(xv, l.view_mut(&mut want_log)).unwrap();
+            on_every_isa(|isa| {
+                let mut got = vec![f32::NAN; l.len()];
+                softmax(xv, l.view_mut(&mut got)).unwrap();
+                let mut got_log = vec![f32::NAN; l.len()];
+                log_softmax(xv, l.view_mut(&mut got_log)).unwrap();
+                for i in 0..l.rows {
+                    let (max, ln_sum) = row_stats(&xv, i);
+                    for j in 0..l.cols {
+                        let k = l.index(i, j);
+                        // Plus the rounding of x − max, which e^(x − max) magnifies by |x − max|.
+                        let arg = (2.0 * EPS * (x[k] as f64 - max).abs()).min(1.0);
+                        check_close(&format!("{isa} softmax[{i},{j}]"), got[k], want[k],
+                            (rel(l.cols) + arg) * (want[k] as f64).abs())?;
+                        // x − max is exact near the max and off by 2⁻²⁴·|x − max| elsewhere, ln Σ
+                        // carries the sum's relative error as an absolute one.
+                        let tol = 4.0 * EPS * ((x[k] as f64 - max).abs() + ln_sum.abs()) + rel(l.cols);
+                        check_close(&format!("{isa} log_softmax[{i},{j}]"), got_log[k], want_log[k], tol)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+
+        #[test]
+        fn fused_cross_entropy_matches_reference(
+            (l, x, labels, t) in layout_and_logits().prop_flat_map(|(l, x)| (
+                Just(l),
+                Just(x),
+                prop::collection::vec(0..l.cols as u32, l.rows),
+                prop::collection::vec(0.0f32..1.0, l.len()),
+            )),
+            soft in any::<bool>(),
+        ) {
+            let xv = l.view(&x);
+            let targets = if soft { Targets::Soft(l.view(&t)) } else { Targets::Labels(&labels) };
+            let mut want_d = vec![0.0f32; l.len()];
+            let want = reference::softmax_xent(xv, targets, l.view_mut(&mut want_d)).unwrap();
+            // Loss tolerance, relative to each row's scale: the terms ln Σe and (max − x) each
+            // carry 2 roundings plus the sum's relative error; rows are summed in f64.
+            let mut loss_tol = 0.0f64;
+            for i in 0..l.rows {
+                let (max, ln_sum) = row_stats(&xv, i);
+                loss_tol += if soft {
+                    (0..l.cols).map(|j| t[l.index(i, j)] as f64 * ((max - x[l.index(i, j)] as f64).abs() + ln_sum.abs() + 1.0)).sum::<f64>()
+                } else {
+                    (max - x[l.index(i, labels[i] as usize)] as f64).abs() + ln_sum.abs() + 1.0
+                } * rel(l.cols);
+            }
+            let loss_tol = loss_tol / l.rows.max(1) as f64 + 2.0 * EPS * (want as f64).abs();
+            on_every_isa(|isa| {
+                let mut d = vec![f32::NAN; l.len()];
+                let loss = softmax_xent(xv, targets, l.view_mut(&mut d)).unwrap();
+                check_close(&format!("{isa} loss"), loss, want, loss_tol)?;
+                let loss_only = softmax_xent_loss(xv, targets).unwrap();
+                check_close(&format!("{isa} loss only"), loss_only, want, loss_tol)?;
+                let batch = l.rows as f64;
+                for i in 0..l.rows {
+                    let (max, _) = row_stats(&xv, i);
+                    for j in 0..l.cols {
+                        let k = l.index(i, j);
+                        let tk = if soft { t[k] as f64 } else { f64::from(u8::from(labels[i] as usize == j)) };
+                        let p = want_d[k] as f64 * batch + tk;
+                        // (p − t)/batch with p carrying rel(cols), t·(1/batch) 2 roundings.
+                        let arg = (2.0 * EPS * (x[k] as f64 - max).abs()).min(1.0);
+                        let tol = ((rel(l.cols) + arg) * p.abs() + 4.0 * EPS * tk) / batch;
+                        check_close(&format!("{isa} dlogits[{i},{j}]"), d[k], want_d[k], tol)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+    }
+
+    #[test]
+    fn logits_of_1e4_are_stable_and_bad_input_is_an_error() {
+        let x = [1e4f32, -1e4, 0.0, 3.0, 1e4, 1e4 - 1.0];
+        let mut d = [f32::NAN; 6];
+        for isa in Isa::supported() {
+            with_isa(isa, || {
+                let loss = softmax_xent(
+                    MatRef::new(&x, 2, 3).unwrap(),
+                    Targets::Labels(&[1, 2]),
+                    MatMut::new(&mut d, 2, 3).unwrap(),
+                )
+                .unwrap();
+                // Row 0: 2e4; row 1: lse − (1e4 − 1) = 1 + ln(1 + e⁻¹ + e^(3−1e4)) = 1.3132617.
+                assert!(
+                    (loss as f64 - (2e4 + 1.313_261_687_518_223) / 2.0).abs() < 1e-3,
+                    "{loss}"
+                );
+                assert_eq!(&d[..3], &[0.5, -0.5, 0.0]);
+            })
+            .unwrap();
+        }
+        let mut y = [0.0f32; 6];
+        assert!(softmax(MatRef::new(&x, 2, 3).unwrap(), MatMut::new(&mut y, 3, 2).unwrap()).is_err());
+        assert!(softmax_xent_loss(MatRef::new(&x, 2, 3).unwrap(), Targets::Labels(&[0, 3])).is_err());
+        assert_eq!(
+            softmax_xent_loss(MatRef::new(&x[..0], 0, 3).unwrap(), Targets::Labels(&[])).unwrap(),
+            0.0
+        );
     }
 }
