@@ -1,8 +1,10 @@
 //! Every element-wise kernel against `nnkern::reference`, on every ISA this
-#![allow(clippy::needless_range_loop)] // (i, j) loops over matrix views read clearest as index loops
 //! CPU runs, over random sizes (0, 1, odd, lane ± 1, large), unaligned
 //! sub-slices and special values. Outputs are poisoned with NaN first so an
 //! unwritten element fails. Tolerances are stated beside each check.
+
+// (i, j) loops over matrix views read clearest as index loops.
+#![allow(clippy::needless_range_loop)]
 
 use nnkern::{reference, with_isa, Activation, Isa};
 use proptest::prelude::*;
@@ -664,5 +666,204 @@ mod softmax_xent {
             softmax_xent_loss(MatRef::new(&x[..0], 0, 3).unwrap(), Targets::Labels(&[])).unwrap(),
             0.0
         );
+    }
+}
+
+mod optim {
+    use super::*;
+    use nnkern::{adam_step, clip_global_norm, global_norm, sgd_step, AdamConfig, AdamEpsilon, SgdConfig, WeightDecay};
+
+    fn adam_config() -> impl Strategy<Value = (AdamConfig, u64)> {
+        (
+            0.0f32..0.1,
+            prop_oneof![Just(0.9f32), 0.0f32..0.999],
+            prop_oneof![Just(0.999f32), 0.5f32..0.99999],
+            prop_oneof![Just(1e-8f32), Just(1e-7f32), 1e-10f32..1e-3],
+            prop_oneof![Just(0.0f32), 0.0f32..0.1],
+            any::<bool>(),
+            any::<bool>(),
+            prop_oneof![1u64..5, 1u64..100_000],
+        )
+            .prop_map(|(lr, beta1, beta2, eps, weight_decay, decoupled, keras, step)| {
+                (
+                    AdamConfig {
+                        lr,
+                        beta1,
+                        beta2,
+                        eps,
+                        weight_decay,
+                        decay: if decoupled {
+                            WeightDecay::Decoupled
+                        } else {
+                            WeightDecay::L2
+                        },
+                        epsilon: if keras {
+                            AdamEpsilon::Keras
+                        } else {
+                            AdamEpsilon::PyTorch
+                        },
+                    },
+                    step,
+                )
+            })
+    }
+
+    fn param() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            20 => -4.0f32..4.0,
+            3 => -1e-3f32..1e-3,
+            1 => prop::sample::select(vec![0.0f32, -0.0, f32::NAN, f32::INFINITY, -f32::INFINITY, 1e-40, -1e-40, 1e-30, 1e20]),
+        ]
+    }
+    /// Second moments: ≥ 0, including the subnormal range Adam's moments decay into.
+    fn second_moment() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            10 => 0.0f32..4.0,
+            3 => 0.0f32..1e-6,
+            2 => (1u32..0x0080_0000).prop_map(f32::from_bits),
+            1 => Just(0.0f32),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Tolerances, from the f32 arithmetic of `w −= k·m/(√v·a + ε)` against the f64 reference
+        /// (u = 2⁻²⁴): m within 4u of its two terms' magnitudes, v within 6u of its terms',
+        /// and w within 2u of itself plus the error of the update: 4u of it, and what the
+        /// errors in m and √v make of it.
+        #[test]
+        fn adam_matches_reference(
+            (cfg, step) in adam_config(),
+            (w, g, m, v, off) in len_strategy().prop_flat_map(|n| (
+                prop::collection::vec(param(), n + 3),
+                prop::collection::vec(param(), n + 3),
+                prop::collection::vec(param(), n + 3),
+                prop::collection::vec(second_moment(), n + 3),
+                0usize..4,
+            )),
+        ) {
+            let n = w.len() - 3;
+            let (w, g, m, v) = (&w[off..off + n], &g[..n], &m[3 - off.min(3)..][..n], &v[..n]);
+            let (mut wr, mut mr, mut vr) = (w.to_vec(), m.to_vec(), v.to_vec());
+            reference::adam_step(&cfg, step, &mut wr, g, &mut mr, &mut vr).unwrap();
+            let u = EPS;
+            let (c1, c2) = cfg.bias_corrections(step);
+            let (lr, wd, b1, b2) = (cfg.lr as f64, cfg.weight_decay as f64, cfg.beta1 as f64, cfg.beta2 as f64);
+            let (k, a) = match cfg.epsilon {
+                AdamEpsilon::PyTorch => (lr / c1, 1.0 / c2.sqrt()),
+                AdamEpsilon::Keras => (lr * c2.sqrt() / c1, 1.0),
+            };
+            on_every_isa(|isa| {
+                let (mut wg, mut mg, mut vg) = (w.to_vec(), m.to_vec(), v.to_vec());
+                adam_step(&cfg, step, &mut wg, g, &mut mg, &mut vg).unwrap();
+                for i in 0..n {
+                    let (wi, gi, mi, vi) = (w[i] as f64, g[i] as f64, m[i] as f64, v[i] as f64);
+                    let decay = if cfg.decay == WeightDecay::L2 { wd * wi } else { 0.0 };
+                    let gterm = gi.abs() + decay.abs();
+                    let tol_m = 4.0 * u * (b1 * mi.abs() + (1.0 - b1) * gterm);
+                    let tol_v = 6.0 * u * (b2 * vi + (1.0 - b2) * gterm * gterm);
+                    check_close(&format!("{isa} m[{i}]"), mg[i], mr[i], tol_m)?;
+                    check_close(&format!("{isa} v[{i}]"), vg[i], vr[i], tol_v)?;
+                    if vr[i].is_infinite() && v[i].is_finite() && g[i].is_finite() {
+                        // v overflowed f32 (|g| ≳ 1e19): the reference's update still uses its
+                        // f64 v, the kernel's uses the stored ∞ and leaves w alone.
+                        continue;
+                    }
+                    let (m1, v1) = (mr[i] as f64, (vr[i] as f64).max(0.0));
+                    let den = v1.sqrt() * a + cfg.eps as f64;
+                    let update = k * m1 / den;
+                    let dden = a * (tol_v.sqrt() + 2.0 * u * v1.sqrt()) + u * den;
+                    let tol_w = 2.0 * u * (wr[i] as f64).abs()
+                        + 2.0 * u * (lr * wd * wi).abs()
+                        + k * (tol_m + 4.0 * u * m1.abs()) / den
+                        + k * m1.abs() * dden / (den * den)
+                        + 4.0 * u * update.abs();
+                    check_close(&format!("{isa} w[{i}]"), wg[i], wr[i], if tol_w.is_nan() { 0.0 } else { tol_w })?;
+                }
+                Ok(())
+            })?;
+        }
+
+        /// SGD: b within 3u of its terms' magnitudes, w within 2u of itself plus lr times b's error.
+        #[test]
+        fn sgd_matches_reference(
+            lr in 0.0f32..0.5, momentum in 0.0f32..0.99, wd in prop_oneof![Just(0.0f32), 0.0f32..0.1],
+            (w, g, b) in len_strategy().prop_flat_map(|n| (
+                prop::collection::vec(param(), n),
+                prop::collection::vec(param(), n),
+                prop::collection::vec(param(), n),
+            )),
+        ) {
+            let cfg = SgdConfig { lr, momentum, weight_decay: wd };
+            let (mut wr, mut br) = (w.clone(), b.clone());
+            reference::sgd_step(&cfg, &mut wr, &g, &mut br).unwrap();
+            on_every_isa(|isa| {
+                let (mut wg, mut bg) = (w.clone(), b.clone());
+                sgd_step(&cfg, &mut wg, &g, &mut bg).unwrap();
+                for i in 0..w.len() {
+                    let terms = (momentum as f64 * b[i] as f64).abs() + (g[i] as f64).abs() + (wd as f64 * w[i] as f64).abs();
+                    let tol_b = 3.0 * EPS * terms;
+                    check_close(&format!("{isa} buf[{i}]"), bg[i], br[i], tol_b)?;
+                    let tol_w = 2.0 * EPS * (wr[i] as f64).abs() + lr as f64 * (tol_b + 2.0 * EPS * (br[i] as f64).abs());
+                    check_close(&format!("{isa} w[{i}]"), wg[i], wr[i], if tol_w.is_nan() { 0.0 } else { tol_w })?;
+                }
+                Ok(())
+            })?;
+        }
+
+        /// The norm: squares summed in f32 blocks of 16 per lane, then f64: relative 32u.
+        /// Clipping scales by max_norm/norm rounded to f32: 2 roundings, 1 ulp of each value.
+        #[test]
+        fn global_norm_and_clipping_match_reference(
+            parts in prop::collection::vec(len_strategy().prop_flat_map(|n| prop::collection::vec(sum_value(), n)), 0..4),
+            max_norm in prop_oneof![0.001f32..10.0, 10.0f32..1000.0],
+        ) {
+            let refs: Vec<&[f32]> = parts.iter().map(|p| &p[..]).collect();
+            let want = reference::global_norm(&refs);
+            let mut clipped_ref = parts.clone();
+            {
+                let mut r: Vec<&mut [f32]> = clipped_ref.iter_mut().map(|p| &mut p[..]).collect();
+                reference::clip_global_norm(&mut r, max_norm).unwrap();
+            }
+            on_every_isa(|isa| {
+                let got = global_norm(&refs);
+                check_close(&format!("{isa} norm"), got, want, 32.0 * EPS * (want as f64).abs())?;
+                let mut clipped = parts.clone();
+                let mut r: Vec<&mut [f32]> = clipped.iter_mut().map(|p| &mut p[..]).collect();
+                let n = clip_global_norm(&mut r, max_norm).unwrap();
+                check_close(&format!("{isa} clip norm"), n, want, 32.0 * EPS * (want as f64).abs())?;
+                for (p, (a, b)) in clipped.iter().zip(&clipped_ref).enumerate() {
+                    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+                        // The two norms differ by up to 32u, which the scale inherits; near the
+                        // threshold they may even fall on either side of max_norm.
+                        let scale_err = 64.0 * EPS * (x as f64).abs().max((y as f64).abs());
+                        check_close(&format!("{isa} clipped[{p}][{i}]"), x, y, 4.0 * EPS * (y as f64).abs() + scale_err)?;
+                    }
+                }
+                Ok(())
+            })?;
+        }
+    }
+
+    #[test]
+    fn extreme_gradients_fall_back_to_f64_sums() {
+        let big = [1e20f32, 1e20];
+        assert!((global_norm(&[&big]) as f64 - 1.414_213_6e20).abs() < 1e14);
+        let tiny = [1e-25f32; 4];
+        assert!((global_norm(&[&tiny]) as f64 - 2e-25).abs() < 1e-31);
+        assert!(global_norm(&[&[f32::INFINITY, 1.0]]).is_infinite());
+        assert!(global_norm(&[]) == 0.0);
+    }
+
+    #[test]
+    fn bad_arguments_are_errors() {
+        let mut w = [0.0f32; 3];
+        let (mut m, mut v) = ([0.0f32; 3], [0.0f32; 3]);
+        assert!(adam_step(&AdamConfig::default(), 1, &mut w, &[0.0; 2], &mut m, &mut v).is_err());
+        assert!(adam_step(&AdamConfig::default(), 0, &mut w, &[0.0; 3], &mut m, &mut v).is_err());
+        let mut b = [0.0f32; 2];
+        assert!(sgd_step(&SgdConfig::default(), &mut w, &[0.0; 3], &mut b).is_err());
+        assert!(clip_global_norm(&mut [], -1.0).is_err());
     }
 }
