@@ -42,7 +42,7 @@ pub use matrix::{MatMut, MatRef};
 pub use ops::activation::{
     activation_backward, activation_backward_inplace, activation_forward, activation_forward_inplace, Activation,
 };
-pub use ops::bias::{bias_add, bias_add_activation, bias_grad};
+pub use ops::bias::{activation_backward_bias_grad, bias_add, bias_add_activation, bias_grad};
 pub use ops::gemm::{gemm, gemm_with_threads, GemmInput};
 pub use ops::metrics::{argmax_rows, count_correct};
 pub use ops::optim::{

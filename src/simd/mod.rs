@@ -7,6 +7,16 @@
 //! An operation reads [`active_isa`] once, on the calling thread, at entry,
 //! and hands the chosen kernel to any worker threads it uses.
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+pub(crate) mod math;
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod neon;
+pub(crate) mod scalar;
+pub(crate) mod vector;
+
 use crate::error::{Error, Result};
 use std::cell::Cell;
 use std::fmt;

@@ -3,9 +3,11 @@
 //! Backward functions take the forward *input* `x` and the upstream gradient
 //! `dy`, and give `dx = dy · f'(x)`.
 
+pub(crate) mod kernels;
 pub mod reference;
 
 use crate::error::{Error, Result};
+use crate::simd::active_isa;
 use std::fmt;
 use std::str::FromStr;
 
@@ -93,20 +95,28 @@ pub(crate) fn check_same_len(arg: &'static str, got: usize, expected: usize) -> 
 /// # Ok::<(), nnkern::Error>(())
 /// ```
 pub fn activation_forward(act: Activation, x: &[f32], y: &mut [f32]) -> Result<()> {
-    reference::activation_forward(act, x, y)
+    check_same_len("y", y.len(), x.len())?;
+    kernels::forward(active_isa(), act, x, y);
+    Ok(())
 }
 
 /// `x[i] = f(x[i])` in place.
 pub fn activation_forward_inplace(act: Activation, x: &mut [f32]) -> Result<()> {
-    reference::activation_forward_inplace(act, x)
+    kernels::forward_inplace(active_isa(), act, x);
+    Ok(())
 }
 
 /// `dx[i] = dy[i] · f'(x[i])`.
 pub fn activation_backward(act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<()> {
-    reference::activation_backward(act, x, dy, dx)
+    check_same_len("dy", dy.len(), x.len())?;
+    check_same_len("dx", dx.len(), x.len())?;
+    kernels::backward(active_isa(), act, x, dy, dx);
+    Ok(())
 }
 
 /// `grad[i] = grad[i] · f'(x[i])` in place (`grad` holds `dy` in, `dx` out).
 pub fn activation_backward_inplace(act: Activation, x: &[f32], grad: &mut [f32]) -> Result<()> {
-    reference::activation_backward_inplace(act, x, grad)
+    check_same_len("grad", grad.len(), x.len())?;
+    kernels::backward_inplace(active_isa(), act, x, grad);
+    Ok(())
 }

@@ -3,7 +3,10 @@
 use super::check_bias;
 use crate::error::Result;
 use crate::matrix::{MatMut, MatRef};
-use crate::ops::activation::{reference::forward_scalar, Activation};
+use crate::ops::activation::{
+    reference::{backward_scalar, forward_scalar},
+    Activation,
+};
 use crate::ops::softmax_xent::check_same_shape;
 
 /// `x[i, j] += bias[j]`.
@@ -42,6 +45,23 @@ pub fn bias_grad(dy: MatRef<'_, f32>, dbias: &mut [f32]) -> Result<()> {
         *db = (0..dy.rows()).map(|i| dy[(i, j)] as f64).sum::<f64>() as f32;
     }
     Ok(())
+}
+
+/// `grad = grad · f'(x)` element by element, then `dbias[j] = Σ_i grad[i, j]` in `f64`.
+pub fn activation_backward_bias_grad(
+    act: Activation,
+    x: MatRef<'_, f32>,
+    mut grad: MatMut<'_, f32>,
+    dbias: &mut [f32],
+) -> Result<()> {
+    check_same_shape("grad", grad.shape(), x.shape())?;
+    check_bias("dbias", dbias.len(), x.cols())?;
+    for i in 0..x.rows() {
+        for j in 0..x.cols() {
+            grad[(i, j)] = backward_scalar(act, x[(i, j)], grad[(i, j)]);
+        }
+    }
+    bias_grad(grad.rb(), dbias)
 }
 
 #[cfg(test)]

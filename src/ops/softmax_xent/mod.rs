@@ -5,10 +5,43 @@
 //! Rows are samples, columns are classes. Everything is computed with the
 //! row maximum subtracted first, so logits of ±1e4 are fine.
 
+pub(crate) mod kernels;
 pub mod reference;
 
 use crate::error::{Error, Result};
 use crate::matrix::{MatMut, MatRef};
+use crate::ops::bias::kernels::Rows;
+use crate::simd::active_isa;
+
+fn contiguous_rows(cols: usize, col_stride: usize) -> bool {
+    cols <= 1 || col_stride == 1
+}
+
+fn rows_ref<'a>(m: &MatRef<'a, f32>) -> Option<Rows<&'a [f32]>> {
+    contiguous_rows(m.cols(), m.col_stride()).then(|| Rows {
+        ptr: m.as_slice(),
+        rows: m.rows(),
+        stride: m.row_stride(),
+    })
+}
+
+/// The rows of `m`; only called when [`contiguous_rows`] holds.
+fn rows_mut(m: MatMut<'_, f32>) -> Rows<&mut [f32]> {
+    let (rows, stride) = (m.rows(), m.row_stride());
+    Rows {
+        ptr: m.into_mut_slice(),
+        rows,
+        stride,
+    }
+}
+
+/// The kernels' view of the targets, when their rows are contiguous.
+fn targets_rows<'a>(t: &Targets<'a>) -> Option<kernels::Tgt<'a>> {
+    match t {
+        Targets::Labels(l) => Some(kernels::Tgt::Labels(l)),
+        Targets::Soft(m) => rows_ref(m).map(kernels::Tgt::Soft),
+    }
+}
 
 /// What the logits are scored against.
 #[derive(Debug, Clone, Copy)]
@@ -68,17 +101,38 @@ pub(crate) fn check_same_shape(arg: &'static str, got: (usize, usize), expected:
 
 /// `y = softmax(x)` row by row.
 pub fn softmax(x: MatRef<'_, f32>, y: MatMut<'_, f32>) -> Result<()> {
-    reference::softmax(x, y)
+    check_same_shape("y", y.shape(), x.shape())?;
+    match rows_ref(&x) {
+        Some(xr) if !x.is_empty() && contiguous_rows(y.cols(), y.col_stride()) => {
+            kernels::softmax(active_isa(), xr, rows_mut(y), x.cols());
+            Ok(())
+        }
+        _ => reference::softmax(x, y),
+    }
 }
 
 /// `y = log(softmax(x))` row by row.
 pub fn log_softmax(x: MatRef<'_, f32>, y: MatMut<'_, f32>) -> Result<()> {
-    reference::log_softmax(x, y)
+    check_same_shape("y", y.shape(), x.shape())?;
+    match rows_ref(&x) {
+        Some(xr) if !x.is_empty() && contiguous_rows(y.cols(), y.col_stride()) => {
+            kernels::log_softmax(active_isa(), xr, rows_mut(y), x.cols());
+            Ok(())
+        }
+        _ => reference::log_softmax(x, y),
+    }
 }
 
 /// Mean cross-entropy of `softmax(logits)` against `targets` (0 for an empty batch).
 pub fn softmax_xent_loss(logits: MatRef<'_, f32>, targets: Targets<'_>) -> Result<f32> {
-    reference::softmax_xent_loss(logits, targets)
+    let (rows, cols) = check_xent(&logits, &targets, None)?;
+    if rows == 0 {
+        return Ok(0.0);
+    }
+    match (rows_ref(&logits), targets_rows(&targets)) {
+        (Some(x), Some(t)) => Ok((kernels::xent(active_isa(), x, t, None, cols) / rows as f64) as f32),
+        _ => reference::softmax_xent_loss(logits, targets),
+    }
 }
 
 /// Fused forward and backward: returns the mean loss and writes
@@ -94,5 +148,15 @@ pub fn softmax_xent_loss(logits: MatRef<'_, f32>, targets: Targets<'_>) -> Resul
 /// # Ok::<(), nnkern::Error>(())
 /// ```
 pub fn softmax_xent(logits: MatRef<'_, f32>, targets: Targets<'_>, dlogits: MatMut<'_, f32>) -> Result<f32> {
-    reference::softmax_xent(logits, targets, dlogits)
+    let (rows, cols) = check_xent(&logits, &targets, Some(&dlogits))?;
+    if rows == 0 {
+        return Ok(0.0);
+    }
+    match (rows_ref(&logits), targets_rows(&targets)) {
+        (Some(x), Some(t)) if contiguous_rows(dlogits.cols(), dlogits.col_stride()) => {
+            let total = kernels::xent(active_isa(), x, t, Some(rows_mut(dlogits)), cols);
+            Ok((total / rows as f64) as f32)
+        }
+        _ => reference::softmax_xent(logits, targets, dlogits),
+    }
 }

@@ -1,0 +1,311 @@
+//! SIMD activations, forward and backward, over [`Simd`].
+//!
+//! Element-wise streams: one vector per step, a masked (or buffered) tail,
+//! no alignment assumed; in-place calls pass the same pointer as input and
+//! output (each vector is loaded before it is stored). Tensors of at least
+//! [`PAR_MIN_PER_TASK`] elements per task are split over threads in
+//! 64-byte-aligned ranges.
+//!
+//! Measured (`cargo bench --bench elementwise`, AVX-512, one thread): see the
+//! README table; ReLU runs at copy speed, the transcendental ones are
+//! compute-bound at L1/L2 sizes.
+
+use super::Activation;
+use crate::parallel::{run_tasks, task_count, task_range};
+use crate::simd::math;
+use crate::simd::vector::{dispatch, Simd};
+use crate::simd::Isa;
+use std::ops::Range;
+
+/// Elements per task below which a stream stays on one thread.
+///
+/// Measured with `cargo bench --bench elementwise -- threads`: below about
+/// 2¹⁸ elements (1 MiB per operand) the second thread's start-up and the
+/// shared L2-to-L3 path eat the gain; above it two threads are faster.
+pub(crate) const PAR_MIN_PER_TASK: usize = 1 << 18;
+
+/// One activation as a type, so every loop is compiled once per activation
+/// with the function inlined (no per-element branch).
+pub(crate) trait Act {
+    /// `f(x)`.
+    fn forward<S: Simd>(s: S, x: S::V) -> S::V;
+    /// `dy · f'(x)`.
+    fn backward<S: Simd>(s: S, x: S::V, dy: S::V) -> S::V;
+}
+
+pub(crate) struct Identity;
+pub(crate) struct Relu;
+pub(crate) struct Sigmoid;
+pub(crate) struct Tanh;
+pub(crate) struct GeluTanh;
+pub(crate) struct GeluErf;
+
+impl Act for Identity {
+    #[inline(always)]
+    fn forward<S: Simd>(_: S, x: S::V) -> S::V {
+        x
+    }
+    #[inline(always)]
+    fn backward<S: Simd>(_: S, _: S::V, dy: S::V) -> S::V {
+        dy
+    }
+}
+impl Act for Relu {
+    #[inline(always)]
+    fn forward<S: Simd>(s: S, x: S::V) -> S::V {
+        // `x <= 0` is false for NaN, which passes; −0 becomes +0, as the reference.
+        let zero = s.splat(0.0);
+        s.select(s.le(x, zero), zero, x)
+    }
+    #[inline(always)]
+    fn backward<S: Simd>(s: S, x: S::V, dy: S::V) -> S::V {
+        // A select, not a product: dy where x > 0, 0 where x <= 0, NaN where x is NaN.
+        let zero = s.splat(0.0);
+        s.select(s.le(x, zero), zero, s.select(s.gt(x, zero), dy, x))
+    }
+}
+impl Act for Sigmoid {
+    #[inline(always)]
+    fn forward<S: Simd>(s: S, x: S::V) -> S::V {
+        math::sigmoid(s, x)
+    }
+    #[inline(always)]
+    fn backward<S: Simd>(s: S, x: S::V, dy: S::V) -> S::V {
+        s.mul(dy, math::sigmoid_derivative(s, x))
+    }
+}
+impl Act for Tanh {
+    #[inline(always)]
+    fn forward<S: Simd>(s: S, x: S::V) -> S::V {
+        math::tanh(s, x)
+    }
+    #[inline(always)]
+    fn backward<S: Simd>(s: S, x: S::V, dy: S::V) -> S::V {
+        s.mul(dy, math::tanh_derivative(s, x))
+    }
+}
+impl Act for GeluTanh {
+    #[inline(always)]
+    fn forward<S: Simd>(s: S, x: S::V) -> S::V {
+        math::gelu_tanh(s, x)
+    }
+    #[inline(always)]
+    fn backward<S: Simd>(s: S, x: S::V, dy: S::V) -> S::V {
+        s.mul(dy, math::gelu_tanh_derivative(s, x))
+    }
+}
+impl Act for GeluErf {
+    #[inline(always)]
+    fn forward<S: Simd>(s: S, x: S::V) -> S::V {
+        math::gelu_erf(s, x)
+    }
+    #[inline(always)]
+    fn backward<S: Simd>(s: S, x: S::V, dy: S::V) -> S::V {
+        s.mul(dy, math::gelu_erf_derivative(s, x))
+    }
+}
+
+/// Expands `$body` once per activation with `$A` naming its [`Act`] type.
+macro_rules! with_act {
+    ($act:expr, $A:ident => $body:expr) => {
+        match $act {
+            $crate::ops::activation::Activation::Identity => {
+                type $A = $crate::ops::activation::kernels::Identity;
+                $body
+            }
+            $crate::ops::activation::Activation::Relu => {
+                type $A = $crate::ops::activation::kernels::Relu;
+                $body
+            }
+            $crate::ops::activation::Activation::Sigmoid => {
+                type $A = $crate::ops::activation::kernels::Sigmoid;
+                $body
+            }
+            $crate::ops::activation::Activation::Tanh => {
+                type $A = $crate::ops::activation::kernels::Tanh;
+                $body
+            }
+            $crate::ops::activation::Activation::GeluTanh => {
+                type $A = $crate::ops::activation::kernels::GeluTanh;
+                $body
+            }
+            $crate::ops::activation::Activation::GeluErf => {
+                type $A = $crate::ops::activation::kernels::GeluErf;
+                $body
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use with_act;
+
+/// `y[i] = f(x[i])` for `i < n`.
+///
+/// # Safety
+/// `x .. x + n` readable, `y .. y + n` writable; `y` is either `x` or does not overlap it.
+#[inline(always)]
+pub(crate) unsafe fn forward_ptr<S: Simd, A: Act>(s: S, x: *const f32, y: *mut f32, n: usize) {
+    let l = S::LANES;
+    let mut i = 0;
+    while i + 2 * l <= n {
+        // SAFETY: i + 2·LANES <= n, inside both ranges.
+        unsafe {
+            let a = s.load(x.add(i));
+            let b = s.load(x.add(i + l));
+            s.store(y.add(i), A::forward(s, a));
+            s.store(y.add(i + l), A::forward(s, b));
+        }
+        i += 2 * l;
+    }
+    while i < n {
+        let m = (n - i).min(l);
+        // SAFETY: m elements remain in both ranges; a partial access touches only those.
+        unsafe {
+            if m == l {
+                s.store(y.add(i), A::forward(s, s.load(x.add(i))));
+            } else {
+                let v = s.load_partial(x.add(i), m, s.splat(0.0));
+                s.store_partial(y.add(i), m, A::forward(s, v));
+            }
+        }
+        i += m;
+    }
+}
+
+/// `dx[i] = dy[i] · f'(x[i])` for `i < n`.
+///
+/// # Safety
+/// `x`, `dy` readable and `dx` writable for `n` elements; `dx` is either `dy` or does not
+/// overlap `x` or `dy`.
+#[inline(always)]
+pub(crate) unsafe fn backward_ptr<S: Simd, A: Act>(s: S, x: *const f32, dy: *const f32, dx: *mut f32, n: usize) {
+    let l = S::LANES;
+    let mut i = 0;
+    while i + 2 * l <= n {
+        // SAFETY: i + 2·LANES <= n, inside all three ranges.
+        unsafe {
+            let (xa, xb) = (s.load(x.add(i)), s.load(x.add(i + l)));
+            let (da, db) = (s.load(dy.add(i)), s.load(dy.add(i + l)));
+            s.store(dx.add(i), A::backward(s, xa, da));
+            s.store(dx.add(i + l), A::backward(s, xb, db));
+        }
+        i += 2 * l;
+    }
+    while i < n {
+        let m = (n - i).min(l);
+        // SAFETY: m elements remain in all three ranges; a partial access touches only those.
+        unsafe {
+            if m == l {
+                s.store(dx.add(i), A::backward(s, s.load(x.add(i)), s.load(dy.add(i))));
+            } else {
+                let xv = s.load_partial(x.add(i), m, s.splat(0.0));
+                let dv = s.load_partial(dy.add(i), m, s.splat(0.0));
+                s.store_partial(dx.add(i), m, A::backward(s, xv, dv));
+            }
+        }
+        i += m;
+    }
+}
+
+/// A pointer that may cross to the worker threads; each task touches a
+/// disjoint range of it.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr<T>(pub(crate) *mut T);
+// SAFETY: used only to hand disjoint ranges of one buffer to tasks that all end before the
+// owning borrow does (run_tasks returns after every task).
+unsafe impl<T> Send for SyncPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    /// The pointer (a method, so closures capture the whole wrapper, not its field).
+    #[inline(always)]
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Runs `f(range)` over `0..n`, split over threads when each task gets at
+/// least `min_per_task` elements; ranges are multiples of 16 elements (64 bytes).
+pub(crate) fn for_ranges(n: usize, min_per_task: usize, f: impl Fn(Range<usize>) + Sync) {
+    let tasks = task_count(n, min_per_task);
+    if tasks <= 1 {
+        f(0..n);
+    } else {
+        run_tasks(tasks, |t| f(task_range(n, tasks, t, 16)));
+    }
+}
+
+#[inline(always)]
+fn forward_kernel<S: Simd>(s: S, act: Activation, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    // SAFETY: both slices hold n elements and a `&mut` cannot overlap a `&`.
+    with_act!(act, A => unsafe { forward_ptr::<S, A>(s, x.as_ptr(), y.as_mut_ptr(), n) })
+}
+dispatch!(fn forward_isa(act: Activation, x: &[f32], y: &mut [f32]) => forward_kernel);
+
+#[inline(always)]
+fn forward_inplace_kernel<S: Simd>(s: S, act: Activation, x: &mut [f32]) {
+    let n = x.len();
+    let p = x.as_mut_ptr();
+    // SAFETY: the slice holds n elements; input and output are the same pointer.
+    with_act!(act, A => unsafe { forward_ptr::<S, A>(s, p, p, n) })
+}
+dispatch!(fn forward_inplace_isa(act: Activation, x: &mut [f32]) => forward_inplace_kernel);
+
+#[inline(always)]
+fn backward_kernel<S: Simd>(s: S, act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let n = x.len().min(dy.len()).min(dx.len());
+    // SAFETY: all three hold n elements; `dx` is a `&mut` so it overlaps neither input.
+    with_act!(act, A => unsafe { backward_ptr::<S, A>(s, x.as_ptr(), dy.as_ptr(), dx.as_mut_ptr(), n) })
+}
+dispatch!(fn backward_isa(act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) => backward_kernel);
+
+#[inline(always)]
+fn backward_inplace_kernel<S: Simd>(s: S, act: Activation, x: &[f32], grad: &mut [f32]) {
+    let n = x.len().min(grad.len());
+    let g = grad.as_mut_ptr();
+    // SAFETY: both hold n elements; `grad` is both dy and dx, and does not overlap `x`.
+    with_act!(act, A => unsafe { backward_ptr::<S, A>(s, x.as_ptr(), g, g, n) })
+}
+dispatch!(fn backward_inplace_isa(act: Activation, x: &[f32], grad: &mut [f32]) => backward_inplace_kernel);
+
+/// `y = f(x)`, lengths already checked equal.
+pub(crate) fn forward(isa: Isa, act: Activation, x: &[f32], y: &mut [f32]) {
+    let yp = SyncPtr(y.as_mut_ptr());
+    for_ranges(x.len(), PAR_MIN_PER_TASK, |r| {
+        // SAFETY: ranges of distinct tasks are disjoint and inside `y`, which outlives the tasks.
+        let y = unsafe { std::slice::from_raw_parts_mut(yp.get().add(r.start), r.len()) };
+        forward_isa(isa, act, &x[r], y);
+    });
+}
+
+/// `x = f(x)`.
+pub(crate) fn forward_inplace(isa: Isa, act: Activation, x: &mut [f32]) {
+    let xp = SyncPtr(x.as_mut_ptr());
+    for_ranges(x.len(), PAR_MIN_PER_TASK, |r| {
+        // SAFETY: ranges of distinct tasks are disjoint and inside `x`, which outlives the tasks.
+        let x = unsafe { std::slice::from_raw_parts_mut(xp.get().add(r.start), r.len()) };
+        forward_inplace_isa(isa, act, x);
+    });
+}
+
+/// `dx = dy · f'(x)`, lengths already checked equal.
+pub(crate) fn backward(isa: Isa, act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let dp = SyncPtr(dx.as_mut_ptr());
+    for_ranges(x.len(), PAR_MIN_PER_TASK, |r| {
+        // SAFETY: ranges of distinct tasks are disjoint and inside `dx`, which outlives the tasks.
+        let dx = unsafe { std::slice::from_raw_parts_mut(dp.get().add(r.start), r.len()) };
+        backward_isa(isa, act, &x[r.clone()], &dy[r], dx);
+    });
+}
+
+/// `grad = grad · f'(x)`, lengths already checked equal.
+pub(crate) fn backward_inplace(isa: Isa, act: Activation, x: &[f32], grad: &mut [f32]) {
+    let gp = SyncPtr(grad.as_mut_ptr());
+    for_ranges(x.len(), PAR_MIN_PER_TASK, |r| {
+        // SAFETY: ranges of distinct tasks are disjoint and inside `grad`, which outlives the tasks.
+        let g = unsafe { std::slice::from_raw_parts_mut(gp.get().add(r.start), r.len()) };
+        backward_inplace_isa(isa, act, &x[r], g);
+    });
+}
