@@ -279,7 +279,7 @@ impl Dataset {
         let f = BUNDLED;
         Dataset::from_bytes(
             [(f[0].0, f[0].1), (f[1].0, f[1].1), (f[2].0, f[2].1), (f[3].0, f[3].1)],
-            "bundled MNIST digits (8,000 train, 2,000 test)",
+            "bundled MNIST digits",
         )
     }
 

@@ -204,7 +204,7 @@ impl TrainConfig {
                     AdamEpsilon::PyTorch => "pytorch",
                 };
                 format!(
-                    "{kind} (lr {}, betas {}/{}, eps {} {eps}-style, weight decay {})",
+                    "{kind} (lr {}, betas {}/{}, eps {:e} {eps}-style, weight decay {})",
                     c.lr, c.beta1, c.beta2, c.eps, c.weight_decay
                 )
             }
@@ -379,7 +379,7 @@ impl<B: Backend> Trainer<B> {
             perm: (0..n_fit as u32).collect(),
             batch_labels: vec![0; rows],
             eval_rows: vec![0; rows],
-            history: Vec::new(),
+            history: Vec::with_capacity(cfg.epochs),
             fingerprint,
             source,
             model,
@@ -395,7 +395,8 @@ impl<B: Backend> Trainer<B> {
         ck.check_compatible(&cfg, &data, path)?;
         let mut t = Trainer::build(cfg, data, be, &ck.params)?;
         t.model.set_state(&mut t.be, &ck.params, &ck.opt_state, ck.step)?;
-        t.history = ck.history.clone();
+        t.history.clear();
+        t.history.extend_from_slice(&ck.history);
         Ok(t)
     }
 

@@ -59,13 +59,14 @@ fn panel<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("epoch")
         .x_labels(epochs.clamp(2, 12))
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(|e| e.to_string())?;
     for (name, pts, color) in series {
         let c = *color;
         chart
-            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+            .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)).point_size(3))
             .map_err(|e| e.to_string())?
             .label(*name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
