@@ -43,7 +43,8 @@ impl Module {
         let lines: Arc<Vec<String>> = Arc::new(src.lines().map(|l| l.trim().to_string()).collect());
         let mut p = Parser { toks, pos: 0 };
         let mut module_shared: Vec<VarDecl> = Vec::new();
-        let mut kernels = Vec::new();
+        let mut kdefs: Vec<KernelDef> = Vec::new();
+        let mut funcs: HashMap<String, FuncDef> = HashMap::new();
         while let Some(t) = p.peek().cloned() {
             match &t.tok {
                 Tok::Word(w) if w.starts_with('.') => match w.as_str() {
@@ -73,9 +74,19 @@ impl Module {
                     }
                     ".entry" => {
                         p.pos += 1;
-                        kernels.push(p.kernel(&module_shared, lines.clone())?);
+                        let mut k = p.kernel_def()?;
+                        k.shared_before = module_shared.len();
+                        kdefs.push(k);
                     }
-                    ".func" => return Err(perr(t.line, "`.func` (device functions) is not supported".into())),
+                    ".func" => {
+                        p.pos += 1;
+                        if let Some(f) = p.func_def()? {
+                            if funcs.contains_key(&f.name) {
+                                return Err(perr(t.line, format!("function `{}` defined twice", f.name)));
+                            }
+                            funcs.insert(f.name.clone(), f);
+                        }
+                    }
                     ".global" | ".const" => {
                         return Err(perr(t.line, format!("module-scope `{w}` variables are not supported")))
                     }
@@ -89,6 +100,10 @@ impl Module {
                     ))
                 }
             }
+        }
+        let mut kernels = Vec::new();
+        for k in kdefs {
+            kernels.push(build_kernel(k, &module_shared, &funcs, lines.clone())?);
         }
         Ok(Module { kernels })
     }
@@ -180,6 +195,287 @@ struct RawInst {
     opcode: String,
     ops: Vec<ROp>,
     line: u32,
+}
+
+#[derive(Debug, Default)]
+struct Body {
+    /// Declared registers: name, type, line.
+    regs: Vec<(String, Ty, u32)>,
+    shared: Vec<VarDecl>,
+    locals: Vec<VarDecl>,
+    /// Label name to index into `raws`.
+    labels: HashMap<String, u32>,
+    raws: Vec<RawInst>,
+    end_line: u32,
+}
+
+#[derive(Debug)]
+struct KernelDef {
+    name: String,
+    params: Vec<ParamDecl>,
+    param_bytes: usize,
+    reqntid: Option<[u32; 3]>,
+    maxntid: Option<[u32; 3]>,
+    body: Body,
+    /// How many module-scope shared variables precede the kernel.
+    shared_before: usize,
+}
+
+#[derive(Debug)]
+struct FuncDef {
+    name: String,
+    rets: Vec<(String, Ty)>,
+    params: Vec<(String, Ty)>,
+    body: Body,
+}
+
+type Scope = HashMap<String, (u32, Ty)>;
+
+/// Builds a kernel's flat code. Calls to `.func`s are inlined: each function
+/// has one set of registers in the kernel's register file (no recursion),
+/// arguments and results are moved in and out, and `ret` jumps to the end of
+/// the inlined body — so warps reconverge after a call as they do after a branch.
+struct Builder<'a> {
+    funcs: &'a HashMap<String, FuncDef>,
+    syms: HashMap<String, Sym>,
+    reg_mask: Vec<u64>,
+    fscopes: HashMap<String, Scope>,
+    code: Vec<Instr>,
+}
+
+fn build_kernel(
+    k: KernelDef,
+    module_shared: &[VarDecl],
+    funcs: &HashMap<String, FuncDef>,
+    lines: Arc<Vec<String>>,
+) -> Result<Kernel, Error> {
+    // shared-memory layout: static variables in order, dynamic ones after, all aliased
+    let shared: Vec<&VarDecl> = module_shared[..k.shared_before]
+        .iter()
+        .chain(k.body.shared.iter())
+        .collect();
+    let mut syms: HashMap<String, Sym> = HashMap::new();
+    let mut off = 0u32;
+    let mut dyn_align = 16u32;
+    for v in &shared {
+        if let Some(sz) = v.size {
+            off = off.div_ceil(v.align.max(1)) * v.align.max(1);
+            syms.insert(v.name.clone(), Sym::Shared(off));
+            off += sz;
+        } else {
+            dyn_align = dyn_align.max(v.align);
+        }
+    }
+    let static_shared = off;
+    let dyn_off = off.div_ceil(dyn_align) * dyn_align;
+    for v in &shared {
+        if v.size.is_none() {
+            syms.insert(v.name.clone(), Sym::Shared(dyn_off));
+        }
+    }
+    let mut loff = 0u32;
+    for v in &k.body.locals {
+        let a = v.align.max(1);
+        loff = loff.div_ceil(a) * a;
+        syms.insert(v.name.clone(), Sym::Local(loff));
+        loff += v.size.unwrap_or(0);
+    }
+    for p in &k.params {
+        syms.insert(p.name.clone(), Sym::Param(p.offset as u32));
+    }
+    let mut b = Builder {
+        funcs,
+        syms,
+        reg_mask: Vec::new(),
+        fscopes: HashMap::new(),
+        code: Vec::new(),
+    };
+    let scope = b.scope(&k.body.regs, &[])?;
+    b.emit_body(&k.body, &scope, false, &mut Vec::new())?;
+    // falling off the end of the body exits
+    b.code.push(Instr {
+        guard: None,
+        inst: Inst::Exit,
+        line: k.body.end_line,
+    });
+    Ok(Kernel {
+        name: k.name,
+        params: k.params,
+        param_bytes: k.param_bytes,
+        reg_mask: b.reg_mask,
+        code: b.code,
+        static_shared,
+        dyn_shared_offset: dyn_off,
+        local_bytes: loff,
+        reqntid: k.reqntid,
+        maxntid: k.maxntid,
+        lines,
+    })
+}
+
+impl Builder<'_> {
+    fn scope(&mut self, regs: &[(String, Ty, u32)], extra: &[(String, Ty)]) -> Result<Scope, Error> {
+        let mut sc = Scope::new();
+        let all = regs
+            .iter()
+            .cloned()
+            .chain(extra.iter().map(|(n, t)| (n.clone(), *t, 0)));
+        for (name, ty, line) in all {
+            let idx = self.reg_mask.len() as u32;
+            if sc.insert(name.clone(), (idx, ty)).is_some() {
+                return Err(perr(line, format!("register `{name}` declared twice")));
+            }
+            self.reg_mask.push(ty.mask());
+        }
+        Ok(sc)
+    }
+
+    fn emit_body(&mut self, body: &Body, scope: &Scope, in_func: bool, stack: &mut Vec<String>) -> Result<(), Error> {
+        let mut starts = Vec::with_capacity(body.raws.len() + 1);
+        let mut fixups: Vec<(usize, u32)> = Vec::new();
+        for r in &body.raws {
+            starts.push(self.code.len() as u32);
+            let cx = Ctx {
+                regs: scope,
+                syms: &self.syms,
+                labels: &body.labels,
+            };
+            let guard = match &r.guard {
+                Some((p, neg)) => Some((cx.pred_reg(p).map_err(|m| perr(r.line, m))?, *neg)),
+                None => None,
+            };
+            if r.opcode == "call" || r.opcode.starts_with("call.") {
+                self.emit_call(r, guard, scope, stack)?;
+                continue;
+            }
+            let inst = decode(r, &cx).map_err(|m| perr(r.line, m))?;
+            let inst = match inst {
+                Inst::Bra { target } => {
+                    fixups.push((self.code.len(), target));
+                    inst
+                }
+                Inst::Exit if in_func && r.opcode.starts_with("ret") => {
+                    fixups.push((self.code.len(), body.raws.len() as u32));
+                    Inst::Bra { target: 0 }
+                }
+                other => other,
+            };
+            self.code.push(Instr {
+                guard,
+                inst,
+                line: r.line,
+            });
+        }
+        starts.push(self.code.len() as u32);
+        for (i, t) in fixups {
+            if let Inst::Bra { target } = &mut self.code[i].inst {
+                *target = starts[t as usize];
+            }
+        }
+        Ok(())
+    }
+
+    fn emit_call(
+        &mut self,
+        r: &RawInst,
+        guard: Option<(u32, bool)>,
+        scope: &Scope,
+        stack: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        let e = |m: String| perr(r.line, m);
+        let (rets, rest) = match r.ops.first() {
+            Some(ROp::Vec(v)) => (v.as_slice(), &r.ops[1..]),
+            _ => (&[][..], &r.ops[..]),
+        };
+        let fname = match rest.first() {
+            Some(ROp::Word(w)) => w.clone(),
+            _ => return Err(e("call needs a function name".into())),
+        };
+        let args = match rest.get(1) {
+            Some(ROp::Vec(v)) => v.as_slice(),
+            None => &[][..],
+            Some(_) => return Err(e("indirect calls and call prototypes are not supported".into())),
+        };
+        if rest.len() > 2 {
+            return Err(e("indirect calls and call prototypes are not supported".into()));
+        }
+        let f = self
+            .funcs
+            .get(&fname)
+            .ok_or_else(|| e(format!("call to unknown function `{fname}`")))?;
+        if stack.contains(&fname) {
+            return Err(e(format!("recursive call of `{fname}` is not supported")));
+        }
+        if args.len() != f.params.len() || rets.len() != f.rets.len() {
+            return Err(e(format!(
+                "`{fname}` takes {} arguments and returns {} values; the call passes {} and expects {}",
+                f.params.len(),
+                f.rets.len(),
+                args.len(),
+                rets.len()
+            )));
+        }
+        let fscope = match self.fscopes.get(&fname) {
+            Some(s) => s.clone(),
+            None => {
+                let extra: Vec<(String, Ty)> = f.params.iter().chain(f.rets.iter()).cloned().collect();
+                let s = self.scope(&f.body.regs, &extra)?;
+                self.fscopes.insert(fname.clone(), s.clone());
+                s
+            }
+        };
+        let skip = guard.map(|(p, neg)| {
+            self.code.push(Instr {
+                guard: Some((p, !neg)),
+                inst: Inst::Bra { target: 0 },
+                line: r.line,
+            });
+            self.code.len() - 1
+        });
+        let labels = HashMap::new();
+        let cx = Ctx {
+            regs: scope,
+            syms: &self.syms,
+            labels: &labels,
+        };
+        let mut moves_in = Vec::new();
+        for (a, (pname, pty)) in args.iter().zip(&f.params) {
+            let src = cx.op(a, *pty).map_err(e)?;
+            moves_in.push(Instr {
+                guard: None,
+                inst: Inst::Mov {
+                    d: fscope[pname].0,
+                    a: src,
+                },
+                line: r.line,
+            });
+        }
+        let mut moves_out = Vec::new();
+        for (d, (rname, _)) in rets.iter().zip(&f.rets) {
+            let dst = cx.reg(d).map_err(e)?;
+            moves_out.push(Instr {
+                guard: None,
+                inst: Inst::Mov {
+                    d: dst,
+                    a: Op::Reg(fscope[rname].0),
+                },
+                line: r.line,
+            });
+        }
+        self.code.extend(moves_in);
+        stack.push(fname);
+        let funcs = self.funcs;
+        self.emit_body(&funcs[stack.last().unwrap()].body, &fscope, true, stack)?;
+        stack.pop();
+        self.code.extend(moves_out);
+        if let Some(i) = skip {
+            let end = self.code.len() as u32;
+            if let Inst::Bra { target } = &mut self.code[i].inst {
+                *target = end;
+            }
+        }
+        Ok(())
+    }
 }
 
 struct Parser {
@@ -328,7 +624,8 @@ impl Parser {
         }
     }
 
-    fn kernel(&mut self, module_shared: &[VarDecl], lines: Arc<Vec<String>>) -> Result<Kernel, Error> {
+    /// `name ( .param ... ) directives { body }` after `.entry`.
+    fn kernel_def(&mut self) -> Result<KernelDef, Error> {
         let (name, _) = self.word()?;
         // parameters
         let mut params = Vec::new();
@@ -381,10 +678,73 @@ impl Parser {
                 }
             }
         }
-        // performance directives
+        let (reqntid, maxntid) = self.perf_directives()?;
+        let body = self
+            .body()?
+            .ok_or_else(|| perr(self.line(), format!("kernel `{name}` has no body")))?;
+        Ok(KernelDef {
+            name,
+            params,
+            param_bytes,
+            reqntid,
+            maxntid,
+            body,
+            shared_before: 0,
+        })
+    }
+
+    /// `.reg` parameter list of a `.func`: `(.reg .f32 a, .reg .b32 b)`.
+    fn reg_list(&mut self) -> Result<Vec<(String, Ty)>, Error> {
+        let mut v = Vec::new();
+        self.expect_punct('(')?;
+        while !self.eat_punct(')') {
+            let (w, l) = self.word()?;
+            if w != ".reg" {
+                return Err(perr(
+                    l,
+                    format!("only `.reg` function parameters are supported, found `{w}`"),
+                ));
+            }
+            let (tw, l) = self.word()?;
+            let ty = tw
+                .strip_prefix('.')
+                .and_then(Ty::parse)
+                .ok_or_else(|| perr(l, format!("unknown parameter type `{tw}`")))?;
+            let (name, _) = self.word()?;
+            v.push((name, ty));
+            if !self.eat_punct(',') && !self.is_punct(')') {
+                return Err(perr(self.line(), "expected `,` or `)` in the parameter list".into()));
+            }
+        }
+        Ok(v)
+    }
+
+    /// `[(.reg rets)] name (.reg params) { body }` after `.func`; `None` for a prototype.
+    fn func_def(&mut self) -> Result<Option<FuncDef>, Error> {
+        let rets = if self.is_punct('(') {
+            self.reg_list()?
+        } else {
+            Vec::new()
+        };
+        let (name, _) = self.word()?;
+        let params = if self.is_punct('(') {
+            self.reg_list()?
+        } else {
+            Vec::new()
+        };
+        self.perf_directives()?;
+        Ok(self.body()?.map(|body| FuncDef {
+            name,
+            rets,
+            params,
+            body,
+        }))
+    }
+
+    fn perf_directives(&mut self) -> Result<(Option<[u32; 3]>, Option<[u32; 3]>), Error> {
         let mut reqntid = None;
         let mut maxntid = None;
-        while !self.is_punct('{') {
+        while !self.is_punct('{') && !self.is_punct(';') {
             let (w, l) = self.word()?;
             match w.as_str() {
                 ".maxntid" | ".reqntid" => {
@@ -409,18 +769,19 @@ impl Parser {
                     self.next()?;
                     self.expect_punct(';')?;
                 }
-                _ => return Err(perr(l, format!("unexpected `{w}` before the kernel body"))),
+                _ => return Err(perr(l, format!("unexpected `{w}` before the body"))),
             }
         }
-        self.expect_punct('{')?;
+        Ok((reqntid, maxntid))
+    }
 
-        // body
-        let mut regs: HashMap<String, (u32, Ty)> = HashMap::new();
-        let mut reg_mask = Vec::new();
-        let mut shared: Vec<VarDecl> = module_shared.to_vec();
-        let mut locals: Vec<VarDecl> = Vec::new();
-        let mut labels: HashMap<String, u32> = HashMap::new();
-        let mut raws: Vec<RawInst> = Vec::new();
+    /// `{ declarations, labels and instructions }`, or `None` after a bare `;`.
+    fn body(&mut self) -> Result<Option<Body>, Error> {
+        if self.eat_punct(';') {
+            return Ok(None);
+        }
+        self.expect_punct('{')?;
+        let mut b = Body::default();
         let mut depth = 1;
         while depth > 0 {
             let t = self.next()?;
@@ -432,7 +793,7 @@ impl Parser {
                     let (p, _) = self.word()?;
                     let (opcode, line) = self.word()?;
                     let ops = self.operands()?;
-                    raws.push(RawInst {
+                    b.raws.push(RawInst {
                         guard: Some((p, neg)),
                         opcode,
                         ops,
@@ -442,7 +803,7 @@ impl Parser {
                 Tok::Word(w) => {
                     if self.is_punct(':') && !w.starts_with('.') {
                         self.pos += 1;
-                        if labels.insert(w.clone(), raws.len() as u32).is_some() {
+                        if b.labels.insert(w.clone(), b.raws.len() as u32).is_some() {
                             return Err(perr(t.line, format!("label `{w}` defined twice")));
                         }
                         continue;
@@ -458,23 +819,15 @@ impl Parser {
                                 .and_then(Ty::parse)
                                 .ok_or_else(|| perr(l, format!("unknown register type `{tw}`")))?;
                             loop {
-                                let (name, l) = self.word()?;
-                                let mut add = |n: String| -> Result<(), Error> {
-                                    let idx = reg_mask.len() as u32;
-                                    if regs.insert(n.clone(), (idx, ty)).is_some() {
-                                        return Err(perr(l, format!("register `{n}` declared twice")));
-                                    }
-                                    reg_mask.push(ty.mask());
-                                    Ok(())
-                                };
+                                let (name, _) = self.word()?;
                                 if self.eat_punct('<') {
                                     let n = self.number()?;
                                     self.expect_punct('>')?;
                                     for i in 0..n {
-                                        add(format!("{name}{i}"))?;
+                                        b.regs.push((format!("{name}{i}"), ty, t.line));
                                     }
                                 } else {
-                                    add(name)?;
+                                    b.regs.push((name, ty, t.line));
                                 }
                                 if !self.eat_punct(',') {
                                     break;
@@ -486,8 +839,8 @@ impl Parser {
                             self.pos -= 1;
                             let v = self.var_decl()?;
                             match v.space.as_str() {
-                                ".shared" => shared.push(v),
-                                ".local" => locals.push(v),
+                                ".shared" => b.shared.push(v),
+                                ".local" => b.locals.push(v),
                                 s => return Err(perr(t.line, format!("`{s}` variables are not supported"))),
                             }
                         }
@@ -497,11 +850,11 @@ impl Parser {
                         }
                         ".loc" | ".file" => self.skip_line(t.line),
                         _ if w.starts_with('.') => {
-                            return Err(perr(t.line, format!("unknown directive `{w}` in a kernel body")))
+                            return Err(perr(t.line, format!("unknown directive `{w}` in a body")))
                         }
                         _ => {
                             let ops = self.operands()?;
-                            raws.push(RawInst {
+                            b.raws.push(RawInst {
                                 guard: None,
                                 opcode: w,
                                 ops,
@@ -510,82 +863,11 @@ impl Parser {
                         }
                     }
                 }
-                other => {
-                    return Err(perr(
-                        t.line,
-                        format!("unexpected `{}` in a kernel body", tok_str(&other)),
-                    ))
-                }
+                other => return Err(perr(t.line, format!("unexpected `{}` in a body", tok_str(&other)))),
             }
         }
-
-        // shared-memory layout: static variables in order, dynamic ones after, all aliased
-        let mut syms: HashMap<String, Sym> = HashMap::new();
-        let mut off = 0u32;
-        let mut dyn_align = 16u32;
-        for v in &shared {
-            if let Some(sz) = v.size {
-                off = off.div_ceil(v.align.max(1)) * v.align.max(1);
-                syms.insert(v.name.clone(), Sym::Shared(off));
-                off += sz;
-            } else {
-                dyn_align = dyn_align.max(v.align);
-            }
-        }
-        let static_shared = off;
-        let dyn_off = off.div_ceil(dyn_align) * dyn_align;
-        for v in &shared {
-            if v.size.is_none() {
-                syms.insert(v.name.clone(), Sym::Shared(dyn_off));
-            }
-        }
-        let mut loff = 0u32;
-        for v in &locals {
-            let a = v.align.max(1);
-            loff = loff.div_ceil(a) * a;
-            syms.insert(v.name.clone(), Sym::Local(loff));
-            loff += v.size.unwrap_or(0);
-        }
-        for p in &params {
-            syms.insert(p.name.clone(), Sym::Param(p.offset as u32));
-        }
-        let cx = Ctx {
-            regs: &regs,
-            syms: &syms,
-            labels: &labels,
-        };
-        let mut code = Vec::with_capacity(raws.len());
-        for r in &raws {
-            let guard = match &r.guard {
-                Some((p, neg)) => Some((cx.pred_reg(p).map_err(|m| perr(r.line, m))?, *neg)),
-                None => None,
-            };
-            let inst = decode(r, &cx).map_err(|m| perr(r.line, m))?;
-            code.push(Instr {
-                guard,
-                inst,
-                line: r.line,
-            });
-        }
-        // falling off the end of the body exits
-        code.push(Instr {
-            guard: None,
-            inst: Inst::Exit,
-            line: self.toks[self.pos - 1].line,
-        });
-        Ok(Kernel {
-            name,
-            params,
-            param_bytes,
-            reg_mask,
-            code,
-            static_shared,
-            dyn_shared_offset: dyn_off,
-            local_bytes: loff,
-            reqntid,
-            maxntid,
-            lines,
-        })
+        b.end_line = self.toks[self.pos - 1].line;
+        Ok(Some(b))
     }
 
     fn operands(&mut self) -> Result<Vec<ROp>, Error> {
@@ -605,14 +887,15 @@ impl Parser {
     fn operand(&mut self) -> Result<ROp, Error> {
         let t = self.next()?;
         match t.tok {
-            Tok::Punct('{') => {
+            Tok::Punct(open @ ('{' | '(')) => {
+                let close = if open == '{' { '}' } else { ')' };
                 let mut v = Vec::new();
-                if self.eat_punct('}') {
+                if self.eat_punct(close) {
                     return Ok(ROp::Vec(v));
                 }
                 loop {
                     v.push(self.operand()?);
-                    if self.eat_punct('}') {
+                    if self.eat_punct(close) {
                         return Ok(ROp::Vec(v));
                     }
                     self.expect_punct(',')?;
