@@ -230,6 +230,7 @@ struct FuncDef {
 }
 
 type Scope = HashMap<String, (u32, Ty)>;
+type Dims = [u32; 3];
 
 /// Builds a kernel's flat code. Calls to `.func`s are inlined: each function
 /// has one set of registers in the kernel's register file (no recursion),
@@ -741,7 +742,8 @@ impl Parser {
         }))
     }
 
-    fn perf_directives(&mut self) -> Result<(Option<[u32; 3]>, Option<[u32; 3]>), Error> {
+    /// `.reqntid` and `.maxntid`, when given.
+    fn perf_directives(&mut self) -> Result<(Option<Dims>, Option<Dims>), Error> {
         let mut reqntid = None;
         let mut maxntid = None;
         while !self.is_punct('{') && !self.is_punct(';') {
