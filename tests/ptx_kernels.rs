@@ -738,3 +738,29 @@ fn tensor_core_gemm_kernels() {
     };
     gemm_case(&case, 3, "bf16", Some(Activation::Sigmoid));
 }
+
+fn prop_cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(prop_cases()))]
+
+    /// Random shapes (one or two tiles each way, ragged edges), layouts and scalars.
+    #[test]
+    fn gemm_kernels_random_shapes(m in 1usize..200, n in 1usize..200, k in 0usize..48, ta: bool, tb: bool,
+                                  beta_zero: bool, seed: u64) {
+        let case = GemmCase { m, n, k, ta, tb, alpha: 0.5, beta: if beta_zero { 0.0 } else { -1.25 } };
+        gemm_case(&case, seed, "f32", None);
+        gemm_case(&case, seed, "bf16", None);
+        gemm_case(&case, seed, "f16", Some(Activation::Tanh));
+    }
+
+    #[test]
+    fn softmax_xent_random_shapes(rows in 1usize..40, cols in 1usize..100, soft: bool, seed: u64) {
+        xent_case(rows, cols, soft, seed);
+    }
+}
