@@ -574,9 +574,7 @@ fn gemm_case(case: &GemmCase, seed: u64, kind: &str, epilogue: Option<Activation
     if kind == "f32" {
         rel = 6e-8;
         let (ba, bb) = (mem.alloc_f32(&d.a), mem.alloc_f32(&d.b));
-        let a_mfast = ars == 1 && acs != 1;
-        let b_nfast = bcs == 1 || brs != 1;
-        let flags = u32::from(a_mfast) | (u32::from(b_nfast) << 1);
+        let flags = sgemm_flags((ars, acs), (brs, bcs), ba.addr, bb.addr);
         run(
             GEMM_F32,
             "nk_sgemm",

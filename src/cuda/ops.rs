@@ -296,12 +296,11 @@ pub fn gemm_bias_activation<T: GpuGemmInput>(
     if T::KERNEL == "nk_sgemm" {
         let f = dev.function("gemm_f32.ptx", GEMM_F32_PTX, "nk_sgemm")?;
         // Thread mapping that keeps the scalar global loads coalesced.
-        let a_mfast = a.rs == 1 && a.cs != 1;
-        let b_nfast = b.cs == 1 || b.rs != 1;
-        let flags = u32::from(a_mfast) | (u32::from(b_nfast) << 1);
+        let (pa, pb) = (dev.addr(a.buf, a.offset), dev.addr(b.buf, b.offset));
+        let flags = sgemm_flags((a.rs, a.cs), (b.rs, b.cs), pa, pb);
         let mut args = vec![
-            Arg::U64(dev.addr(a.buf, a.offset)),
-            Arg::U64(dev.addr(b.buf, b.offset)),
+            Arg::U64(pa),
+            Arg::U64(pb),
             Arg::U64(pc),
             Arg::U32(m as u32),
             Arg::U32(n as u32),
@@ -363,6 +362,21 @@ pub fn gemm_bias_activation<T: GpuGemmInput>(
     // Freeing is ordered on the stream after the kernel that reads the packed copies.
     drop((packed_a, packed_b));
     Ok(())
+}
+
+/// The SGEMM kernel's layout flags (see gemm_f32.ptx; tests/common has the same
+/// rule for the executor tests): which thread mapping keeps
+/// the loads of A (strides `(rs, cs)`, m×k) and B (k×n) coalesced, and whether each
+/// thread's four elements can be one aligned 128-bit load.
+pub(crate) fn sgemm_flags(a: (usize, usize), b: (usize, usize), pa: u64, pb: u64) -> u32 {
+    let a_mfast = a.0 == 1 && a.1 != 1;
+    let b_nfast = b.1 == 1 || b.0 != 1;
+    // contiguous stride 1, the other a multiple of 4, base 16-byte aligned
+    let (a_contig, a_other) = if a_mfast { a } else { (a.1, a.0) };
+    let (b_contig, b_other) = if b_nfast { (b.1, b.0) } else { b };
+    let a_vec = a_contig == 1 && a_other % 4 == 0 && pa % 16 == 0;
+    let b_vec = b_contig == 1 && b_other % 4 == 0 && pb % 16 == 0;
+    u32::from(a_mfast) | (u32::from(b_nfast) << 1) | (u32::from(a_vec) << 2) | (u32::from(b_vec) << 3)
 }
 
 /// Copies the `rows × cols` view `src` into a new buffer with rows `ld` apart.

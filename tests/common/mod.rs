@@ -263,3 +263,17 @@ pub fn row_col_cases() -> Vec<(usize, usize)> {
         (33, 1000),
     ]
 }
+
+/// The SGEMM kernel's layout flags, the rule src/cuda/ops.rs applies: bit 0 A's
+/// m index contiguous, bit 1 B's n index contiguous, bits 2/3 A/B loads can be
+/// aligned 128-bit loads (contiguous stride 1, the other a multiple of 4, base
+/// 16-byte aligned).
+pub fn sgemm_flags(a: (usize, usize), b: (usize, usize), pa: u64, pb: u64) -> u32 {
+    let a_mfast = a.0 == 1 && a.1 != 1;
+    let b_nfast = b.1 == 1 || b.0 != 1;
+    let (a_contig, a_other) = if a_mfast { a } else { (a.1, a.0) };
+    let (b_contig, b_other) = if b_nfast { (b.1, b.0) } else { b };
+    let a_vec = a_contig == 1 && a_other % 4 == 0 && pa % 16 == 0;
+    let b_vec = b_contig == 1 && b_other % 4 == 0 && pb % 16 == 0;
+    u32::from(a_mfast) | (u32::from(b_nfast) << 1) | (u32::from(a_vec) << 2) | (u32::from(b_vec) << 3)
+}
