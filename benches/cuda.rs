@@ -63,6 +63,15 @@ fn gemm_benches(c: &mut Criterion, dev: &Device, blas_h: &CudaBlas) {
                 })
             })
         });
+        g.bench_function(BenchmarkId::new("nnkern-tf32", label), |bch| {
+            bch.iter_custom(|iters| {
+                time_gpu(dev, iters, || {
+                    let av = DeviceMatRef::new(&a, m, k).unwrap();
+                    let bv = DeviceMatRef::new(&b, k, n).unwrap();
+                    cuda::gemm_tf32(dev, 1.0, av, bv, 0.0, DeviceMatMut::new(&mut cbuf, m, n).unwrap()).unwrap();
+                })
+            })
+        });
         let (pa, pb) = (
             a.as_cuda_slice().unwrap().device_ptr(dev.stream()).0,
             b.as_cuda_slice().unwrap().device_ptr(dev.stream()).0,

@@ -267,6 +267,41 @@ fn tensor_core_gemm_fixed_cases() {
     }
 }
 
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn tf32_gemm_fixed_cases() {
+    let Some(dev) = device() else { return };
+    for (i, case) in gemm_cases().iter().enumerate() {
+        // Inputs not representable in tf32, so the rounding (<= 2^-11 per input) shows.
+        let d = gemm_data(case, 70 + i as u64, false);
+        let (want, scale) = gemm_expected(case, &d);
+        let (da, db) = (dev.upload(&d.a).unwrap(), dev.upload(&d.b).unwrap());
+        let mut dc = dev.upload(&d.c).unwrap();
+        let (m, n, k) = (case.m, case.n, case.k);
+        let av = if case.ta {
+            DeviceMatRef::new(&da, k, m).unwrap().t()
+        } else {
+            DeviceMatRef::new(&da, m, k).unwrap()
+        };
+        let bv = if case.tb {
+            DeviceMatRef::new(&db, n, k).unwrap().t()
+        } else {
+            DeviceMatRef::new(&db, k, n).unwrap()
+        };
+        cuda::gemm_tf32(
+            dev,
+            case.alpha,
+            av,
+            bv,
+            case.beta,
+            DeviceMatMut::new(&mut dc, m, n).unwrap(),
+        )
+        .unwrap();
+        let tol = |i: usize| ((k as f64 + 2.0) * 2.5e-7 + 2f64.powi(-10)) * scale[i] + 1e-30;
+        check_close(&format!("tf32 gemm {case:?}"), &dev.download(&dc).unwrap(), &want, tol).unwrap();
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 

@@ -540,7 +540,10 @@ fn optimizer_kernels() {
 /// optionally with the fused bias + activation epilogue.
 fn gemm_case(case: &GemmCase, seed: u64, kind: &str, epilogue: Option<Activation>) {
     let (m, n, k) = (case.m, case.n, case.k);
-    let mut d = gemm_data(case, seed, true);
+    // "tf32-rounded": inputs not representable in tf32, so the kernel's rounding shows.
+    let rounded = kind == "tf32-rounded";
+    let kind = if rounded { "tf32" } else { kind };
+    let mut d = gemm_data(case, seed, !rounded);
     let (mut want, scale) = gemm_expected(case, &d);
     let mut want_y = vec![0.0f32; m * n];
     if let Some(act) = epilogue {
@@ -607,6 +610,9 @@ fn gemm_case(case: &GemmCase, seed: u64, kind: &str, epilogue: Option<Activation
     } else {
         rel = 2.5e-7;
         let alloc16 = |mem: &mut Memory, v: &[f32]| {
+            if kind == "tf32" {
+                return mem.alloc_f32(v);
+            }
             if kind == "bf16" {
                 mem.alloc_bf16(&v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>())
             } else {
@@ -616,11 +622,16 @@ fn gemm_case(case: &GemmCase, seed: u64, kind: &str, epilogue: Option<Activation
         let (ba, bb) = (alloc16(&mut mem, &d.a), alloc16(&mut mem, &d.b));
         // Direct when K is contiguous with rows 8-aligned, else pack (nk_pack16).
         let pack = |mem: &mut Memory, src: Buffer, rows: usize, cols: usize, rs: usize, cs: usize| -> (Buffer, usize) {
-            if (cs == 1 || k_eff <= 1) && rs % 8 == 0 && rs >= k_eff.max(1) {
+            let (align, esize, packer) = if kind == "tf32" {
+                (4, 4, "nk_pack32")
+            } else {
+                (8, 2, "nk_pack16")
+            };
+            if (cs == 1 || k_eff <= 1) && rs % align == 0 && rs >= k_eff.max(1) {
                 return (src, rs);
             }
-            let ld = k_eff.next_multiple_of(8).max(8);
-            let dst = mem.alloc_bytes(&vec![0u8; rows * ld * 2]);
+            let ld = k_eff.next_multiple_of(align).max(align);
+            let dst = mem.alloc_bytes(&vec![0u8; rows * ld * esize]);
             if k_eff > 0 {
                 let grid = (
                     cols.div_ceil(256).clamp(1, 65535) as u32,
@@ -629,7 +640,7 @@ fn gemm_case(case: &GemmCase, seed: u64, kind: &str, epilogue: Option<Activation
                 );
                 run(
                     GEMM_TC,
-                    "nk_pack16",
+                    packer,
                     grid,
                     (256, 1, 1),
                     mem,
@@ -641,7 +652,11 @@ fn gemm_case(case: &GemmCase, seed: u64, kind: &str, epilogue: Option<Activation
         let (pa, lda) = pack(&mut mem, ba, m, k_eff, ars, acs);
         // Bᵀ (n×k): element (j, p) at b[p*brs + j*bcs]
         let (pb, ldb) = pack(&mut mem, bb, n, k_eff, bcs, brs);
-        let name = if kind == "bf16" { "nk_gemm_bf16" } else { "nk_gemm_f16" };
+        let name = match kind {
+            "bf16" => "nk_gemm_bf16",
+            "f16" => "nk_gemm_f16",
+            _ => "nk_gemm_tf32",
+        };
         run(
             GEMM_TC,
             name,
@@ -669,7 +684,9 @@ fn gemm_case(case: &GemmCase, seed: u64, kind: &str, epilogue: Option<Activation
             ],
         );
     }
-    let tol = |i: usize| (k as f64 + 3.0) * rel * (scale[i] + d.bias[i % n].abs() as f64) + 1e-30;
+    // tf32 rounds each input by up to 2^-11: products off by 2^-10 of |a||b| at most.
+    let extra = if rounded { 2f64.powi(-10) } else { 0.0 };
+    let tol = |i: usize| ((k as f64 + 3.0) * rel + extra) * (scale[i] + d.bias[i % n].abs() as f64) + 1e-30;
     check_close(
         &format!("{kind} gemm C {case:?} epilogue {epilogue:?}"),
         &mem.read_f32(bc).unwrap(),
@@ -737,6 +754,24 @@ fn tensor_core_gemm_kernels() {
     gemm_case(&case, 3, "bf16", Some(Activation::Sigmoid));
 }
 
+#[test]
+fn tf32_gemm_kernel() {
+    for (i, case) in small_gemm_cases().iter().enumerate() {
+        gemm_case(case, i as u64, "tf32", None);
+        gemm_case(case, 40 + i as u64, "tf32-rounded", None);
+    }
+    let case = GemmCase {
+        m: 129,
+        n: 130,
+        k: 37,
+        ta: true,
+        tb: false,
+        alpha: 1.0,
+        beta: 0.0,
+    };
+    gemm_case(&case, 5, "tf32", Some(Activation::GeluErf));
+}
+
 fn prop_cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
@@ -755,6 +790,7 @@ proptest::proptest! {
         gemm_case(&case, seed, "f32", None);
         gemm_case(&case, seed, "bf16", None);
         gemm_case(&case, seed, "f16", Some(Activation::Tanh));
+        gemm_case(&case, seed, "tf32-rounded", None);
     }
 
     #[test]
