@@ -13,6 +13,9 @@ pub(crate) const SOFTMAX_XENT_PTX: &str = include_str!("../../kernels/softmax_xe
 pub(crate) const GEMM_F32_PTX: &str = include_str!("../../kernels/gemm_f32.ptx");
 pub(crate) const GEMM_TC_PTX: &str = include_str!("../../kernels/gemm_tc.ptx");
 
+/// A chunk table's contents and its device copy.
+type CachedTable = (Vec<u32>, Arc<DeviceBuffer<u32>>);
+
 /// One kernel argument, by value.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Arg {
@@ -55,6 +58,8 @@ pub struct Device {
     driver: String,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
+    // Chunk tables of the multi-tensor kernels, most recently used last.
+    tables: Mutex<Vec<CachedTable>>,
 }
 
 impl std::fmt::Debug for Device {
@@ -111,6 +116,7 @@ impl Device {
             driver,
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
+            tables: Mutex::new(Vec::new()),
         })
     }
 
@@ -231,6 +237,24 @@ impl Device {
                     .map_err(|e| self.err(e, "copying to the host"))
             }
         }
+    }
+
+    /// A device copy of `words`, reused while the same table is asked for again
+    /// (up to 8 distinct tables are kept; an evicted one is freed in stream order).
+    pub(crate) fn cached_table(&self, words: Vec<u32>) -> Result<Arc<DeviceBuffer<u32>>> {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pos) = tables.iter().position(|(w, _)| *w == words) {
+            let entry = tables.remove(pos);
+            let buf = entry.1.clone();
+            tables.push(entry);
+            return Ok(buf);
+        }
+        let buf = Arc::new(self.upload(&words)?);
+        if tables.len() >= 8 {
+            tables.remove(0);
+        }
+        tables.push((words, buf.clone()));
+        Ok(buf)
     }
 
     /// Device address of element `offset` of `buf` (0 for an empty buffer).

@@ -9,6 +9,7 @@ use crate::ops::bias::check_bias;
 use crate::ops::optim::{check_adam, check_clip, AdamConfig, AdamEpsilon, SgdConfig, WeightDecay};
 use crate::ops::softmax_xent::check_same_shape;
 use half::{bf16, f16};
+use std::sync::Arc;
 
 const BLOCK: u32 = 256;
 /// Largest grid.y (and the cap used for grid-stride x dimensions).
@@ -639,7 +640,9 @@ pub struct AdamParam<'a> {
 }
 
 /// Builds the chunk table (see optim.ptx) for arrays of equal length per entry.
-fn chunk_table(dev: &Device, tensors: &[[u64; 4]], lens: &[usize]) -> Result<(DeviceBuffer<u32>, usize)> {
+/// The table is cached on the device by content, so a training loop that steps
+/// the same tensors uploads it once, not every step.
+fn chunk_table(dev: &Device, tensors: &[[u64; 4]], lens: &[usize]) -> Result<(Arc<DeviceBuffer<u32>>, usize)> {
     let mut table: Vec<u64> = Vec::new();
     for (ptrs, &len) in tensors.iter().zip(lens) {
         let mut start = 0;
@@ -656,7 +659,7 @@ fn chunk_table(dev: &Device, tensors: &[[u64; 4]], lens: &[usize]) -> Result<(De
     }
     let chunks = table.len() / 6;
     let words: Vec<u32> = table.iter().flat_map(|&v| [v as u32, (v >> 32) as u32]).collect();
-    Ok((dev.upload(&words)?, chunks))
+    Ok((dev.cached_table(words)?, chunks))
 }
 
 fn chunk_grid(chunks: usize) -> Result<(u32, u32, u32)> {
@@ -711,7 +714,7 @@ pub fn adam_step_many(dev: &Device, cfg: &AdamConfig, step: u64, params: &mut [A
     let flags = u32::from(cfg.decay == WeightDecay::Decoupled) | (u32::from(cfg.epsilon == AdamEpsilon::Keras) << 1);
     let f = dev.function("optim.ptx", OPTIM_PTX, "nk_adam")?;
     let args = [
-        Arg::U64(dev.addr(&table, 0)),
+        Arg::U64(dev.addr(&*table, 0)),
         Arg::F32(cfg.lr),
         Arg::F32(cfg.beta1),
         Arg::F32(cfg.beta2),
@@ -750,7 +753,7 @@ pub fn sgd_step(
     }
     let f = dev.function("optim.ptx", OPTIM_PTX, "nk_sgd")?;
     let args = [
-        Arg::U64(dev.addr(&table, 0)),
+        Arg::U64(dev.addr(&*table, 0)),
         Arg::F32(cfg.lr),
         Arg::F32(cfg.momentum),
         Arg::F32(cfg.weight_decay),
@@ -758,13 +761,17 @@ pub fn sgd_step(
     dev.launch(&f, chunk_grid(chunks)?, (BLOCK, 1, 1), &args)
 }
 
-fn sumsq(dev: &Device, ptrs: &[[u64; 4]], lens: &[usize]) -> Result<(DeviceBuffer<u32>, usize, DeviceBuffer<f32>)> {
+fn sumsq(
+    dev: &Device,
+    ptrs: &[[u64; 4]],
+    lens: &[usize],
+) -> Result<(Arc<DeviceBuffer<u32>>, usize, DeviceBuffer<f32>)> {
     let (table, chunks) = chunk_table(dev, ptrs, lens)?;
     // Two f32 slots hold the f64 accumulator.
     let acc = dev.zeros::<f32>(2)?;
     if chunks > 0 {
         let f = dev.function("optim.ptx", OPTIM_PTX, "nk_sumsq")?;
-        let args = [Arg::U64(dev.addr(&table, 0)), Arg::U64(dev.addr(&acc, 0))];
+        let args = [Arg::U64(dev.addr(&*table, 0)), Arg::U64(dev.addr(&acc, 0))];
         dev.launch(&f, chunk_grid(chunks)?, (BLOCK, 1, 1), &args)?;
     }
     Ok((table, chunks, acc))
@@ -798,7 +805,7 @@ pub fn clip_global_norm(dev: &Device, grads: &mut [&mut DeviceBuffer<f32>], max_
     if chunks > 0 {
         let f = dev.function("optim.ptx", OPTIM_PTX, "nk_clip_scale")?;
         let args = [
-            Arg::U64(dev.addr(&table, 0)),
+            Arg::U64(dev.addr(&*table, 0)),
             Arg::U64(dev.addr(&acc, 0)),
             Arg::F32(max_norm),
         ];
