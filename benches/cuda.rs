@@ -307,6 +307,61 @@ fn train_step_bench(c: &mut Criterion, dev: &Device) {
     dev.synchronize().unwrap();
 }
 
+/// Memory-bound kernels: bytes moved per second (criterion's "B/s").
+fn elementwise_benches(c: &mut Criterion, dev: &Device) {
+    let mut g = c.benchmark_group("elementwise");
+    let n = 1usize << 26;
+    let x = fill(dev, n, 10);
+    let mut y = dev.zeros::<f32>(n).unwrap();
+    g.throughput(Throughput::Bytes((8 * n) as u64));
+    g.bench_function("gelu forward 64M", |bch| {
+        bch.iter_custom(|iters| {
+            time_gpu(dev, iters, || {
+                cuda::activation_forward(dev, Activation::GeluTanh, &x, &mut y).unwrap()
+            })
+        })
+    });
+    // Adam reads w, g, m, v and writes w, m, v: 28 bytes per parameter.
+    let (mut w, gr, mut m, mut v) = (
+        fill(dev, n, 11),
+        fill(dev, n, 12),
+        dev.zeros::<f32>(n).unwrap(),
+        dev.zeros::<f32>(n).unwrap(),
+    );
+    g.throughput(Throughput::Bytes((28 * n) as u64));
+    let cfg = AdamConfig::adamw();
+    let mut step = 0;
+    g.bench_function("adamw 64M params", |bch| {
+        bch.iter_custom(|iters| {
+            time_gpu(dev, iters, || {
+                step += 1;
+                cuda::adam_step(dev, &cfg, step, &mut w, &gr, &mut m, &mut v).unwrap()
+            })
+        })
+    });
+    let (rows, cols) = (65536usize, 1000usize);
+    let logits = fill(dev, rows * cols, 13);
+    let labels = dev
+        .upload(&(0..rows as u32).map(|i| i % cols as u32).collect::<Vec<_>>())
+        .unwrap();
+    let mut d = dev.zeros::<f32>(rows * cols).unwrap();
+    g.throughput(Throughput::Bytes((8 * rows * cols) as u64));
+    g.bench_function("softmax_xent 65536x1000", |bch| {
+        bch.iter_custom(|iters| {
+            time_gpu(dev, iters, || {
+                cuda::softmax_xent(
+                    dev,
+                    DeviceMatRef::new(&logits, rows, cols).unwrap(),
+                    DeviceTargets::Labels(&labels),
+                    DeviceMatMut::new(&mut d, rows, cols).unwrap(),
+                )
+                .unwrap();
+            })
+        })
+    });
+    g.finish();
+}
+
 fn main() {
     let dev = match Device::new(0) {
         Ok(d) => d,
@@ -332,6 +387,7 @@ fn main() {
     );
     let mut c = Criterion::default().configure_from_args();
     gemm_benches(&mut c, &dev, &blas_h);
+    elementwise_benches(&mut c, &dev);
     train_step_bench(&mut c, &dev);
     c.final_summary();
 }

@@ -669,3 +669,48 @@ fn gemm_validation_matches_the_cpu() {
     );
     assert!(matches!(r, Err(Error::ShapeMismatch { arg: "c", .. })));
 }
+
+/// Views that start inside a buffer (misaligned for 128-bit and cp.async loads)
+/// and have padded rows: the host must fall back (scalar loads, packing).
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gemm_on_offset_and_padded_views() {
+    let Some(dev) = device() else { return };
+    let (m, n, k, pad, off) = (67usize, 45usize, 29usize, 3usize, 1usize);
+    let mut r = KRng::new(99);
+    let to_bf = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| bf16::from_f32(x).to_f32()).collect() };
+    let a = to_bf(r.vec(off + m * (k + pad), -1.0, 1.0));
+    let b = to_bf(r.vec(off + k * (n + pad), -1.0, 1.0));
+    let av = MatRef::from_strides(&a[off..], m, k, k + pad, 1).unwrap();
+    let bv = MatRef::from_strides(&b[off..], k, n, n + pad, 1).unwrap();
+    let mut want = vec![0.0f32; m * n];
+    reference::gemm(1.0, av, bv, 0.0, MatMut::new(&mut want, m, n).unwrap()).unwrap();
+    let scale = reference::gemm_error_scale(1.0, av, bv, 0.0, MatRef::new(&want, m, n).unwrap());
+    let tol = |i: usize| (k as f64 + 2.0) * 2.5e-7 * scale[i] + 1e-30;
+    let (da, db) = (dev.upload(&a).unwrap(), dev.upload(&b).unwrap());
+    let mut dc = nan_buf(dev, m * n);
+    cuda::gemm(
+        dev,
+        1.0,
+        DeviceMatRef::from_strides(&da, off, m, k, k + pad, 1).unwrap(),
+        DeviceMatRef::from_strides(&db, off, k, n, n + pad, 1).unwrap(),
+        0.0,
+        DeviceMatMut::new(&mut dc, m, n).unwrap(),
+    )
+    .unwrap();
+    check_close("f32 offset views", &dev.download(&dc).unwrap(), &want, tol).unwrap();
+    let a16: Vec<bf16> = a.iter().map(|&x| bf16::from_f32(x)).collect();
+    let b16: Vec<bf16> = b.iter().map(|&x| bf16::from_f32(x)).collect();
+    let (da, db) = (dev.upload(&a16).unwrap(), dev.upload(&b16).unwrap());
+    let mut dc = nan_buf(dev, m * n);
+    cuda::gemm(
+        dev,
+        1.0,
+        DeviceMatRef::from_strides(&da, off, m, k, k + pad, 1).unwrap(),
+        DeviceMatRef::from_strides(&db, off, k, n, n + pad, 1).unwrap(),
+        0.0,
+        DeviceMatMut::new(&mut dc, m, n).unwrap(),
+    )
+    .unwrap();
+    check_close("bf16 offset views", &dev.download(&dc).unwrap(), &want, tol).unwrap();
+}
