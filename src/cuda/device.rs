@@ -3,6 +3,7 @@
 use super::buffer::{DeviceBuffer, DeviceElem};
 use crate::error::{Error, Result};
 use cudarc::driver::{result::DriverError, sys, CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig};
+
 use cudarc::driver::{DevicePtr, PushKernelArg};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,48 @@ pub(crate) enum Arg {
     U64(u64),
     U32(u32),
     F32(f32),
+}
+
+/// The type of a kernel parameter, as declared in the PTX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParamKind {
+    U64,
+    U32,
+    F32,
+}
+
+impl Arg {
+    fn kind(&self) -> ParamKind {
+        match self {
+            Arg::U64(_) => ParamKind::U64,
+            Arg::U32(_) => ParamKind::U32,
+            Arg::F32(_) => ParamKind::F32,
+        }
+    }
+}
+
+/// A loaded kernel and its parameter list.
+#[derive(Debug, Clone)]
+pub(crate) struct Kernel {
+    name: &'static str,
+    func: CudaFunction,
+    params: Vec<ParamKind>,
+}
+
+/// The parameter types of `.entry name(...)` in `src`, or `None` when the
+/// entry is missing or declares a type the launcher does not pass.
+pub(crate) fn param_kinds(src: &str, name: &str) -> Option<Vec<ParamKind>> {
+    let start = src.find(&format!(".entry {name}("))? + ".entry ".len() + name.len() + 1;
+    let end = start + src[start..].find(')')?;
+    src[start..end]
+        .split(',')
+        .map(|p| match p.split_whitespace().nth(1)? {
+            ".u64" | ".b64" | ".s64" => Some(ParamKind::U64),
+            ".u32" | ".b32" | ".s32" => Some(ParamKind::U32),
+            ".f32" => Some(ParamKind::F32),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The CUDA driver's version as `major.minor`, or a note when it cannot be read.
@@ -57,7 +100,7 @@ pub struct Device {
     stream: Arc<CudaStream>,
     driver: String,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    functions: Mutex<HashMap<&'static str, CudaFunction>>,
+    functions: Mutex<HashMap<&'static str, Kernel>>,
     // Chunk tables of the multi-tensor kernels, most recently used last.
     tables: Mutex<Vec<CachedTable>>,
 }
@@ -287,29 +330,41 @@ impl Device {
         Ok(m)
     }
 
-    pub(crate) fn function(&self, file: &'static str, src: &'static str, name: &'static str) -> Result<CudaFunction> {
+    pub(crate) fn function(&self, file: &'static str, src: &'static str, name: &'static str) -> Result<Kernel> {
         if let Some(f) = self.functions.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
             return Ok(f.clone());
         }
+        let params =
+            param_kinds(src, name).ok_or_else(|| Error::Cuda(format!("kernel {name} is not declared in {file}")))?;
         let m = self.module(file, src)?;
-        let f = m
+        let func = m
             .load_function(name)
             .map_err(|e| self.err(e, &format!("finding kernel {name} in {file}")))?;
+        let k = Kernel { name, func, params };
         self.functions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(name, f.clone());
-        Ok(f)
+            .insert(name, k.clone());
+        Ok(k)
     }
 
     /// Queues `func` on the stream with `args` (each passed by value).
     pub(crate) fn launch(
         &self,
-        func: &CudaFunction,
+        kernel: &Kernel,
         grid: (u32, u32, u32),
         block: (u32, u32, u32),
         args: &[Arg],
     ) -> Result<()> {
+        // A wrong argument list would be read as garbage by the kernel: refuse it.
+        let given: Vec<ParamKind> = args.iter().map(|a| a.kind()).collect();
+        if given != kernel.params {
+            return Err(Error::Cuda(format!(
+                "kernel {} takes parameters {:?} but was given {:?}",
+                kernel.name, kernel.params, given
+            )));
+        }
+        let func = &kernel.func;
         let cfg = LaunchConfig {
             grid_dim: grid,
             block_dim: block,

@@ -93,6 +93,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_entry_has_a_parameter_list_the_launcher_can_pass() {
+        let mut entries = 0;
+        for (name, src) in KERNELS {
+            for line in src.lines().filter(|l| l.starts_with(".visible .entry ")) {
+                let kernel = line[".visible .entry ".len()..].split('(').next().unwrap();
+                let kinds = device::param_kinds(src, kernel).unwrap_or_else(|| panic!("{name}: {kernel}"));
+                assert!(!kinds.is_empty(), "{kernel}");
+                entries += 1;
+            }
+        }
+        assert_eq!(entries, 16);
+        assert_eq!(
+            device::param_kinds(device::OPTIM_PTX, "nk_clip_scale"),
+            Some(vec![
+                device::ParamKind::U64,
+                device::ParamKind::U64,
+                device::ParamKind::F32
+            ])
+        );
+        assert_eq!(device::param_kinds(device::OPTIM_PTX, "nk_missing"), None);
+    }
+
     /// The activation helpers are copied into the GEMM files (PTX has no includes);
     /// the copies must not drift from the original.
     #[test]
