@@ -117,8 +117,9 @@ impl std::fmt::Debug for Device {
 impl Device {
     /// Opens device `ordinal` (0 is the first GPU).
     ///
-    /// No CUDA driver installed, or no such device, gives [`Error::NoCuda`] with
-    /// the reason; other driver failures give [`Error::Cuda`].
+    /// No CUDA driver installed, no such device, or a device older than compute
+    /// capability 8.0 (Ampere) gives [`Error::NoCuda`] with the reason; other
+    /// driver failures give [`Error::Cuda`].
     pub fn new(ordinal: usize) -> Result<Device> {
         // SAFETY: is_culib_present only tries to dlopen libcuda and reports whether it could.
         if !unsafe { sys::is_culib_present() } {
@@ -152,6 +153,16 @@ impl Device {
                 )));
             }
         };
+        // The kernels are written for sm_80 (cp.async, ldmatrix, mma.sync, max.NaN).
+        match ctx.compute_capability() {
+            Ok((major, minor)) if major < 8 => {
+                return Err(Error::NoCuda(format!(
+                    "CUDA device {ordinal} has compute capability {major}.{minor}; the kernels need 8.0 or newer"
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(Error::Cuda(describe(&e, "reading the compute capability", &driver))),
+        }
         let stream = ctx.default_stream();
         Ok(Device {
             ctx,
