@@ -178,8 +178,10 @@ fn gemm_benches(c: &mut Criterion, dev: &Device, blas_h: &CudaBlas) {
 
 /// One training step of the trainer's MLP, all on the device: two fused forward
 /// GEMMs, softmax-xent forward+backward, three backward GEMMs, bias gradients,
-/// ReLU backward, and one Adam launch over the four tensors. The loss readback
-/// is the only host wait (the step returns it).
+/// ReLU backward, and one Adam launch over the four tensors. The loss is
+/// accumulated on the device, so nothing in the step waits for the GPU. Timed
+/// with CUDA events around the steps: the GPU timeline including any gaps where
+/// it waits for the host to launch.
 fn train_step_bench(c: &mut Criterion, dev: &Device) {
     let (batch, inp, hid, out) = (32usize, 784usize, 500usize, 10usize);
     let x = fill(dev, batch * inp, 5);
@@ -205,106 +207,114 @@ fn train_step_bench(c: &mut Criterion, dev: &Device) {
     let (mut gw1, mut gb1, mut gw2, mut gb2) = (z(hid * inp), z(hid), z(out * hid), z(out));
     let cfg = AdamConfig::keras();
     let mut step = 0u64;
+    let mut loss_acc = cuda::XentAccumulator::new(dev).unwrap();
     c.bench_function("train_step mlp 784-500-10 batch 32", |bch| {
-        bch.iter(|| {
-            step += 1;
-            // forward: h_pre = x·W1ᵀ + b1, h = relu(h_pre); logits = h·W2ᵀ + b2
-            let xv = DeviceMatRef::new(&x, batch, inp).unwrap();
-            cuda::gemm_bias_activation(
-                dev,
-                1.0,
-                xv,
-                DeviceMatRef::new(&w1, hid, inp).unwrap().t(),
-                0.0,
-                DeviceMatMut::new(&mut h_pre, batch, hid).unwrap(),
-                Some(&b1),
-                Activation::Relu,
-                Some(DeviceMatMut::new(&mut h, batch, hid).unwrap()),
-            )
-            .unwrap();
-            cuda::gemm_bias_activation(
-                dev,
-                1.0,
-                DeviceMatRef::new(&h, batch, hid).unwrap(),
-                DeviceMatRef::new(&w2, out, hid).unwrap().t(),
-                0.0,
-                DeviceMatMut::new(&mut logits, batch, out).unwrap(),
-                Some(&b2),
-                Activation::Identity,
-                None,
-            )
-            .unwrap();
-            let loss = cuda::softmax_xent(
-                dev,
-                DeviceMatRef::new(&logits, batch, out).unwrap(),
-                DeviceTargets::Labels(&labels),
-                DeviceMatMut::new(&mut dlogits, batch, out).unwrap(),
-            )
-            .unwrap();
-            // backward
-            let dl = DeviceMatRef::new(&dlogits, batch, out).unwrap();
-            cuda::gemm(
-                dev,
-                1.0,
-                dl.t(),
-                DeviceMatRef::new(&h, batch, hid).unwrap(),
-                0.0,
-                DeviceMatMut::new(&mut gw2, out, hid).unwrap(),
-            )
-            .unwrap();
-            cuda::bias_grad(dev, dl, &mut gb2).unwrap();
-            cuda::gemm(
-                dev,
-                1.0,
-                dl,
-                DeviceMatRef::new(&w2, out, hid).unwrap(),
-                0.0,
-                DeviceMatMut::new(&mut dh, batch, hid).unwrap(),
-            )
-            .unwrap();
-            cuda::activation_backward_inplace(dev, Activation::Relu, &h_pre, &mut dh).unwrap();
-            let dhv = DeviceMatRef::new(&dh, batch, hid).unwrap();
-            cuda::gemm(
-                dev,
-                1.0,
-                dhv.t(),
-                DeviceMatRef::new(&x, batch, inp).unwrap(),
-                0.0,
-                DeviceMatMut::new(&mut gw1, hid, inp).unwrap(),
-            )
-            .unwrap();
-            cuda::bias_grad(dev, dhv, &mut gb1).unwrap();
-            let mut params = [
-                cuda::AdamParam {
-                    w: &mut w1,
-                    grad: &gw1,
-                    m: &mut m_w1,
-                    v: &mut v_w1,
-                },
-                cuda::AdamParam {
-                    w: &mut b1,
-                    grad: &gb1,
-                    m: &mut m_b1,
-                    v: &mut v_b1,
-                },
-                cuda::AdamParam {
-                    w: &mut w2,
-                    grad: &gw2,
-                    m: &mut m_w2,
-                    v: &mut v_w2,
-                },
-                cuda::AdamParam {
-                    w: &mut b2,
-                    grad: &gb2,
-                    m: &mut m_b2,
-                    v: &mut v_b2,
-                },
-            ];
-            cuda::adam_step_many(dev, &cfg, step, &mut params).unwrap();
-            loss
+        bch.iter_custom(|iters| {
+            time_gpu(dev, iters, || {
+                step += 1;
+                // forward: h_pre = x·W1ᵀ + b1, h = relu(h_pre); logits = h·W2ᵀ + b2
+                let xv = DeviceMatRef::new(&x, batch, inp).unwrap();
+                cuda::gemm_bias_activation(
+                    dev,
+                    1.0,
+                    xv,
+                    DeviceMatRef::new(&w1, hid, inp).unwrap().t(),
+                    0.0,
+                    DeviceMatMut::new(&mut h_pre, batch, hid).unwrap(),
+                    Some(&b1),
+                    Activation::Relu,
+                    Some(DeviceMatMut::new(&mut h, batch, hid).unwrap()),
+                )
+                .unwrap();
+                cuda::gemm_bias_activation(
+                    dev,
+                    1.0,
+                    DeviceMatRef::new(&h, batch, hid).unwrap(),
+                    DeviceMatRef::new(&w2, out, hid).unwrap().t(),
+                    0.0,
+                    DeviceMatMut::new(&mut logits, batch, out).unwrap(),
+                    Some(&b2),
+                    Activation::Identity,
+                    None,
+                )
+                .unwrap();
+                // The loss stays on the device: no host wait inside the step.
+                cuda::softmax_xent_accumulate(
+                    dev,
+                    DeviceMatRef::new(&logits, batch, out).unwrap(),
+                    DeviceTargets::Labels(&labels),
+                    DeviceMatMut::new(&mut dlogits, batch, out).unwrap(),
+                    &mut loss_acc,
+                )
+                .unwrap();
+                // backward
+                let dl = DeviceMatRef::new(&dlogits, batch, out).unwrap();
+                cuda::gemm(
+                    dev,
+                    1.0,
+                    dl.t(),
+                    DeviceMatRef::new(&h, batch, hid).unwrap(),
+                    0.0,
+                    DeviceMatMut::new(&mut gw2, out, hid).unwrap(),
+                )
+                .unwrap();
+                cuda::bias_grad(dev, dl, &mut gb2).unwrap();
+                cuda::gemm(
+                    dev,
+                    1.0,
+                    dl,
+                    DeviceMatRef::new(&w2, out, hid).unwrap(),
+                    0.0,
+                    DeviceMatMut::new(&mut dh, batch, hid).unwrap(),
+                )
+                .unwrap();
+                cuda::activation_backward_inplace(dev, Activation::Relu, &h_pre, &mut dh).unwrap();
+                let dhv = DeviceMatRef::new(&dh, batch, hid).unwrap();
+                cuda::gemm(
+                    dev,
+                    1.0,
+                    dhv.t(),
+                    DeviceMatRef::new(&x, batch, inp).unwrap(),
+                    0.0,
+                    DeviceMatMut::new(&mut gw1, hid, inp).unwrap(),
+                )
+                .unwrap();
+                cuda::bias_grad(dev, dhv, &mut gb1).unwrap();
+                let mut params = [
+                    cuda::AdamParam {
+                        w: &mut w1,
+                        grad: &gw1,
+                        m: &mut m_w1,
+                        v: &mut v_w1,
+                    },
+                    cuda::AdamParam {
+                        w: &mut b1,
+                        grad: &gb1,
+                        m: &mut m_b1,
+                        v: &mut v_b1,
+                    },
+                    cuda::AdamParam {
+                        w: &mut w2,
+                        grad: &gw2,
+                        m: &mut m_w2,
+                        v: &mut v_w2,
+                    },
+                    cuda::AdamParam {
+                        w: &mut b2,
+                        grad: &gb2,
+                        m: &mut m_b2,
+                        v: &mut v_b2,
+                    },
+                ];
+                cuda::adam_step_many(dev, &cfg, step, &mut params).unwrap();
+            })
         })
     });
     dev.synchronize().unwrap();
+    eprintln!(
+        "mean loss over the benchmarked steps: {}",
+        loss_acc.read(dev).unwrap() / step as f64
+    );
 }
 
 /// Memory-bound kernels: bytes moved per second (criterion's "B/s").

@@ -714,3 +714,54 @@ fn gemm_on_offset_and_padded_views() {
     .unwrap();
     check_close("bf16 offset views", &dev.download(&dc).unwrap(), &want, tol).unwrap();
 }
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn softmax_xent_accumulates_on_the_device() {
+    let Some(dev) = device() else { return };
+    let (rows, cols) = (37usize, 11usize);
+    let mut acc = cuda::XentAccumulator::new(dev).unwrap();
+    let mut want = 0.0f64;
+    for s in 0..3u64 {
+        let mut r = KRng::new(300 + s);
+        let x = r.vec(rows * cols, -5.0, 5.0);
+        let labels: Vec<u32> = (0..rows).map(|_| r.below(cols) as u32).collect();
+        want += reference::softmax_xent_loss(MatRef::new(&x, rows, cols).unwrap(), Targets::Labels(&labels)).unwrap()
+            as f64;
+        let (dx, dl) = (dev.upload(&x).unwrap(), dev.upload(&labels).unwrap());
+        let mut d = nan_buf(dev, rows * cols);
+        cuda::softmax_xent_accumulate(
+            dev,
+            DeviceMatRef::new(&dx, rows, cols).unwrap(),
+            DeviceTargets::Labels(&dl),
+            DeviceMatMut::new(&mut d, rows, cols).unwrap(),
+            &mut acc,
+        )
+        .unwrap();
+    }
+    let got = acc.read(dev).unwrap();
+    assert!((got - want).abs() <= 3e-5 * (1.0 + want.abs()), "{got} vs {want}");
+    acc.reset(dev).unwrap();
+    assert_eq!(acc.read(dev).unwrap(), 0.0);
+    // A bad label is reported by read(), with its row and value.
+    let x = dev.upload(&[0.0f32; 6]).unwrap();
+    let bad = dev.upload(&[7u32, 1]).unwrap();
+    let mut d = dev.zeros::<f32>(6).unwrap();
+    cuda::softmax_xent_accumulate(
+        dev,
+        DeviceMatRef::new(&x, 2, 3).unwrap(),
+        DeviceTargets::Labels(&bad),
+        DeviceMatMut::new(&mut d, 2, 3).unwrap(),
+        &mut acc,
+    )
+    .unwrap();
+    assert!(matches!(
+        acc.read(dev),
+        Err(Error::LabelOutOfRange {
+            index: 0,
+            label: 7,
+            classes: 3,
+            ..
+        })
+    ));
+}

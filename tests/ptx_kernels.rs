@@ -351,7 +351,8 @@ fn softmax_xent_kernels() {
             Param::U32(0),
         ],
     );
-    assert_eq!(mem.read_u32(scratch).unwrap()[2..], [1, 0]);
+    // (row 1 << 32) | label 3
+    assert_eq!(mem.read_u32(scratch).unwrap()[2..], [3, 1]);
 }
 
 /// A chunk table as src/cuda/ops.rs builds it (8192-element chunks, 48 bytes each).

@@ -37,8 +37,8 @@ pub use device::Device;
 pub use ops::{
     activation_backward, activation_backward_inplace, activation_forward, activation_forward_inplace, adam_step,
     adam_step_many, bias_add, bias_add_activation, bias_grad, clip_global_norm, gemm, gemm_bias_activation,
-    gemm_bias_activation_tf32, gemm_tf32, global_norm, log_softmax, sgd_step, softmax, softmax_xent, softmax_xent_loss,
-    AdamParam, DeviceTargets, GpuGemmInput,
+    gemm_bias_activation_tf32, gemm_tf32, global_norm, log_softmax, sgd_step, softmax, softmax_xent,
+    softmax_xent_accumulate, softmax_xent_loss, AdamParam, DeviceTargets, GpuGemmInput, XentAccumulator,
 };
 
 /// The PTX source of every kernel family, as embedded in the library

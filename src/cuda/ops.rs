@@ -567,14 +567,32 @@ fn xent_impl(
     logits: DeviceMatRef<'_, f32>,
     targets: DeviceTargets<'_>,
     dlogits: Option<DeviceMatMut<'_, f32>>,
-    (rows, cols): (usize, usize),
+    shape: (usize, usize),
 ) -> Result<f32> {
-    if rows == 0 {
+    if shape.0 == 0 {
         return Ok(0.0);
     }
-    // [loss as f64 bits, first bad row]
-    let scratch = dev.upload(&[0u32, 0, u32::MAX, u32::MAX])?;
-    let ps = dev.addr(&scratch, 0);
+    let mut acc = XentAccumulator::new(dev)?;
+    xent_launch(dev, logits, targets, dlogits, shape, &mut acc)?;
+    Ok(acc.read(dev)? as f32)
+}
+
+fn xent_launch(
+    dev: &Device,
+    logits: DeviceMatRef<'_, f32>,
+    targets: DeviceTargets<'_>,
+    dlogits: Option<DeviceMatMut<'_, f32>>,
+    (rows, cols): (usize, usize),
+    acc: &mut XentAccumulator,
+) -> Result<()> {
+    if rows == 0 {
+        return Ok(());
+    }
+    if rows > u32::MAX as usize {
+        return Err(Error::invalid("logits", "more than 2^32-1 rows"));
+    }
+    acc.classes = cols;
+    let ps = dev.addr(&acc.buf, 0);
     let f = dev.function("softmax_xent.ptx", SOFTMAX_XENT_PTX, "nk_softmax_xent")?;
     let (plabels, pt, trs, tcs, soft) = match targets {
         DeviceTargets::Labels(l) => (dev.addr(l, 0), 0, 0, 0, 0),
@@ -601,27 +619,63 @@ fn xent_impl(
         Arg::U64(ps + 8),
         Arg::U32(soft),
     ];
-    dev.launch(&f, row_grid(rows)?, (BLOCK, 1, 1), &args)?;
-    let mut out = [0u32; 4];
-    dev.copy_to_host(&scratch, &mut out)?;
-    let bad = u64::from(out[2]) | (u64::from(out[3]) << 32);
-    if bad != u64::MAX {
-        let index = bad as usize;
-        let mut label = [0u32];
-        if let DeviceTargets::Labels(l) = targets {
-            // The one label in question, read back for the message.
-            let all = dev.download(l)?;
-            label[0] = all[index];
-        }
-        return Err(Error::LabelOutOfRange {
-            arg: "labels",
-            index,
-            label: u64::from(label[0]),
-            classes: cols,
-        });
+    dev.launch(&f, row_grid(rows)?, (BLOCK, 1, 1), &args)
+}
+
+/// Device-side totals of [`softmax_xent_accumulate`]: the sum of the batches'
+/// mean losses and the first out-of-range label seen, kept on the device so a
+/// training loop reads them once (e.g. per epoch), not once per step.
+#[derive(Debug)]
+pub struct XentAccumulator {
+    // [loss sum as f64 bits (2 words), first bad (row << 32 | label) (2 words)]
+    buf: DeviceBuffer<u32>,
+    classes: usize,
+}
+
+impl XentAccumulator {
+    /// A zeroed accumulator on `dev`.
+    pub fn new(dev: &Device) -> Result<Self> {
+        Ok(XentAccumulator {
+            buf: dev.upload(&[0u32, 0, u32::MAX, u32::MAX])?,
+            classes: 0,
+        })
     }
-    let loss = f64::from_bits(u64::from(out[0]) | (u64::from(out[1]) << 32));
-    Ok(loss as f32)
+
+    /// Zeroes the totals (queued on the stream).
+    pub fn reset(&mut self, dev: &Device) -> Result<()> {
+        dev.copy_to_device(&[0u32, 0, u32::MAX, u32::MAX], &mut self.buf)
+    }
+
+    /// Waits for the stream and returns the sum of the mean losses since the last
+    /// reset, or [`Error::LabelOutOfRange`] for the first bad label (by row) seen.
+    pub fn read(&self, dev: &Device) -> Result<f64> {
+        let mut out = [0u32; 4];
+        dev.copy_to_host(&self.buf, &mut out)?;
+        let bad = u64::from(out[2]) | (u64::from(out[3]) << 32);
+        if bad != u64::MAX {
+            return Err(Error::LabelOutOfRange {
+                arg: "labels",
+                index: (bad >> 32) as usize,
+                label: bad & 0xffff_ffff,
+                classes: self.classes,
+            });
+        }
+        Ok(f64::from_bits(u64::from(out[0]) | (u64::from(out[1]) << 32)))
+    }
+}
+
+/// [`softmax_xent`] without waiting: writes `dlogits` and adds the batch's mean
+/// loss to `acc` on the device (labels out of range are recorded there too and
+/// reported by [`XentAccumulator::read`]). No host round trip.
+pub fn softmax_xent_accumulate(
+    dev: &Device,
+    logits: DeviceMatRef<'_, f32>,
+    targets: DeviceTargets<'_>,
+    dlogits: DeviceMatMut<'_, f32>,
+    acc: &mut XentAccumulator,
+) -> Result<()> {
+    let shape = check_device_xent(&logits, &targets, Some(&dlogits))?;
+    xent_launch(dev, logits, targets, Some(dlogits), shape, acc)
 }
 
 // ---------------------------------------------------------------- optimizers
