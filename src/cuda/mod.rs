@@ -3,7 +3,7 @@
 //! stream.
 //!
 //! Nothing CUDA is needed to build: `libcuda` is loaded when a [`Device`] is made,
-//! and its absence (or the absence of a GPU) is [`Error::NoCuda`], never a panic.
+//! and its absence (or the absence of a GPU) is [`Error::NoCuda`](crate::Error::NoCuda), never a panic.
 //!
 //! Data lives in [`DeviceBuffer`]s; matrices on the device are described by
 //! [`DeviceMatRef`] / [`DeviceMatMut`] views (shape, row and column strides), as
