@@ -56,6 +56,9 @@ pub(crate) struct Kernel {
 pub(crate) fn param_kinds(src: &str, name: &str) -> Option<Vec<ParamKind>> {
     let start = src.find(&format!(".entry {name}("))? + ".entry ".len() + name.len() + 1;
     let end = start + src[start..].find(')')?;
+    if src[start..end].trim().is_empty() {
+        return Some(Vec::new());
+    }
     src[start..end]
         .split(',')
         .map(|p| match p.split_whitespace().nth(1)? {

@@ -71,6 +71,27 @@ mod tests {
         }
     }
 
+    /// A PTX the JIT rejects gives Error::Cuda with the JIT's log (on a GPU machine;
+    /// skipped without one unless REQUIRE_GPU=1).
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn jit_failure_reports_the_log() {
+        let dev = match Device::new(0) {
+            Ok(d) => d,
+            Err(e) if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") => panic!("REQUIRE_GPU=1 but {e}"),
+            Err(e) => return eprintln!("skipped: {e}"),
+        };
+        const BAD: &str =
+            ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k() { bogus.instruction; ret; }\n";
+        match dev.function("bad.ptx", BAD, "k") {
+            Err(Error::Cuda(msg)) => {
+                assert!(msg.contains("JIT log"), "{msg}");
+                assert!(msg.contains("driver"), "{msg}");
+            }
+            other => panic!("expected a JIT error, got {other:?}"),
+        }
+    }
+
     #[test]
     fn every_kernel_file_declares_an_allowed_version_and_target() {
         for (name, src) in KERNELS {
