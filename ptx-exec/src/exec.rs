@@ -1884,6 +1884,16 @@ fn int_range(ty: Ty) -> (i128, i128) {
     }
 }
 
+/// Chops to the destination format, then extends to the register as that format's signedness says.
+fn narrow_int(v: i128, dty: Ty) -> u64 {
+    let v = v as u64 & dty.mask();
+    if dty.signed() {
+        sext(v, dty.bits()) as u64
+    } else {
+        v
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn cvt(dty: Ty, sty: Ty, rnd: Option<Rnd>, int_rnd: bool, ftz: bool, sat: bool, a: u64) -> u64 {
     let rnd_or = rnd.unwrap_or(Rnd::Rn);
@@ -1900,7 +1910,7 @@ fn cvt(dty: Ty, sty: Ty, rnd: Option<Rnd>, int_rnd: bool, ftz: bool, sat: bool, 
             } else {
                 v
             };
-            v as u64 & dty.mask()
+            narrow_int(v, dty)
         }
         (false, true) => {
             let mut x = fval(sty, a);
@@ -1919,7 +1929,7 @@ fn cvt(dty: Ty, sty: Ty, rnd: Option<Rnd>, int_rnd: bool, ftz: bool, sat: bool, 
             } else {
                 r as i128
             };
-            v as u64 & dty.mask()
+            narrow_int(v, dty)
         }
         (true, false) => {
             let v: i128 = if sty.signed() {
