@@ -601,3 +601,13 @@ fn function_calls_are_inlined_with_divergence() {
         assert_eq!(x, r, "thread {t}");
     }
 }
+
+#[test]
+fn satfinite_conversions_clamp_to_the_largest_finite_value() {
+    let r = run(
+        "cvt.rn.satfinite.bf16.f32 %h0, %f0; cvt.u32.u16 %r16, %h0; cvt.rn.satfinite.f16.f32 %h1, %f1;\
+         cvt.u32.u16 %r17, %h1; cvt.rn.f16.f32 %h2, %f1; cvt.u32.u16 %r18, %h2;",
+        &[f(f32::INFINITY), f(-1e6)],
+    );
+    assert_eq!(r[..3], [0x7f7f, 0xfbff, 0xfc00]);
+}

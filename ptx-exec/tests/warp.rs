@@ -204,3 +204,23 @@ fn same_instruction_and_own_address_are_not_races() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn redux_funnel_shift_and_slct() {
+    let rows = run_threads(
+        "mov.u32 %r2, 0xffffffff; redux.sync.add.u32 %r16, %r25, %r2; sub.s32 %r3, 5, %r25;\
+         redux.sync.min.s32 %r17, %r3, %r2; redux.sync.max.u32 %r18, %r25, %r2; shl.b32 %r4, 1, %r25;\
+         redux.sync.or.b32 %r19, %r4, %r2;\
+         shf.l.wrap.b32 %r20, %r0, %r1, %r25; shf.r.clamp.b32 %r21, %r0, %r1, %r25;\
+         slct.u32.s32 %r22, 1, 2, %r3;",
+        &[0x8000_0001, 0x1234_5678],
+        32,
+    );
+    for (l, r) in rows.iter().enumerate() {
+        assert_eq!(r[..4], [31 * 32 / 2, (5 - 31i32) as u32, 31, u32::MAX]);
+        let x = 0x1234_5678_8000_0001u64;
+        assert_eq!(r[4], ((x << (l % 32)) >> 32) as u32, "shf.l lane {l}");
+        assert_eq!(r[5], (x >> l.min(32)) as u32, "shf.r lane {l}");
+        assert_eq!(r[6], if l <= 5 { 1 } else { 2 });
+    }
+}
