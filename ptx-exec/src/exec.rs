@@ -366,23 +366,37 @@ impl<'a> Exec<'a> {
     fn run_warp(&mut self, w: usize) -> Result<(), Error> {
         let lo = w * 32;
         let hi = (lo + 32).min(self.nthreads);
+        // When every running lane sat at the issued pc and the instruction cannot move
+        // lanes apart or stop them, they all sit at the next pc: no need to scan.
+        let mut next: Option<(u32, u32)> = None;
         loop {
-            let mut minpc = u32::MAX;
-            let mut mask = 0u32;
-            for t in lo..hi {
-                if self.st[t] == RUNNING {
-                    let p = self.pc[t];
-                    if p < minpc {
-                        minpc = p;
-                        mask = 1 << (t - lo);
-                    } else if p == minpc {
-                        mask |= 1 << (t - lo);
+            let (minpc, mask) = match next.take() {
+                Some(x) => x,
+                None => {
+                    let mut minpc = u32::MAX;
+                    let mut mask = 0u32;
+                    let mut running = 0u32;
+                    for t in lo..hi {
+                        if self.st[t] == RUNNING {
+                            let p = self.pc[t];
+                            running |= 1 << (t - lo);
+                            if p < minpc {
+                                minpc = p;
+                                mask = 1 << (t - lo);
+                            } else if p == minpc {
+                                mask |= 1 << (t - lo);
+                            }
+                        }
                     }
+                    if mask == 0 {
+                        return Ok(());
+                    }
+                    if mask == running {
+                        next = Some((minpc, mask));
+                    }
+                    (minpc, mask)
                 }
-            }
-            if mask == 0 {
-                return Ok(());
-            }
+            };
             self.step = self.step.wrapping_add(1);
             self.report.warp_instructions += 1;
             if self.report.warp_instructions > STEP_LIMIT {
@@ -395,6 +409,11 @@ impl<'a> Exec<'a> {
                 ));
             }
             self.issue(w, minpc as usize, mask)?;
+            next = match (next, &self.k.code[minpc as usize].inst) {
+                (_, Inst::Bra { .. } | Inst::Exit | Inst::Bar { .. }) => None,
+                (Some(_), _) => Some((minpc + 1, mask)),
+                (None, _) => None,
+            };
         }
     }
 
