@@ -366,23 +366,37 @@ impl<'a> Exec<'a> {
     fn run_warp(&mut self, w: usize) -> Result<(), Error> {
         let lo = w * 32;
         let hi = (lo + 32).min(self.nthreads);
+        // When every running lane sat at the issued pc and the instruction cannot move
+        // lanes apart or stop them, they all sit at the next pc: no need to scan.
+        let mut next: Option<(u32, u32)> = None;
         loop {
-            let mut minpc = u32::MAX;
-            let mut mask = 0u32;
-            for t in lo..hi {
-                if self.st[t] == RUNNING {
-                    let p = self.pc[t];
-                    if p < minpc {
-                        minpc = p;
-                        mask = 1 << (t - lo);
-                    } else if p == minpc {
-                        mask |= 1 << (t - lo);
+            let (minpc, mask) = match next.take() {
+                Some(x) => x,
+                None => {
+                    let mut minpc = u32::MAX;
+                    let mut mask = 0u32;
+                    let mut running = 0u32;
+                    for t in lo..hi {
+                        if self.st[t] == RUNNING {
+                            let p = self.pc[t];
+                            running |= 1 << (t - lo);
+                            if p < minpc {
+                                minpc = p;
+                                mask = 1 << (t - lo);
+                            } else if p == minpc {
+                                mask |= 1 << (t - lo);
+                            }
+                        }
                     }
+                    if mask == 0 {
+                        return Ok(());
+                    }
+                    if mask == running {
+                        next = Some((minpc, mask));
+                    }
+                    (minpc, mask)
                 }
-            }
-            if mask == 0 {
-                return Ok(());
-            }
+            };
             self.step = self.step.wrapping_add(1);
             self.report.warp_instructions += 1;
             if self.report.warp_instructions > STEP_LIMIT {
@@ -395,6 +409,11 @@ impl<'a> Exec<'a> {
                 ));
             }
             self.issue(w, minpc as usize, mask)?;
+            next = match (next, &self.k.code[minpc as usize].inst) {
+                (_, Inst::Bra { .. } | Inst::Exit | Inst::Bar { .. }) => None,
+                (Some(_), _) => Some((minpc + 1, mask)),
+                (None, _) => None,
+            };
         }
     }
 
@@ -513,6 +532,7 @@ impl<'a> Exec<'a> {
             }
             Inst::Shfl { .. }
             | Inst::Vote { .. }
+            | Inst::Redux { .. }
             | Inst::WarpSync { .. }
             | Inst::Activemask { .. }
             | Inst::Ldmatrix { .. }
@@ -623,6 +643,22 @@ impl<'a> Exec<'a> {
                     VoteMode::Any => (ballot != 0) as u64,
                     VoteMode::Uni => (ballot == m || ballot == 0) as u64,
                 };
+                for l in lanes(m) {
+                    self.wr(lo + l, d, v);
+                }
+            }
+            Inst::Redux { op, ty, d, a, mask } => {
+                let member = self.rd(first, mask) as u32;
+                self.check_members(w, pc, m, member, "redux.sync")?;
+                let mut acc: Option<u64> = None;
+                for l in lanes(m) {
+                    let v = self.rd(lo + l, a);
+                    acc = Some(match acc {
+                        None => v & ty.mask(),
+                        Some(x) => int_bin(op, ty, false, x, v),
+                    });
+                }
+                let v = acc.unwrap_or(0);
                 for l in lanes(m) {
                     self.wr(lo + l, d, v);
                 }
@@ -1567,10 +1603,12 @@ impl<'a> Exec<'a> {
                 int_rnd,
                 ftz,
                 sat,
+                satfinite,
                 d,
                 a,
             } => {
                 let v = cvt(dty, sty, rnd, int_rnd, ftz, sat, self.rd(t, a));
+                let v = if satfinite { saturate_finite(dty, v) } else { v };
                 self.wr(t, d, v);
             }
             Inst::CvtPack {
@@ -1693,6 +1731,31 @@ impl<'a> Exec<'a> {
                     }
                 }
             }
+            Inst::Shf {
+                left,
+                clamp,
+                d,
+                lo,
+                hi,
+                n,
+            } => {
+                let x = (self.rd(t, hi) & 0xffff_ffff) << 32 | (self.rd(t, lo) & 0xffff_ffff);
+                let n = self.rd(t, n) as u32;
+                let n = if clamp { n.min(32) } else { n & 31 } as u64;
+                let r = if left { (x << n) >> 32 } else { x >> n };
+                self.wr(t, d, r & 0xffff_ffff);
+            }
+            Inst::Slct { cty, ftz, d, a, b, c } => {
+                let c = self.rd(t, c);
+                let pick_a = if cty == Ty::F32 {
+                    let x = if ftz { ftz32(f32_of(c)) } else { f32_of(c) };
+                    x >= 0.0
+                } else {
+                    sext(c, 32) >= 0
+                };
+                let v = if pick_a { self.rd(t, a) } else { self.rd(t, b) };
+                self.wr(t, d, v);
+            }
             Inst::Trap => return Err(Fault::Trap),
             Inst::Nop => {}
             Inst::Bra { .. }
@@ -1703,6 +1766,7 @@ impl<'a> Exec<'a> {
             | Inst::WarpSync { .. }
             | Inst::Activemask { .. }
             | Inst::Ldmatrix { .. }
+            | Inst::Redux { .. }
             | Inst::Mma { .. } => unreachable!("handled per warp"),
         }
         Ok(())
@@ -1884,6 +1948,44 @@ fn int_range(ty: Ty) -> (i128, i128) {
     }
 }
 
+/// `.satfinite`: infinities become the largest finite value of the same sign; NaN stays.
+fn saturate_finite(dty: Ty, v: u64) -> u64 {
+    match dty {
+        Ty::F32 | Ty::Tf32 => {
+            let x = f32_of(v);
+            if x.is_infinite() {
+                let max = if dty == Ty::Tf32 {
+                    f32::MAX.to_bits() & !0x1fff
+                } else {
+                    f32::MAX.to_bits()
+                };
+                (max | (v as u32 & 0x8000_0000)) as u64
+            } else {
+                v
+            }
+        }
+        Ty::F16 | Ty::Bf16 => {
+            let inf = if dty == Ty::F16 { 0x7c00 } else { 0x7f80 };
+            if v & 0x7fff == inf {
+                (v & 0x8000) | (inf - 1)
+            } else {
+                v
+            }
+        }
+        _ => v,
+    }
+}
+
+/// Chops to the destination format, then extends to the register as that format's signedness says.
+fn narrow_int(v: i128, dty: Ty) -> u64 {
+    let v = v as u64 & dty.mask();
+    if dty.signed() {
+        sext(v, dty.bits()) as u64
+    } else {
+        v
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn cvt(dty: Ty, sty: Ty, rnd: Option<Rnd>, int_rnd: bool, ftz: bool, sat: bool, a: u64) -> u64 {
     let rnd_or = rnd.unwrap_or(Rnd::Rn);
@@ -1900,7 +2002,7 @@ fn cvt(dty: Ty, sty: Ty, rnd: Option<Rnd>, int_rnd: bool, ftz: bool, sat: bool, 
             } else {
                 v
             };
-            v as u64 & dty.mask()
+            narrow_int(v, dty)
         }
         (false, true) => {
             let mut x = fval(sty, a);
@@ -1919,7 +2021,7 @@ fn cvt(dty: Ty, sty: Ty, rnd: Option<Rnd>, int_rnd: bool, ftz: bool, sat: bool, 
             } else {
                 r as i128
             };
-            v as u64 & dty.mask()
+            narrow_int(v, dty)
         }
         (true, false) => {
             let v: i128 = if sty.signed() {

@@ -429,8 +429,36 @@ pub(crate) enum Inst {
         int_rnd: bool,
         ftz: bool,
         sat: bool,
+        /// `.satfinite`: out-of-range results become the largest finite value.
+        satfinite: bool,
         d: u32,
         a: Op,
+    },
+    /// Funnel shift: `shf.{l,r}.{wrap,clamp}.b32 d, lo, hi, n`.
+    Shf {
+        left: bool,
+        clamp: bool,
+        d: u32,
+        lo: Op,
+        hi: Op,
+        n: Op,
+    },
+    /// `slct.dty.{s32,f32} d, a, b, c`: `c >= 0 ? a : b`.
+    Slct {
+        cty: Ty,
+        ftz: bool,
+        d: u32,
+        a: Op,
+        b: Op,
+        c: Op,
+    },
+    /// `redux.sync.op.type d, a, membermask` (integer reductions over the warp).
+    Redux {
+        op: IntOp,
+        ty: Ty,
+        d: u32,
+        a: Op,
+        mask: Op,
     },
     /// `cvt.rn.bf16x2.f32 d, hi, lo` and the f16x2 form.
     CvtPack {

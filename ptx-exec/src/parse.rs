@@ -1562,7 +1562,8 @@ fn decode(r: &RawInst, cx: &Ctx) -> Result<Inst, String> {
                     rnd,
                     int_rnd,
                     ftz: has("ftz"),
-                    sat: has("sat") || has("satfinite"),
+                    sat: has("sat"),
+                    satfinite: has("satfinite"),
                     d: cx.reg(&o[0])?,
                     a: cx.op(&o[1], sty)?,
                 }
@@ -1880,6 +1881,64 @@ fn decode(r: &RawInst, cx: &Ctx) -> Result<Inst, String> {
                 }
             } else {
                 return Err(format!("`{}` is not supported", r.opcode));
+            }
+        }
+        "shf" => {
+            nops(r, 4)?;
+            if !(has("l") || has("r")) {
+                return unknown();
+            }
+            Inst::Shf {
+                left: has("l"),
+                clamp: has("clamp"),
+                d: cx.reg(&o[0])?,
+                lo: cx.op(&o[1], Ty::B32)?,
+                hi: cx.op(&o[2], Ty::B32)?,
+                n: cx.op(&o[3], Ty::U32)?,
+            }
+        }
+        "slct" => {
+            nops(r, 4)?;
+            if types.len() != 2 {
+                return Err(format!("`{}` needs two types", r.opcode));
+            }
+            let (dt, ct) = (types[0], types[1]);
+            Inst::Slct {
+                cty: ct,
+                ftz: has("ftz"),
+                d: cx.reg(&o[0])?,
+                a: cx.op(&o[1], dt)?,
+                b: cx.op(&o[2], dt)?,
+                c: cx.op(&o[3], ct)?,
+            }
+        }
+        "redux" => {
+            nops(r, 3)?;
+            let t = ty()?;
+            let op = if has("add") {
+                IntOp::Add
+            } else if has("min") {
+                IntOp::Min
+            } else if has("max") {
+                IntOp::Max
+            } else if has("and") {
+                IntOp::And
+            } else if has("or") {
+                IntOp::Or
+            } else if has("xor") {
+                IntOp::Xor
+            } else {
+                return unknown();
+            };
+            if !has("sync") || t.is_float() {
+                return Err(format!("`{}` is not supported", r.opcode));
+            }
+            Inst::Redux {
+                op,
+                ty: t,
+                d: cx.reg(&o[0])?,
+                a: cx.op(&o[1], t)?,
+                mask: cx.op(&o[2], Ty::B32)?,
             }
         }
         "bra" => {

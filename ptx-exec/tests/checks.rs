@@ -87,7 +87,7 @@ fn in_bounds_store_runs() {
 }
 
 /// Block-wide sum through shared memory: every thread writes its value, then
-/// thread 0 adds them up. `BARRIER` is replaced by a barrier or by nothing.
+/// thread `READER` adds them up. `BARRIER` is replaced by a barrier or by nothing.
 const SHARED_SUM: &str = r#"
 .visible .entry shared_sum(.param .u64 inp, .param .u64 out)
 {
@@ -109,7 +109,7 @@ const SHARED_SUM: &str = r#"
     add.s32 %r4, %r2, %r3;
     st.shared.f32 [%r4], %f1;
     BARRIER
-    setp.ne.u32 %p1, %r1, 0;
+    setp.ne.u32 %p1, %r1, READER;
     @%p1 bra DONE;
     mov.f32 %f2, 0f00000000;
     mov.u32 %r5, 0;
@@ -129,7 +129,7 @@ DONE:
 
 #[test]
 fn shared_sum_with_barrier_is_right() {
-    let m = module(&SHARED_SUM.replace("BARRIER", "bar.sync 0;"));
+    let m = module(&SHARED_SUM.replace("BARRIER", "bar.sync 0;").replace("READER", "63"));
     let mut mem = Memory::new();
     let v: Vec<f32> = (0..64).map(|i| i as f32 * 0.5).collect();
     let inp = mem.alloc_f32(&v);
@@ -149,7 +149,9 @@ fn shared_sum_with_barrier_is_right() {
 
 #[test]
 fn planted_shared_race_is_caught() {
-    let m = module(&SHARED_SUM.replace("BARRIER", ""));
+    // The barrier between the writes and the reads is missing. Warp 0 runs until it
+    // blocks or ends, so thread 63 (warp 1) reads slots warp 0 wrote: a race.
+    let m = module(&SHARED_SUM.replace("BARRIER", "").replace("READER", "63"));
     let mut mem = Memory::new();
     let inp = mem.alloc_f32(&[1.0; 64]);
     let out = mem.alloc(4);
@@ -161,13 +163,43 @@ fn planted_shared_race_is_caught() {
         0,
         &[Param::Ptr(inp), Param::Ptr(out)],
     ));
-    // Warp 0 runs first: thread 0 reads buf[32], which warp 1 has not written yet.
+    match &f.fault {
+        Fault::SharedRace {
+            offset: 0,
+            this: "read",
+            other: "write",
+            other_thread,
+            other_line,
+        } => {
+            assert_eq!(*other_thread, [0, 0, 0]);
+            assert_eq!(*other_line, 23);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.thread, [63, 0, 0]);
+    assert!(f.instruction.starts_with("ld.shared.f32"), "{f}");
+    // With thread 0 reading, the first conflict is already inside its own warp: lanes of
+    // one warp are not ordered between two instructions without a barrier either.
+    let m = module(&SHARED_SUM.replace("BARRIER", "").replace("READER", "0"));
+    let f = fault(launch(
+        &mut mem,
+        m.kernel("shared_sum").unwrap(),
+        (1, 1, 1),
+        (64, 1, 1),
+        0,
+        &[Param::Ptr(inp), Param::Ptr(out)],
+    ));
     assert!(
-        matches!(f.fault, Fault::SharedUninitialized { .. } | Fault::SharedRace { .. }),
+        matches!(
+            f.fault,
+            Fault::SharedRace {
+                offset: 4,
+                other_thread: [1, 0, 0],
+                ..
+            }
+        ),
         "{f}"
     );
-    assert_eq!(f.thread, [0, 0, 0]);
-    assert!(f.instruction.starts_with("ld.shared.f32"), "{f}");
 }
 
 /// Every thread writes its slot, then (after a barrier when `BARRIER` is one)
@@ -242,4 +274,58 @@ fn write_after_read_race_is_caught_and_barrier_clears_it() {
         mem.read_u32(out).unwrap(),
         (0..64).map(|i| (i + 1) % 64).collect::<Vec<u32>>()
     );
+}
+
+#[test]
+fn unknown_instructions_and_names_are_parse_errors_with_the_line() {
+    let err = |body: &str| match Module::parse(&format!(".version 8.0\n.target sm_80\n.address_size 64\n{body}")) {
+        Err(Error::Parse { line, msg }) => (line, msg),
+        other => panic!("expected a parse error, got {other:?}"),
+    };
+    let k = |inst: &str| format!(".visible .entry k()\n{{\n.reg .b32 %r<4>;\n{inst}\nret;\n}}\n");
+    let (line, msg) = err(&k("frobnicate.b32 %r1, %r2;"));
+    assert_eq!(line, 7);
+    assert!(msg.contains("unknown instruction `frobnicate.b32`"), "{msg}");
+    let (line, msg) = err(&k("add.u32 %r1, %r9, 1;"));
+    assert_eq!(line, 7);
+    assert!(msg.contains("%r9"), "{msg}");
+    let (_, msg) = err(&k("bra NOWHERE;"));
+    assert!(msg.contains("unknown label `NOWHERE`"), "{msg}");
+    let (_, msg) = err(&k("wgmma.fence.sync.aligned;"));
+    assert!(msg.contains("unknown instruction `wgmma.fence.sync.aligned`"), "{msg}");
+    let (_, msg) = err(&k("cvt.f32.s32 %r1, %r2;"));
+    assert!(msg.contains("rounding"), "{msg}");
+}
+
+#[test]
+fn launch_arguments_are_checked() {
+    let m = module(STORE_TID);
+    let k = m.kernel("store_tid").unwrap();
+    let mut mem = Memory::new();
+    let out = mem.alloc(16);
+    let launch_err = |r: Result<nnkern_ptx_exec::LaunchReport, Error>| match r {
+        Err(Error::Launch { msg, .. }) => msg,
+        other => panic!("expected a launch error, got {other:?}"),
+    };
+    let msg = launch_err(launch(&mut mem, k, (1, 1, 1), (32, 1, 1), 0, &[Param::Ptr(out)]));
+    assert!(msg.contains("1 parameters given"), "{msg}");
+    let msg = launch_err(launch(
+        &mut mem,
+        k,
+        (1, 1, 1),
+        (32, 1, 1),
+        0,
+        &[Param::Ptr(out), Param::U64(3)],
+    ));
+    assert!(msg.contains("parameter 1 (`n`)"), "{msg}");
+    let msg = launch_err(launch(
+        &mut mem,
+        k,
+        (1, 1, 1),
+        (2048, 1, 1),
+        0,
+        &[Param::Ptr(out), Param::U32(3)],
+    ));
+    assert!(msg.contains("1024"), "{msg}");
+    assert!(matches!(m.kernel("nope"), Err(Error::NoKernel(_))));
 }
