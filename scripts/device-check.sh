@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, run ON the GPU machine from the repository root, over the executables that
 # scripts/gpu-prepare.sh built elsewhere (default folder .devbin):
-#   1. the CUDA test binary with --include-ignored and REQUIRE_GPU=1 (a missing GPU fails),
-#      then the other test binaries (CPU tests, for completeness);
+#   1. the CUDA tests and the library's unit tests with --include-ignored and REQUIRE_GPU=1
+#      (a missing GPU fails them); TESTS=all runs the CPU-only test binaries too;
 #   2. the cuda bench (ours beside cuBLAS, TFLOP/s from CUDA events, one training step),
 #      with short criterion settings.
 # Prints a PASS/FAIL summary; full logs and criterion's output go to $OUT.
@@ -42,9 +42,11 @@ step() {
   SUMMARY+=("$st $name rc=$rc $(( $(date +%s) - s ))s"); say "   => $st"
 }
 if [ "$WHAT" = all ] || [ "$WHAT" = tests ]; then
-  for t in "$D"/test/test-cuda "$D"/test/*; do
+  # The GPU tests and the library's unit tests (device errors, JIT log); the CPU-only
+  # binaries only with TESTS=all, to spend device time on what needs the device.
+  if [ "${TESTS:-gpu}" = all ]; then set -- "$D"/test/*; else set -- "$D"/test/test-cuda "$D"/test/rlib-nnkern; fi
+  for t in "$@"; do
     [ -x "$t" ] || continue
-    case " ${DONE:-} " in *" $t "*) continue;; esac; DONE="${DONE:-} $t"
     step "$(basename "$t")" "$t" --include-ignored --test-threads=1
   done
 fi
