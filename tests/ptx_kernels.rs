@@ -628,7 +628,7 @@ fn gemm_case(case: &GemmCase, seed: u64, kind: &str, epilogue: Option<Activation
             } else {
                 (8, 2, "nk_pack16")
             };
-            if (cs == 1 || k_eff <= 1) && rs % align == 0 && rs >= k_eff.max(1) {
+            if (cs == 1 || k_eff <= 1) && rs.is_multiple_of(align) && rs >= k_eff.max(1) {
                 return (src, rs);
             }
             let ld = k_eff.next_multiple_of(align).max(align);

@@ -382,7 +382,7 @@ fn gemm_impl<T: DeviceElem>(
     // Rows must start 16-byte aligned: 8 elements of 16 bits, 4 of 32.
     let align = 16 / std::mem::size_of::<T>();
     let fits = |ptr: u64, kstride: usize, ld: usize| {
-        (kstride == 1 || k_eff <= 1) && ld % align == 0 && ptr % 16 == 0 && ld >= k_eff.max(1)
+        (kstride == 1 || k_eff <= 1) && ld.is_multiple_of(align) && ptr.is_multiple_of(16) && ld >= k_eff.max(1)
     };
     let mut packed_a = None;
     let mut packed_b = None;
@@ -435,8 +435,8 @@ pub(crate) fn sgemm_flags(a: (usize, usize), b: (usize, usize), pa: u64, pb: u64
     // contiguous stride 1, the other a multiple of 4, base 16-byte aligned
     let (a_contig, a_other) = if a_mfast { a } else { (a.1, a.0) };
     let (b_contig, b_other) = if b_nfast { (b.1, b.0) } else { b };
-    let a_vec = a_contig == 1 && a_other % 4 == 0 && pa % 16 == 0;
-    let b_vec = b_contig == 1 && b_other % 4 == 0 && pb % 16 == 0;
+    let a_vec = a_contig == 1 && a_other % 4 == 0 && pa.is_multiple_of(16);
+    let b_vec = b_contig == 1 && b_other % 4 == 0 && pb.is_multiple_of(16);
     u32::from(a_mfast) | (u32::from(b_nfast) << 1) | (u32::from(a_vec) << 2) | (u32::from(b_vec) << 3)
 }
 

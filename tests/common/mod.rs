@@ -67,7 +67,11 @@ pub fn gemm_cases() -> Vec<GemmCase> {
     ];
     for (i, &(m, n, k)) in shapes.iter().enumerate() {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            let beta = if (i + ta as usize) % 2 == 0 { 0.0 } else { -0.75 };
+            let beta = if (i + ta as usize).is_multiple_of(2) {
+                0.0
+            } else {
+                -0.75
+            };
             v.push(GemmCase {
                 m,
                 n,
@@ -273,7 +277,7 @@ pub fn sgemm_flags(a: (usize, usize), b: (usize, usize), pa: u64, pb: u64) -> u3
     let b_nfast = b.1 == 1 || b.0 != 1;
     let (a_contig, a_other) = if a_mfast { a } else { (a.1, a.0) };
     let (b_contig, b_other) = if b_nfast { (b.1, b.0) } else { b };
-    let a_vec = a_contig == 1 && a_other % 4 == 0 && pa % 16 == 0;
-    let b_vec = b_contig == 1 && b_other % 4 == 0 && pb % 16 == 0;
+    let a_vec = a_contig == 1 && a_other % 4 == 0 && pa.is_multiple_of(16);
+    let b_vec = b_contig == 1 && b_other % 4 == 0 && pb.is_multiple_of(16);
     u32::from(a_mfast) | (u32::from(b_nfast) << 1) | (u32::from(a_vec) << 2) | (u32::from(b_vec) << 3)
 }
