@@ -108,3 +108,16 @@ proptest! {
         prop_assert!(Checkpoint::from_bytes(&b, "x").is_err());
     }
 }
+
+#[test]
+fn a_checkpoint_claiming_absurd_shapes_is_refused_not_a_panic() {
+    // A well-formed file (valid checksum) whose header claims 2^31 × 2^31 weights.
+    let good = Checkpoint::from_bytes(checkpoint(), "ok.ck").unwrap();
+    let mut huge = good.clone();
+    huge.dims = vec![1 << 31, 1 << 31];
+    huge.config.hidden = vec![];
+    let e = Checkpoint::from_bytes(&huge.to_bytes(), "huge.ck")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("huge.ck"), "{e}");
+}

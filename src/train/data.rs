@@ -48,9 +48,10 @@ static BUNDLED: [(&str, &[u8]); 4] = [
     ),
 ];
 
-/// The largest payload accepted from one file (4 GiB): far above any MNIST-like
-/// set, and low enough that a header claiming more is rejected before allocating.
-const MAX_PAYLOAD: u64 = 4 << 30;
+/// The largest payload accepted from one file (4 GiB − 1): far above any
+/// MNIST-like set, low enough that a header claiming more is rejected before
+/// allocating, and small enough that every sample index fits a `u32`.
+const MAX_PAYLOAD: u64 = u32::MAX as u64;
 
 /// A parsed IDX file of unsigned bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
