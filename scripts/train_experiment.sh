@@ -4,8 +4,9 @@
 # prints for every run: the epoch time (median of epochs 2-10, validation
 # included), the late/early epoch ratio (median of epochs 8-10 over 2-4: a
 # value well above 1 means later epochs slowed down, e.g. on subnormals), the
-# wall time of the whole process, its peak resident memory, and the test
-# accuracy; then the medians over the seeds.
+# wall time of the whole process, its CPU time (user + system, all threads:
+# on a busy machine a steadier measure of the work than the wall time), its
+# peak resident memory, and the test accuracy; then the medians over the seeds.
 #
 #   scripts/train_experiment.sh                 # seeds 0..4
 #   SEEDS="0 1 2" scripts/train_experiment.sh --threads 1   # extra options go to `nnkern train`
@@ -22,7 +23,7 @@ import json, os, statistics, subprocess, sys, tempfile, time
 
 binary, seeds, extra = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
 rows = []
-print(f"{'seed':>4} {'epoch s':>8} {'late/early':>10} {'total s':>8} {'peak RSS MB':>11} {'test acc':>8}")
+print(f"{'seed':>6} {'epoch s':>8} {'late/early':>10} {'total s':>8} {'cpu s':>7} {'peak RSS MB':>11} {'test acc':>8}")
 with tempfile.TemporaryDirectory() as tmp:
     for seed in seeds:
         metrics = os.path.join(tmp, f"m{seed}.jsonl")
@@ -40,9 +41,12 @@ with tempfile.TemporaryDirectory() as tmp:
         epoch_s = statistics.median(later)
         ratio = statistics.median(epochs[-3:]) / statistics.median(epochs[1:4]) if len(epochs) >= 6 else float("nan")
         rss_mb = usage.ru_maxrss * 1024 / 1e6  # ru_maxrss is in KiB on Linux
-        rows.append((epoch_s, ratio, wall, rss_mb, final["test_acc"]))
-        print(f"{seed:>4} {epoch_s:8.4f} {ratio:10.2f} {wall:8.3f} {rss_mb:11.1f} {final['test_acc']:8.4f}", flush=True)
+        cpu = usage.ru_utime + usage.ru_stime
+        rows.append((epoch_s, ratio, wall, cpu, rss_mb, final["test_acc"]))
+        print(f"{seed:>6} {epoch_s:8.4f} {ratio:10.2f} {wall:8.3f} {cpu:7.3f} {rss_mb:11.1f} {final['test_acc']:8.4f}", flush=True)
 med = [statistics.median(c) for c in zip(*rows)]
-print(f"{'median':>4} {med[0]:8.4f} {med[1]:10.2f} {med[2]:8.3f} {med[3]:11.1f} {med[4]:8.4f}")
-print(f"test accuracy over {len(rows)} seeds: median {med[4]:.4f} [min {min(r[4] for r in rows):.4f}, max {max(r[4] for r in rows):.4f}]")
+print(f"{'median':>6} {med[0]:8.4f} {med[1]:10.2f} {med[2]:8.3f} {med[3]:7.3f} {med[4]:11.1f} {med[5]:8.4f}")
+accs = [r[5] for r in rows]
+print(f"test accuracy over {len(rows)} seeds: median {med[5]:.4f} [min {min(accs):.4f}, max {max(accs):.4f}]")
+print(f"load average at the end: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 PY

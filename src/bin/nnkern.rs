@@ -273,10 +273,13 @@ fn run_train(a: TrainArgs) -> Result<(), Error> {
             Err(err) => {
                 let kept = match (&a.save, last_saved) {
                     (Some(p), Some(k)) => format!("; the last good checkpoint, {} (epoch {k}), is kept", p.display()),
-                    (Some(p), None) => format!("; no checkpoint was written to {}", p.display()),
+                    (Some(p), None) => format!("; {} is left as it was (no epoch finished)", p.display()),
                     (None, _) => String::new(),
                 };
-                return Err(Error::invalid("train", format!("{err}{kept}")));
+                return Err(match err {
+                    Error::InvalidArgument { arg, what } => Error::invalid(arg, format!("{what}{kept}")),
+                    other => Error::invalid("training stopped", format!("{other}{kept}")),
+                });
             }
         };
         if !quiet {

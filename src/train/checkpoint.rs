@@ -369,7 +369,10 @@ impl Checkpoint {
                     format!("tensor {t} holds {n} values but dims {dims:?} need {n_params}"),
                 ));
             }
-            let raw = r.take(4 * n_params, "tensor data")?;
+            let bytes = n_params
+                .checked_mul(4)
+                .ok_or_else(|| bad(path, format!("dims {dims:?} need more parameters than memory holds")))?;
+            let raw = r.take(bytes, "tensor data")?;
             all.push(
                 raw.chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))

@@ -48,9 +48,10 @@ static BUNDLED: [(&str, &[u8]); 4] = [
     ),
 ];
 
-/// The largest payload accepted from one file (4 GiB): far above any MNIST-like
-/// set, and low enough that a header claiming more is rejected before allocating.
-const MAX_PAYLOAD: u64 = 4 << 30;
+/// The largest payload accepted from one file (4 GiB − 1): far above any
+/// MNIST-like set, low enough that a header claiming more is rejected before
+/// allocating, and small enough that every sample index fits a `u32`.
+const MAX_PAYLOAD: u64 = u32::MAX as u64;
 
 /// A parsed IDX file of unsigned bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +72,9 @@ fn data_err(path: &str, what: impl Into<String>) -> Error {
 /// Reads exactly `len` bytes from `r`, failing with a message naming `path`
 /// when the stream ends early or holds more.
 fn read_exact_then_eof(r: &mut impl Read, len: u64, path: &str, what: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(len as usize);
+    // Reserve what the header announces only up to a bound: a corrupt
+    // header must not reserve gigabytes; real data grows the vector as it comes.
+    let mut out = Vec::with_capacity(len.min(64 << 20) as usize);
     r.take(len)
         .read_to_end(&mut out)
         .map_err(|e| data_err(path, format!("cannot read {what}: {e}")))?;

@@ -207,15 +207,30 @@ impl TrainConfig {
                     AdamEpsilon::PyTorch => "pytorch",
                 };
                 format!(
-                    "{kind} (lr {}, betas {}/{}, eps {:e} {eps}-style, weight decay {})",
-                    c.lr, c.beta1, c.beta2, c.eps, c.weight_decay
+                    "{kind} (lr {}, betas {}/{}, eps {} {eps}-style, weight decay {})",
+                    num(c.lr),
+                    num(c.beta1),
+                    num(c.beta2),
+                    num(c.eps),
+                    num(c.weight_decay)
                 )
             }
             Optimizer::Sgd(c) => format!(
                 "sgd (lr {}, momentum {}, weight decay {})",
-                c.lr, c.momentum, c.weight_decay
+                num(c.lr),
+                num(c.momentum),
+                num(c.weight_decay)
             ),
         }
+    }
+}
+
+/// A hyperparameter as a person writes it: `0.001`, `1e-7`, `1e30`.
+fn num(x: f32) -> String {
+    if x != 0.0 && !(1e-3..1e4).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
     }
 }
 
@@ -467,9 +482,9 @@ impl<B: Backend> Trainer<B> {
             let (loss, c) = self.model.train_step(&mut self.be, n, self.cfg.clip_norm)?;
             if !loss.is_finite() {
                 return Err(Error::invalid(
-                    "loss",
+                    "training stopped",
                     format!(
-                        "became {loss} at step {} (epoch {}, batch {} of {batches}); training stopped",
+                        "the loss became {loss} at step {} (epoch {}, batch {} of {batches})",
                         self.model.step() + 1,
                         epoch + 1,
                         b + 1
