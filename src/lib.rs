@@ -3,7 +3,7 @@
 //! Hand-optimised compute kernels for training neural networks: GEMM,
 //! activations, fused softmax + cross-entropy, bias and optimizer updates,
 //! with runtime ISA dispatch on the CPU, and a naive
-//! [`reference`] implementation of every operation that all fast kernels are
+//! [`reference`](mod@reference) implementation of every operation that all fast kernels are
 //! tested against.
 //!
 //! Every public function validates its arguments once, at the boundary, and
