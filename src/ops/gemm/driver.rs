@@ -134,8 +134,9 @@ fn blocking(ks: &KernelSet) -> Blocking {
 }
 
 /// Work below which a second thread costs more (waking it, splitting the
-/// packing) than it saves: ~25 µs of one core at full speed.
-const MIN_FLOPS_PER_THREAD: usize = 4_000_000;
+/// packing) than it saves: ~12 µs of one core at full speed. Above it, a
+/// helper that cannot get a core costs little (see `parallel::run_tasks`).
+const MIN_FLOPS_PER_THREAD: usize = 3_000_000;
 
 /// `C = alpha·A·B + beta·C` for an `m × n × k` product.
 ///
