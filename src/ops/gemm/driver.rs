@@ -322,7 +322,13 @@ impl Plan {
         // loads) and few row tiles reuse it; A (broadcast loads, any stride)
         // when it is small or used by few column panels.
         let pack_b = !T::IS_F32 || !(b.cs == 1 || n == 1) || row_tiles > 4;
-        let pack_a = !T::IS_F32 || (col_tiles > 2 && m * k > l2_floats / 2);
+        // Rows of A read in place conflict in L1 when their stride is a
+        // multiple of a large power of two (many rows map to one cache set);
+        // with unit column stride and a stride that spreads the rows over
+        // eight or more sets, reading in place is as fast as a packed panel
+        // and saves the packing.
+        let spread_rows = a.cs == 1 && gcd((a.rs as usize).wrapping_mul(4), 4096) <= 512;
+        let pack_a = !T::IS_F32 || (col_tiles > 2 && m * k > l2_floats / 2 && !spread_rows);
         let per_elem = |contiguous: bool| if contiguous { 0.25 } else { 1.0 };
         let mut cost = 0.0;
         if pack_b {
@@ -366,6 +372,13 @@ impl Plan {
             cost,
         )
     }
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// Start and height of row tile `t` when `m` rows are cut into

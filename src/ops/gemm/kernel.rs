@@ -104,7 +104,7 @@ unsafe fn tile_body<V: Vector, const M: usize, const NV: usize, const PACKED_A: 
     // SAFETY: 1 <= last <= LANES by the contract on `n`.
     let mask = unsafe { V::mask(last) };
     let masked = last != V::LANES;
-    if t.csc == 1 {
+    if t.csc == 1 && t.k >= 64 {
         // Start fetching the C tile now, so its lines are in L1 when the
         // tile is stored after the k loop.
         for i in 0..M {
