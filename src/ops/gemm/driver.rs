@@ -134,9 +134,14 @@ fn blocking(ks: &KernelSet, k: usize) -> Blocking {
 }
 
 /// Work below which a second thread costs more (waking it, splitting the
-/// packing) than it saves: ~12 µs of one core at full speed. Above it, a
-/// helper that cannot get a core costs little (see `parallel::run_tasks`).
+/// packing) than it saves: ~12 µs of one core at full speed.
 const MIN_FLOPS_PER_THREAD: usize = 3_000_000;
+
+/// A split call makes up to this many tasks per thread, each of at least
+/// `MIN_FLOPS_PER_THREAD / 2`: a helper that only gets a slice of a busy
+/// core then holds up the caller for one small task, not for half the
+/// product (the caller claims the rest; see `parallel::run_tasks`).
+const TASKS_PER_THREAD: usize = 4;
 
 /// `C = alpha·A·B + beta·C` for an `m × n × k` product.
 ///
@@ -176,7 +181,27 @@ pub(crate) unsafe fn gemm<T: GemmInput>(
     let (col_tiles, row_tiles) = (n.div_ceil(nr), m.div_ceil(ks.mr));
     let split_cols = col_tiles >= row_tiles;
     let units = if split_cols { col_tiles } else { row_tiles };
-    let tasks = task_count_max(flops, MIN_FLOPS_PER_THREAD, threads).min(units);
+    // Each task packs its own copy of the operand that is not split; more
+    // tasks than threads only while that duplicated packing stays under
+    // ~5% of the arithmetic (about 64 FLOP per cycle).
+    let per_elem = |contiguous: bool| if contiguous { 0.25 } else { 1.0 };
+    let duplicated = match (split_cols, plan.pack_a, plan.pack_b) {
+        (true, true, _) => (m * k) as f64 * per_elem(a.rs == 1),
+        (false, _, true) => (k * n) as f64 * per_elem(b.cs == 1),
+        _ => 0.0,
+    };
+    let by_packing = if duplicated > 0.0 {
+        (flops as f64 / 64.0 * 0.05 / duplicated) as usize
+    } else {
+        usize::MAX
+    };
+    let tasks = if threads <= 1 || flops < 2 * MIN_FLOPS_PER_THREAD {
+        1
+    } else {
+        let most = (threads * TASKS_PER_THREAD).min(by_packing).max(threads);
+        task_count_max(flops, MIN_FLOPS_PER_THREAD / 2, most)
+    }
+    .min(units);
     let block = blocking(ks, k);
     run_tasks(tasks, |t| {
         let (mm, nn, aa, bb, cc) = if split_cols {
