@@ -12,8 +12,14 @@
 //! BENCH_THREADS=2 cargo bench --bench gemm
 //! ```
 //! `BENCH_FILTER_HALF=0` skips the bf16/f16 group.
+//!
+//! Clock: with one thread, the calling thread's CPU time (every library runs
+//! on the calling thread then), so other processes on a shared machine do
+//! not inflate the figures; `BENCH_CLOCK=wall` switches to wall time, which
+//! is always used with more threads.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use nnkern::{bf16, f16, gemm_with_threads, GemmInput, MatMut, MatRef};
 use std::hint::black_box;
 use std::time::Duration;
@@ -63,7 +69,7 @@ fn strides(rows: usize, cols: usize, transposed: bool) -> (usize, usize) {
     }
 }
 
-fn bench_f32(c: &mut Criterion) {
+fn bench_f32<M: Measurement>(c: &mut Criterion<M>) {
     let t = threads();
     for &(name, m, k, n, a_t, b_t) in SHAPES {
         let a = data(m * k, 1);
@@ -154,7 +160,7 @@ fn bench_f32(c: &mut Criterion) {
     }
 }
 
-fn bench_half_one<T: GemmInput>(c: &mut Criterion, from: fn(f32) -> T) {
+fn bench_half_one<T: GemmInput, M: Measurement>(c: &mut Criterion<M>, from: fn(f32) -> T) {
     let t = threads();
     for s in [512usize, 1024] {
         let a32 = data(s * s, 1);
@@ -184,7 +190,7 @@ fn bench_half_one<T: GemmInput>(c: &mut Criterion, from: fn(f32) -> T) {
     }
 }
 
-fn bench_half(c: &mut Criterion) {
+fn bench_half<M: Measurement>(c: &mut Criterion<M>) {
     if std::env::var("BENCH_FILTER_HALF").is_ok_and(|v| v == "0") {
         return;
     }
@@ -192,16 +198,69 @@ fn bench_half(c: &mut Criterion) {
     bench_half_one(c, f16::from_f32);
 }
 
-fn setup() {
+#[repr(C)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+extern "C" {
+    fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+}
+
+/// CPU time consumed by the calling thread (Linux `CLOCK_THREAD_CPUTIME_ID`).
+struct ThreadCpuTime;
+
+impl ThreadCpuTime {
+    fn now() -> Duration {
+        const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+        let mut ts = Timespec { sec: 0, nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec.
+        let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+        Duration::new(ts.sec as u64, ts.nsec as u32)
+    }
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+    fn start(&self) -> Duration {
+        Self::now()
+    }
+    fn end(&self, start: Duration) -> Duration {
+        Self::now() - start
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        // Values are nanoseconds, as for wall time.
+        WallTime.formatter()
+    }
+}
+
+fn all<M: Measurement>(mut c: Criterion<M>) {
+    bench_f32(&mut c);
+    bench_half(&mut c);
+    c.final_summary();
+}
+
+fn main() {
     // matrixmultiply reads this once, at its first call.
     std::env::set_var("MATMUL_NUM_THREADS", threads().to_string());
+    let wall = threads() > 1 || !cfg!(target_os = "linux") || std::env::var("BENCH_CLOCK").is_ok_and(|v| v == "wall");
+    if wall {
+        all(Criterion::default().configure_from_args());
+    } else {
+        all(Criterion::default()
+            .with_measurement(ThreadCpuTime)
+            .configure_from_args());
+    }
 }
-
-fn all(c: &mut Criterion) {
-    setup();
-    bench_f32(c);
-    bench_half(c);
-}
-
-criterion_group!(benches, all);
-criterion_main!(benches);

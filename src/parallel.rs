@@ -3,11 +3,55 @@
 //! Kernels split their work into a fixed number of tasks chosen from the
 //! problem size and [`crate::num_threads`], so the split — and therefore every
 //! result, bit for bit — depends only on the inputs and the thread count,
-//! never on scheduling. Tasks run on rayon's pool; one task runs inline on the
-//! calling thread, so a single-task call costs nothing extra.
+//! never on scheduling.
+//!
+//! The calling thread never waits for a helper that has not started: it
+//! claims tasks from a shared counter itself, helpers on rayon's pool claim
+//! from the same counter when (if) they get a core, and once every task is
+//! claimed the caller only waits for tasks already running. On a machine
+//! whose other cores are busy a split call therefore costs about what one
+//! thread costs, instead of waiting for a core to free up.
 
-/// Runs `f(0) .. f(tasks - 1)`, the first on the calling thread and the rest
-/// on the pool, and returns when all are done.
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// What the caller shares with its helpers. `f` points at the caller's
+/// closure; it is only called while `closed` is false, and the caller waits
+/// for `active` to drop to zero after closing, so it never outlives the call.
+struct Shared {
+    next: AtomicUsize,
+    tasks: usize,
+    active: AtomicUsize,
+    closed: AtomicBool,
+    f: *const (dyn Fn(usize) + Sync),
+}
+
+// SAFETY: `f` is a `Sync` closure, and the protocol above keeps it alive
+// whenever a helper thread can call it.
+unsafe impl Send for Shared {}
+// SAFETY: as above; everything else is atomic.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// Claims and runs tasks until none are left.
+    ///
+    /// # Safety
+    /// `self.f` must be alive (the caller's frame, or a helper registered
+    /// in `active` before `closed` was set).
+    unsafe fn drain(&self) {
+        loop {
+            let t = self.next.fetch_add(1, Ordering::Relaxed);
+            if t >= self.tasks {
+                return;
+            }
+            // SAFETY: the function's contract.
+            unsafe { (*self.f)(t) };
+        }
+    }
+}
+
+/// Runs `f(0) .. f(tasks - 1)` on the calling thread and on up to
+/// `tasks - 1` helpers from the pool, and returns when all are done.
 pub(crate) fn run_tasks<F>(tasks: usize, f: F)
 where
     F: Fn(usize) + Sync,
@@ -15,13 +59,55 @@ where
     match tasks {
         0 => {}
         1 => f(0),
-        _ => rayon::scope(|s| {
-            let f = &f;
-            for t in 1..tasks {
-                s.spawn(move |_| f(t));
+        _ => {
+            let f_dyn: &(dyn Fn(usize) + Sync) = &f;
+            // SAFETY: erases the closure's lifetime; `Shared`'s protocol
+            // guarantees no call after this function returns.
+            let f_static: &'static (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f_dyn) };
+            let shared = Arc::new(Shared {
+                next: AtomicUsize::new(0),
+                tasks,
+                active: AtomicUsize::new(0),
+                closed: AtomicBool::new(false),
+                f: f_static,
+            });
+            for _ in 1..tasks {
+                let s = Arc::clone(&shared);
+                rayon::spawn(move || {
+                    // Register before checking `closed`: the caller closes,
+                    // then waits for `active` to be zero, so either it sees
+                    // this helper or this helper sees `closed`.
+                    s.active.fetch_add(1, Ordering::SeqCst);
+                    if !s.closed.load(Ordering::SeqCst) {
+                        // SAFETY: registered while open, so the caller is
+                        // still waiting and `f` is alive.
+                        unsafe { s.drain() };
+                    }
+                    s.active.fetch_sub(1, Ordering::SeqCst);
+                });
             }
-            f(0);
-        }),
+            /// Closes the shared state and waits for running helpers, also
+            /// when `f` panics on this thread, so no helper outlives `f`.
+            struct Close<'a>(&'a Shared);
+            impl Drop for Close<'_> {
+                fn drop(&mut self) {
+                    self.0.closed.store(true, Ordering::SeqCst);
+                    // Helpers still running hold at most one task each.
+                    let mut spins = 0u32;
+                    while self.0.active.load(Ordering::SeqCst) != 0 {
+                        spins += 1;
+                        if spins < 4096 {
+                            std::hint::spin_loop();
+                        } else {
+                            std::thread::yield_now();
+                        }
+                    }
+                }
+            }
+            let _close = Close(&shared);
+            // SAFETY: `f` lives in this frame.
+            unsafe { shared.drain() };
+        }
     }
 }
 

@@ -299,14 +299,17 @@ fn fixed(m: usize, n: usize, k: usize, a_t: bool, b_t: bool) -> Case {
 #[test]
 fn crossing_block_boundaries() {
     for isa in Isa::supported() {
-        let [mr, nr, kc, mc, nc] = tiling(isa);
+        let [mr, nr, kc, mc, _] = tiling(isa, 1);
+        // NC depends on k.
+        let nc = |k: usize| tiling(isa, k)[4];
         let shapes = [
             (mr + 1, nr + 1, kc + 1),
             (2 * mr - 1, 2 * nr - 1, 2 * kc + 3),
             (mc + 1, nr, 5),
             (mc + mr + 3, 3, kc + 1),
-            (3, nc + 1, 4),
-            (2, nc + nr + 1, kc - 1),
+            (3, nc(4) + 1, 4),
+            (2, nc(kc - 1) + nr + 1, kc - 1),
+            (2, nc(2 * kc + 1) + 1, 2 * kc + 1),
         ];
         for (m, n, k) in shapes {
             for (a_t, b_t) in [(false, false), (true, true), (false, true)] {

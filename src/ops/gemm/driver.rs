@@ -120,7 +120,7 @@ struct Blocking {
     nc: usize,
 }
 
-fn blocking(ks: &KernelSet) -> Blocking {
+fn blocking(ks: &KernelSet, k: usize) -> Blocking {
     let caches = cache_sizes();
     let nr = ks.nr();
     // One B micro-panel (KC × NR floats) in about half of L1, leaving room
@@ -128,14 +128,20 @@ fn blocking(ks: &KernelSet) -> Blocking {
     let kc = (caches.l1d / 2 / (nr * 4)).clamp(64, 512) / 8 * 8;
     // The A block (MC × KC) in half of L2.
     let mc = ((caches.l2 / 2 / (kc * 4)) / ks.mr).max(1) * ks.mr;
-    // The B block (KC × NC) in a quarter of the (shared) last level.
-    let nc = ((caches.l3 / 4 / (kc * 4)) / nr).clamp(1, 256) * nr;
+    // The packed B (all of k × NC) in a quarter of the (shared) last level.
+    let nc = ((caches.l3 / 4 / (k.max(1) * 4)) / nr).clamp(1, 256) * nr;
     Blocking { kc, mc, nc }
 }
 
 /// Work below which a second thread costs more (waking it, splitting the
-/// packing) than it saves: ~25 µs of one core at full speed.
-const MIN_FLOPS_PER_THREAD: usize = 4_000_000;
+/// packing) than it saves: ~12 µs of one core at full speed.
+const MIN_FLOPS_PER_THREAD: usize = 3_000_000;
+
+/// A split call makes up to this many tasks per thread, each of at least
+/// `MIN_FLOPS_PER_THREAD / 2`: a helper that only gets a slice of a busy
+/// core then holds up the caller for one small task, not for half the
+/// product (the caller claims the rest; see `parallel::run_tasks`).
+const TASKS_PER_THREAD: usize = 4;
 
 /// `C = alpha·A·B + beta·C` for an `m × n × k` product.
 ///
@@ -175,8 +181,28 @@ pub(crate) unsafe fn gemm<T: GemmInput>(
     let (col_tiles, row_tiles) = (n.div_ceil(nr), m.div_ceil(ks.mr));
     let split_cols = col_tiles >= row_tiles;
     let units = if split_cols { col_tiles } else { row_tiles };
-    let tasks = task_count_max(flops, MIN_FLOPS_PER_THREAD, threads).min(units);
-    let block = blocking(ks);
+    // Each task packs its own copy of the operand that is not split; more
+    // tasks than threads only while that duplicated packing stays under
+    // ~5% of the arithmetic (about 64 FLOP per cycle).
+    let per_elem = |contiguous: bool| if contiguous { 0.25 } else { 1.0 };
+    let duplicated = match (split_cols, plan.pack_a, plan.pack_b) {
+        (true, true, _) => (m * k) as f64 * per_elem(a.rs == 1),
+        (false, _, true) => (k * n) as f64 * per_elem(b.cs == 1),
+        _ => 0.0,
+    };
+    let by_packing = if duplicated > 0.0 {
+        (flops as f64 / 64.0 * 0.05 / duplicated) as usize
+    } else {
+        usize::MAX
+    };
+    let tasks = if threads <= 1 || flops < 2 * MIN_FLOPS_PER_THREAD {
+        1
+    } else {
+        let most = (threads * TASKS_PER_THREAD).min(by_packing).max(threads);
+        task_count_max(flops, MIN_FLOPS_PER_THREAD / 2, most)
+    }
+    .min(units);
+    let block = blocking(ks, k);
     run_tasks(tasks, |t| {
         let (mm, nn, aa, bb, cc) = if split_cols {
             let r = task_range(n, tasks, t, nr);
@@ -266,10 +292,11 @@ pub(crate) fn force_plan(plan: Option<(bool, bool, bool)>) {
     FORCED_PLAN.with(|f| f.set(plan));
 }
 
-/// Tile and block sizes of one ISA's kernels on this CPU.
-pub(crate) fn tiling(isa: Isa) -> [usize; 5] {
+/// Tile and block sizes of one ISA's kernels on this CPU, for a product
+/// with `k` steps (NC depends on k).
+pub(crate) fn tiling(isa: Isa, k: usize) -> [usize; 5] {
     let ks = kernels(isa);
-    let bl = blocking(ks);
+    let bl = blocking(ks, k);
     [ks.mr, ks.nr(), bl.kc, bl.mc, bl.nc]
 }
 
@@ -320,7 +347,13 @@ impl Plan {
         // loads) and few row tiles reuse it; A (broadcast loads, any stride)
         // when it is small or used by few column panels.
         let pack_b = !T::IS_F32 || !(b.cs == 1 || n == 1) || row_tiles > 4;
-        let pack_a = !T::IS_F32 || (col_tiles > 2 && m * k > l2_floats / 2);
+        // Rows of A read in place conflict in L1 when their stride is a
+        // multiple of a large power of two (many rows map to one cache set);
+        // with unit column stride and a stride that spreads the rows over
+        // eight or more sets, reading in place is as fast as a packed panel
+        // and saves the packing.
+        let spread_rows = a.cs == 1 && gcd((a.rs as usize).wrapping_mul(4), 4096) <= 512;
+        let pack_a = !T::IS_F32 || (col_tiles > 2 && m * k > l2_floats / 2 && !spread_rows);
         let per_elem = |contiguous: bool| if contiguous { 0.25 } else { 1.0 };
         let mut cost = 0.0;
         if pack_b {
@@ -329,7 +362,10 @@ impl Plan {
         if pack_a {
             cost += (m * k) as f64 * per_elem(a.rs == 1);
         }
-        cost += (m * n) as f64 * if c.cs == 1 { 2.0 / ks.lanes as f64 } else { 0.5 };
+        // A C with non-unit column stride is written element by element:
+        // cheap while C stays in cache, a cache line per element beyond.
+        let scattered = if m * n <= l2_floats / 4 { 0.5 } else { 4.0 };
+        cost += (m * n) as f64 * if c.cs == 1 { 2.0 / ks.lanes as f64 } else { scattered };
         // Cycles per k step of one tile: M·NV FMAs and M broadcasts (which
         // cost about half an FMA slot each on current x86 cores) over two
         // ports, but at least the 4-cycle FMA latency each accumulator chain
@@ -349,7 +385,7 @@ impl Plan {
                 per_k += tile_cycles(h, rem_cols);
             }
         }
-        let calls = (row_tiles * col_tiles * k.div_ceil(blocking(ks).kc)) as f64;
+        let calls = (row_tiles * col_tiles * k.div_ceil(blocking(ks, k).kc)) as f64;
         cost += calls * CALL_CYCLES;
         cost += per_k * k as f64;
         (
@@ -361,6 +397,13 @@ impl Plan {
             cost,
         )
     }
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// Start and height of row tile `t` when `m` rows are cut into
@@ -406,34 +449,52 @@ unsafe fn gemm_block<T: GemmInput>(
                 std::ptr::null_mut()
             };
             let bbuf = if plan.pack_b {
-                bbuf.get(nc_max * kc_max)
+                bbuf.get(nc_max * k)
             } else {
                 std::ptr::null_mut()
             };
             for jc in (0..n).step_by(bl.nc) {
                 let ncb = bl.nc.min(n - jc);
-                for pc in (0..k).step_by(bl.kc) {
-                    let kcb = bl.kc.min(k - pc);
-                    let beta_eff = if pc == 0 { beta } else { 1.0 };
-                    if plan.pack_b {
+                // The whole k extent of this column block of B is packed
+                // once, block after block of KC rows, so that the row blocks
+                // of C can then stay in cache while all of k runs over them
+                // (C is revisited k/KC times, from L2/L3 instead of memory).
+                let nc_pad = ncb.div_ceil(nr) * nr;
+                if plan.pack_b {
+                    for pc in (0..k).step_by(bl.kc) {
+                        let kcb = bl.kc.min(k - pc);
                         for q in 0..ncb.div_ceil(nr) {
                             let w = nr.min(ncb - q * nr);
                             // SAFETY: rows pc..pc+kcb and columns jc+q·nr.. +w
-                            // are inside B; the buffer holds nc_max·kc_max
-                            // floats and panel q ends at (q+1)·nr·kcb.
+                            // are inside B; block pc starts at pc·nc_pad and
+                            // its panel q ends at pc·nc_pad + (q+1)·nr·kcb,
+                            // within the k·nc_max floats of the buffer.
                             unsafe {
-                                pack_panel(b.at(pc, jc + q * nr), b.rs, b.cs, w, kcb, bbuf.add(q * nr * kcb), nr);
+                                pack_panel(
+                                    b.at(pc, jc + q * nr),
+                                    b.rs,
+                                    b.cs,
+                                    w,
+                                    kcb,
+                                    bbuf.add(pc * nc_pad + q * nr * kcb),
+                                    nr,
+                                );
                             }
                         }
                     }
-                    for ic in (0..m).step_by(bl.mc) {
-                        let mcb = bl.mc.min(m - ic);
-                        let tiles = mcb.div_ceil(mr);
+                }
+                for ic in (0..m).step_by(bl.mc) {
+                    let mcb = bl.mc.min(m - ic);
+                    let tiles = mcb.div_ceil(mr);
+                    for pc in (0..k).step_by(bl.kc) {
+                        let kcb = bl.kc.min(k - pc);
+                        let beta_eff = if pc == 0 { beta } else { 1.0 };
                         if plan.pack_a {
                             for t in 0..tiles {
                                 let (start, h) = tile_rows(mcb, mr, t);
-                                // SAFETY: as for B, rows ic+start.. +h, k steps
-                                // pc.. +kcb; panel t ends at (t+1)·mr·kcb.
+                                // SAFETY: rows ic+start.. +h and k steps
+                                // pc.. +kcb are inside A; panel t ends at
+                                // (t+1)·mr·kcb, within the buffer.
                                 unsafe {
                                     pack_panel(a.at(ic + start, pc), a.cs, a.rs, h, kcb, abuf.add(t * mr * kcb), mr);
                                 }
@@ -444,7 +505,10 @@ unsafe fn gemm_block<T: GemmInput>(
                             let w = nr.min(ncb - q * nr);
                             let (bp, rsb) = if plan.pack_b {
                                 // SAFETY: inside the buffer (see packing above).
-                                (unsafe { bbuf.add(q * nr * kcb) }.cast_const(), nr as isize)
+                                (
+                                    unsafe { bbuf.add(pc * nc_pad + q * nr * kcb) }.cast_const(),
+                                    nr as isize,
+                                )
                             } else {
                                 // SAFETY: (pc, j) is inside B; T is f32 whenever
                                 // B is read in place (Plan never skips packing

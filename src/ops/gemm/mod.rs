@@ -83,11 +83,12 @@ impl GemmInput for f16 {
     }
 }
 
-/// The GEMM's tile and block sizes for `isa` on this CPU:
-/// `[MR, NR, KC, MC, NC]` (tests use them to cross every boundary).
+/// The GEMM's tile and block sizes for `isa` on this CPU and a product
+/// with `k` steps: `[MR, NR, KC, MC, NC]` (tests use them to cross every
+/// boundary).
 #[doc(hidden)]
-pub fn tiling(isa: crate::Isa) -> [usize; 5] {
-    driver::tiling(isa)
+pub fn tiling(isa: crate::Isa, k: usize) -> [usize; 5] {
+    driver::tiling(isa, k)
 }
 
 /// Forces the orientation and packing `(swap, pack_a, pack_b)` of GEMMs

@@ -33,12 +33,24 @@ pub(crate) unsafe fn pack_panel<T: GemmInput>(
                 T::convert_slice(s, d);
             }
         } else if s_outer == 1 {
-            // Columns contiguous: read each source run once, scatter by dst_stride.
+            // Columns contiguous: read each source run once, scatter by
+            // dst_stride; half types convert whole runs first (vectorised).
+            let mut tmp = [0.0f32; 256];
             for x in 0..h {
                 let s = src.offset(x as isize * s_inner);
                 let d = dst.add(x);
-                for p in 0..kc {
-                    *d.add(p * dst_stride) = (*s.add(p)).to_f32();
+                if T::IS_F32 {
+                    for p in 0..kc {
+                        *d.add(p * dst_stride) = (*s.add(p)).to_f32();
+                    }
+                } else {
+                    for p0 in (0..kc).step_by(tmp.len()) {
+                        let len = tmp.len().min(kc - p0);
+                        T::convert_slice(std::slice::from_raw_parts(s.add(p0), len), &mut tmp[..len]);
+                        for (p, v) in tmp[..len].iter().enumerate() {
+                            *d.add((p0 + p) * dst_stride) = *v;
+                        }
+                    }
                 }
             }
         } else {
