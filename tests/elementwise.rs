@@ -846,6 +846,54 @@ mod optim {
         }
     }
 
+    /// Moments deep in the subnormal range (dead units: zero or tiny gradients) take the
+    /// scaled path; each step, from the reference's state, must match the reference's step
+    /// to within one subnormal step (2⁻¹⁴⁹, the double rounding into the subnormal grid)
+    /// plus 4u of the value.
+    #[test]
+    fn subnormal_moments_follow_the_reference_as_they_decay() {
+        let n = 53;
+        for cfg in [AdamConfig::default(), AdamConfig::keras(), AdamConfig::adamw()] {
+            for isa in Isa::supported() {
+                let mut w: Vec<f32> = (0..n).map(|i| (i as f32 - 20.0) * 0.01).collect();
+                let g: Vec<f32> = (0..n)
+                    .map(|i| if i % 3 == 0 { 0.0 } else { (i as f32) * 1e-30 })
+                    .collect();
+                let mut m: Vec<f32> = (0..n).map(|i| f32::from_bits(0x0070_0000 - 9000 * i as u32)).collect();
+                let mut v: Vec<f32> = (0..n).map(|i| f32::from_bits(0x0040_0000 + 7777 * i as u32)).collect();
+                for step in 1..200 {
+                    let (mut wr, mut mr, mut vr) = (w.clone(), m.clone(), v.clone());
+                    reference::adam_step(&cfg, step, &mut wr, &g, &mut mr, &mut vr).unwrap();
+                    with_isa(isa, || adam_step(&cfg, step, &mut w, &g, &mut m, &mut v).unwrap()).unwrap();
+                    for i in 0..n {
+                        let sub = 2f64.powi(-149);
+                        assert!(
+                            (m[i] as f64 - mr[i] as f64).abs() <= sub + 4.0 * EPS * (mr[i] as f64).abs(),
+                            "{isa} step {step} m[{i}]: {:e} vs {:e}",
+                            m[i],
+                            mr[i]
+                        );
+                        assert!(
+                            (v[i] as f64 - vr[i] as f64).abs() <= sub + 4.0 * EPS * (vr[i] as f64).abs(),
+                            "{isa} step {step} v[{i}]: {:e} vs {:e}",
+                            v[i],
+                            vr[i]
+                        );
+                        assert!(
+                            (w[i] as f64 - wr[i] as f64).abs() <= 4.0 * EPS * (wr[i] as f64).abs() + 1e-12,
+                            "{isa} step {step} w[{i}]: {:e} vs {:e}",
+                            w[i],
+                            wr[i]
+                        );
+                    }
+                    (w, m, v) = (wr, mr, vr);
+                }
+                // The zero-gradient lanes decayed through the subnormal range.
+                assert!(m.iter().step_by(3).all(|&x| x.abs() < f32::MIN_POSITIVE));
+            }
+        }
+    }
+
     #[test]
     fn extreme_gradients_fall_back_to_f64_sums() {
         let big = [1e20f32, 1e20];

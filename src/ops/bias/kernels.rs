@@ -134,16 +134,17 @@ unsafe fn col_sums<S: Simd, A: Act>(
 ) {
     let l = S::LANES;
     let z = s.splat(0.0);
-    // SAFETY (each `step` below): (i, j .. j + m) lies inside both matrices, by this function's contract.
-    let step = |i: usize, j: usize, m: usize| unsafe { step::<S, A>(s, g, gs, x, i, j, m) };
     let mut j = 0;
     while j + 4 * l <= n {
         let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
         for i in 0..rows {
-            a0 = s.add(a0, step(i, j, l));
-            a1 = s.add(a1, step(i, j + l, l));
-            a2 = s.add(a2, step(i, j + 2 * l, l));
-            a3 = s.add(a3, step(i, j + 3 * l, l));
+            // SAFETY: (i, j .. j + 4·LANES) lies inside both matrices, by this function's contract.
+            unsafe {
+                a0 = s.add(a0, step::<S, A>(s, g, gs, x, i, j, l));
+                a1 = s.add(a1, step::<S, A>(s, g, gs, x, i, j + l, l));
+                a2 = s.add(a2, step::<S, A>(s, g, gs, x, i, j + 2 * l, l));
+                a3 = s.add(a3, step::<S, A>(s, g, gs, x, i, j + 3 * l, l));
+            }
         }
         // SAFETY: j + 4·LANES <= n = out.len().
         unsafe {
@@ -159,7 +160,8 @@ unsafe fn col_sums<S: Simd, A: Act>(
         let m = (n - j).min(l);
         let mut a = z;
         for i in 0..rows {
-            a = s.add(a, step(i, j, m));
+            // SAFETY: (i, j .. j + m) lies inside both matrices, by this function's contract.
+            a = s.add(a, unsafe { step::<S, A>(s, g, gs, x, i, j, m) });
         }
         // SAFETY: j + m <= n = out.len().
         unsafe {
