@@ -7,12 +7,15 @@
 //!
 //! | function | max error | notes |
 //! |---|---|---|
-//! | `exp` | 1.5 ulp (measured 1.03) | correct gradual underflow to 0 below −103.97, ∞ above 88.72 |
+//! | `exp` | 1.5 ulp (measured 1.04) | correct gradual underflow to 0 below −103.97, ∞ above 88.72 |
 //! | `sigmoid` | 3 ulp (measured 2.72) | `e/(1+e)` with `e = exp(−|x|)` on the left: no cancellation, subnormal tail kept |
-//! | `tanh` | 2 ulp (measured 1.51) | odd polynomial below 0.625, `(1−e)/(1+e)` with `e = exp(−2|x|)` above |
+//! | `tanh` | 2.5 ulp (measured 1.98) | odd polynomial below 0.625, `(1−e)/(1+e)` with `e = exp(−2|x|)` above |
 //! | `erf` | 3 ulp (measured 2.59) | odd polynomial below 0.9375, `1 − e^(−x²)·K(1/x)/x` above |
 //!
-//! The three ISAs give bit-identical results (same operations, same order).
+//! The ISAs give bit-identical results (same operations, same order). A
+//! reciprocal estimate (`vrcp14ps` + Newton–Raphson) instead of the divisions
+//! was measured slower on this core (sigmoid 47 vs 54 GB/s at 64 Ki elements):
+//! these functions are bound by the FMA ports, not by the divider.
 //!
 //! NaN in gives NaN out; ±∞ give the limits. Subnormal inputs are handled
 //! as ordinary numbers (no flush to zero).
@@ -145,7 +148,7 @@ pub(crate) fn sigmoid_derivative<S: Simd>(s: S, x: S::V) -> S::V {
     s.mul(e, s.mul(r, r))
 }
 
-/// `tanh x`, ≤ 2 ulp.
+/// `tanh x`, ≤ 2.5 ulp.
 #[inline(always)]
 pub(crate) fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
     let a = s.abs(x);
@@ -355,7 +358,7 @@ mod tests {
         let x = inputs();
         let mut y = vec![0.0f32; x.len()];
         for isa in Isa::supported() {
-            for (f, bound) in [(F::Exp, 1.5), (F::Sigmoid, 3.0), (F::Tanh, 2.0), (F::Erf, 3.0)] {
+            for (f, bound) in [(F::Exp, 1.5), (F::Sigmoid, 3.0), (F::Tanh, 2.5), (F::Erf, 3.0)] {
                 y.fill(f32::NAN);
                 map(isa, f, &x, &mut y);
                 let mut worst = (0.0f64, 0.0f32);

@@ -8,7 +8,7 @@
 //! (`k = lr/(1−β₁ᵗ)`, `a = 1/√(1−β₂ᵗ)`) and Keras's (`k = lr·√(1−β₂ᵗ)/(1−β₁ᵗ)`,
 //! `a = 1`). Large tensors are split over threads like the activations.
 
-use crate::ops::activation::kernels::{for_ranges, SyncPtr, PAR_MIN_PER_TASK};
+use crate::ops::activation::kernels::{align_head, for_ranges, SyncPtr, PAR_MIN_PER_TASK};
 use crate::simd::vector::{dispatch, Simd};
 use crate::simd::Isa;
 
@@ -99,9 +99,11 @@ fn adam_kernel<S: Simd>(s: S, c: AdamScalars, w: &mut [f32], g: &[f32], m: &mut 
     let n = w.len().min(g.len()).min(m.len()).min(v.len());
     let (wp, gp, mp, vp) = (w.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr());
     let l = S::LANES;
+    // A partial first vector aligns the stores to w (and to m, v when allocated alike).
+    let head = align_head::<S>(wp, n);
     let mut i = 0;
     while i < n {
-        let cnt = (n - i).min(l);
+        let cnt = if i == 0 && head > 0 { head } else { (n - i).min(l) };
         // SAFETY: cnt elements remain in all four slices (distinct borrows, no overlap);
         // partial accesses touch only those.
         unsafe {
@@ -153,9 +155,10 @@ fn sgd_kernel<S: Simd>(s: S, lr: f32, momentum: f32, wd: f32, w: &mut [f32], g: 
     let (wp, gp, bp) = (w.as_mut_ptr(), g.as_ptr(), b.as_mut_ptr());
     let l = S::LANES;
     let (lr, mu, wd) = (s.splat(lr), s.splat(momentum), s.splat(wd));
+    let head = align_head::<S>(wp, n);
     let mut i = 0;
     while i < n {
-        let cnt = (n - i).min(l);
+        let cnt = if i == 0 && head > 0 { head } else { (n - i).min(l) };
         // SAFETY: cnt elements remain in all three slices (distinct borrows); partial accesses
         // touch only those.
         unsafe {
