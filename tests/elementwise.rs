@@ -915,3 +915,57 @@ mod optim {
         assert!(clip_global_norm(&mut [], -1.0).is_err());
     }
 }
+
+mod metrics {
+    use super::*;
+    use nnkern::{argmax_rows, count_correct};
+
+    /// Few distinct values, so rows have ties; NaN and ±∞ mixed in.
+    fn tie_value() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            20 => (-3i32..3).prop_map(|v| v as f32),
+            1 => prop::sample::select(vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Argmax is exact: same index as the reference (first on ties, first NaN wins).
+        #[test]
+        fn argmax_and_count_match_reference(
+            (l, x, labels) in prop_oneof![layout_strategy(), (300usize..600, 1usize..12).prop_map(|(rows, cols)| Layout { rows, cols, pad: 1, off: 1, col_major: false })]
+                .prop_map(|mut l| { l.cols = l.cols.max(1); l })
+                .prop_flat_map(|l| (
+                    Just(l),
+                    prop::collection::vec(tie_value(), l.len()),
+                    prop::collection::vec(0..l.cols as u32, l.rows),
+                )),
+        ) {
+            let xv = l.view(&x);
+            let mut want = vec![0u32; l.rows];
+            reference::argmax_rows(xv, &mut want).unwrap();
+            let want_count = reference::count_correct(xv, &labels).unwrap();
+            on_every_isa(|isa| {
+                let mut got = vec![u32::MAX; l.rows];
+                argmax_rows(xv, &mut got).unwrap();
+                prop_assert_eq!(&got, &want, "{}", isa);
+                prop_assert_eq!(count_correct(xv, &labels).unwrap(), want_count, "{}", isa);
+                Ok(())
+            })?;
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let x = [0.0f32; 6];
+        let xv = nnkern::MatRef::new(&x, 2, 3).unwrap();
+        assert!(argmax_rows(xv, &mut [0; 3]).is_err());
+        assert!(count_correct(xv, &[0]).is_err());
+        assert!(argmax_rows(nnkern::MatRef::new(&x[..0], 2, 0).unwrap(), &mut [0; 2]).is_err());
+        assert_eq!(
+            count_correct(nnkern::MatRef::new(&x[..0], 0, 3).unwrap(), &[]).unwrap(),
+            0
+        );
+    }
+}
