@@ -262,9 +262,9 @@ mod activation {
         }
     }
 
-    /// Large enough to be split over threads (when the machine has two).
+    /// Large tensors, through every block of the unrolled loops.
     #[test]
-    fn large_tensors_split_over_threads_match() {
+    fn large_tensors_match() {
         let n = (1 << 19) + 37;
         let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 2001) as f32 / 100.0 - 10.0).collect();
         let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 1999) as f32 / 1000.0 - 1.0).collect();
@@ -846,6 +846,54 @@ mod optim {
         }
     }
 
+    /// Moments deep in the subnormal range (dead units: zero or tiny gradients) take the
+    /// scaled path; each step, from the reference's state, must match the reference's step
+    /// to within one subnormal step (2⁻¹⁴⁹, the double rounding into the subnormal grid)
+    /// plus 4u of the value.
+    #[test]
+    fn subnormal_moments_follow_the_reference_as_they_decay() {
+        let n = 53;
+        for cfg in [AdamConfig::default(), AdamConfig::keras(), AdamConfig::adamw()] {
+            for isa in Isa::supported() {
+                let mut w: Vec<f32> = (0..n).map(|i| (i as f32 - 20.0) * 0.01).collect();
+                let g: Vec<f32> = (0..n)
+                    .map(|i| if i % 3 == 0 { 0.0 } else { (i as f32) * 1e-30 })
+                    .collect();
+                let mut m: Vec<f32> = (0..n).map(|i| f32::from_bits(0x0070_0000 - 9000 * i as u32)).collect();
+                let mut v: Vec<f32> = (0..n).map(|i| f32::from_bits(0x0040_0000 + 7777 * i as u32)).collect();
+                for step in 1..200 {
+                    let (mut wr, mut mr, mut vr) = (w.clone(), m.clone(), v.clone());
+                    reference::adam_step(&cfg, step, &mut wr, &g, &mut mr, &mut vr).unwrap();
+                    with_isa(isa, || adam_step(&cfg, step, &mut w, &g, &mut m, &mut v).unwrap()).unwrap();
+                    for i in 0..n {
+                        let sub = 2f64.powi(-149);
+                        assert!(
+                            (m[i] as f64 - mr[i] as f64).abs() <= sub + 4.0 * EPS * (mr[i] as f64).abs(),
+                            "{isa} step {step} m[{i}]: {:e} vs {:e}",
+                            m[i],
+                            mr[i]
+                        );
+                        assert!(
+                            (v[i] as f64 - vr[i] as f64).abs() <= sub + 4.0 * EPS * (vr[i] as f64).abs(),
+                            "{isa} step {step} v[{i}]: {:e} vs {:e}",
+                            v[i],
+                            vr[i]
+                        );
+                        assert!(
+                            (w[i] as f64 - wr[i] as f64).abs() <= 4.0 * EPS * (wr[i] as f64).abs() + 1e-12,
+                            "{isa} step {step} w[{i}]: {:e} vs {:e}",
+                            w[i],
+                            wr[i]
+                        );
+                    }
+                    (w, m, v) = (wr, mr, vr);
+                }
+                // The zero-gradient lanes decayed through the subnormal range.
+                assert!(m.iter().step_by(3).all(|&x| x.abs() < f32::MIN_POSITIVE));
+            }
+        }
+    }
+
     #[test]
     fn extreme_gradients_fall_back_to_f64_sums() {
         let big = [1e20f32, 1e20];
@@ -865,5 +913,59 @@ mod optim {
         let mut b = [0.0f32; 2];
         assert!(sgd_step(&SgdConfig::default(), &mut w, &[0.0; 3], &mut b).is_err());
         assert!(clip_global_norm(&mut [], -1.0).is_err());
+    }
+}
+
+mod metrics {
+    use super::*;
+    use nnkern::{argmax_rows, count_correct};
+
+    /// Few distinct values, so rows have ties; NaN and ±∞ mixed in.
+    fn tie_value() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            20 => (-3i32..3).prop_map(|v| v as f32),
+            1 => prop::sample::select(vec![f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0]),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Argmax is exact: same index as the reference (first on ties, first NaN wins).
+        #[test]
+        fn argmax_and_count_match_reference(
+            (l, x, labels) in prop_oneof![layout_strategy(), (300usize..600, 1usize..12).prop_map(|(rows, cols)| Layout { rows, cols, pad: 1, off: 1, col_major: false })]
+                .prop_map(|mut l| { l.cols = l.cols.max(1); l })
+                .prop_flat_map(|l| (
+                    Just(l),
+                    prop::collection::vec(tie_value(), l.len()),
+                    prop::collection::vec(0..l.cols as u32, l.rows),
+                )),
+        ) {
+            let xv = l.view(&x);
+            let mut want = vec![0u32; l.rows];
+            reference::argmax_rows(xv, &mut want).unwrap();
+            let want_count = reference::count_correct(xv, &labels).unwrap();
+            on_every_isa(|isa| {
+                let mut got = vec![u32::MAX; l.rows];
+                argmax_rows(xv, &mut got).unwrap();
+                prop_assert_eq!(&got, &want, "{}", isa);
+                prop_assert_eq!(count_correct(xv, &labels).unwrap(), want_count, "{}", isa);
+                Ok(())
+            })?;
+        }
+    }
+
+    #[test]
+    fn bad_shapes_are_errors() {
+        let x = [0.0f32; 6];
+        let xv = nnkern::MatRef::new(&x, 2, 3).unwrap();
+        assert!(argmax_rows(xv, &mut [0; 3]).is_err());
+        assert!(count_correct(xv, &[0]).is_err());
+        assert!(argmax_rows(nnkern::MatRef::new(&x[..0], 2, 0).unwrap(), &mut [0; 2]).is_err());
+        assert_eq!(
+            count_correct(nnkern::MatRef::new(&x[..0], 0, 3).unwrap(), &[]).unwrap(),
+            0
+        );
     }
 }

@@ -147,6 +147,24 @@ impl Simd for Avx2 {
         }
     }
     #[inline(always)]
+    fn split_exponent(self, v: __m256) -> (__m256, __m256) {
+        // SAFETY: token proves AVX2.
+        unsafe {
+            // Subnormals: scale by 2²³ first (exact) and take 23 off the exponent.
+            let sub = _mm256_cmp_ps::<_CMP_LT_OQ>(v, _mm256_set1_ps(f32::MIN_POSITIVE));
+            let v = _mm256_blendv_ps(v, _mm256_mul_ps(v, _mm256_set1_ps(8_388_608.0)), sub);
+            let adj = _mm256_and_ps(sub, _mm256_set1_ps(23.0));
+            let bits = _mm256_castps_si256(v);
+            let e = _mm256_sub_epi32(_mm256_srli_epi32::<23>(bits), _mm256_set1_epi32(127));
+            let e = _mm256_sub_ps(_mm256_cvtepi32_ps(e), adj);
+            let m = _mm256_or_si256(
+                _mm256_and_si256(bits, _mm256_set1_epi32(0x007f_ffff)),
+                _mm256_set1_epi32(0x3f80_0000),
+            );
+            (_mm256_castsi256_ps(m), e)
+        }
+    }
+    #[inline(always)]
     fn lt(self, a: __m256, b: __m256) -> __m256 {
         // SAFETY: token proves AVX.
         unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(a, b) }

@@ -130,6 +130,16 @@ impl Simd for Avx512 {
         unsafe { _mm512_scalef_ps(v, n) }
     }
     #[inline(always)]
+    fn split_exponent(self, v: __m512) -> (__m512, __m512) {
+        // SAFETY: token proves AVX-512F. getmant/getexp normalise subnormals themselves.
+        unsafe {
+            (
+                _mm512_getmant_ps::<_MM_MANT_NORM_1_2, _MM_MANT_SIGN_SRC>(v),
+                _mm512_getexp_ps(v),
+            )
+        }
+    }
+    #[inline(always)]
     fn lt(self, a: __m512, b: __m512) -> __mmask16 {
         // SAFETY: token proves AVX-512F.
         unsafe { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b) }

@@ -139,6 +139,20 @@ impl Simd for Neon {
         }
     }
     #[inline(always)]
+    fn split_exponent(self, v: float32x4_t) -> (float32x4_t, float32x4_t) {
+        // SAFETY: token proves NEON. Same scheme as the AVX2 path.
+        unsafe {
+            let sub = vcltq_f32(v, vdupq_n_f32(f32::MIN_POSITIVE));
+            let v = vbslq_f32(sub, vmulq_f32(v, vdupq_n_f32(8_388_608.0)), v);
+            let adj = vbslq_f32(sub, vdupq_n_f32(23.0), vdupq_n_f32(0.0));
+            let bits = vreinterpretq_u32_f32(v);
+            let e = vsubq_s32(vreinterpretq_s32_u32(vshrq_n_u32::<23>(bits)), vdupq_n_s32(127));
+            let e = vsubq_f32(vcvtq_f32_s32(e), adj);
+            let m = vorrq_u32(vandq_u32(bits, vdupq_n_u32(0x007f_ffff)), vdupq_n_u32(0x3f80_0000));
+            (vreinterpretq_f32_u32(m), e)
+        }
+    }
+    #[inline(always)]
     fn lt(self, a: float32x4_t, b: float32x4_t) -> uint32x4_t {
         // SAFETY: token proves NEON.
         unsafe { vcltq_f32(a, b) }

@@ -101,6 +101,17 @@ impl Simd for Scalar {
         v * pow(n1) * pow(n2)
     }
     #[inline(always)]
+    fn split_exponent(self, v: f32) -> (f32, f32) {
+        let (v, adj) = if v < f32::MIN_POSITIVE {
+            (v * 8_388_608.0, 23)
+        } else {
+            (v, 0)
+        };
+        let bits = v.to_bits();
+        let e = ((bits >> 23) & 0xff) as i32 - 127 - adj;
+        (f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000), e as f32)
+    }
+    #[inline(always)]
     fn lt(self, a: f32, b: f32) -> bool {
         a < b
     }

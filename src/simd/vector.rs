@@ -80,6 +80,11 @@ pub(crate) trait Simd: Copy {
     /// `v · 2ⁿ`; see the module notes.
     fn scale_pow2(self, v: Self::V, n: Self::V) -> Self::V;
 
+    /// `(m, e)` with `v = m·2ᵉ`, `m` in `[1, 2)` and `e` integral, for finite
+    /// `v > 0` including subnormals (other lanes: unspecified, the caller
+    /// selects them away).
+    fn split_exponent(self, v: Self::V) -> (Self::V, Self::V);
+
     /// `a < b`.
     fn lt(self, a: Self::V, b: Self::V) -> Self::M;
     /// `a <= b`.

@@ -5,6 +5,11 @@
 //! sub-matrices work); other layouts go to the reference. Column sums keep
 //! four vectors of column accumulators in registers and walk down the rows,
 //! so each element is read once; they are summed in `f32` in row order.
+//!
+//! Measured (AVX-512, one thread, same-run copy of the same bytes): bias add
+//! 62 GB/s at 32×500 (65% of the copy; rows of 500 floats leave a tail per
+//! row), 144% at 784×500; bias + ReLU 78%, ReLU backward + bias gradient 64%
+//! at 32×500.
 
 use crate::ops::activation::kernels::{with_act, Act};
 use crate::ops::activation::Activation;
@@ -134,16 +139,17 @@ unsafe fn col_sums<S: Simd, A: Act>(
 ) {
     let l = S::LANES;
     let z = s.splat(0.0);
-    // SAFETY (each `step` below): (i, j .. j + m) lies inside both matrices, by this function's contract.
-    let step = |i: usize, j: usize, m: usize| unsafe { step::<S, A>(s, g, gs, x, i, j, m) };
     let mut j = 0;
     while j + 4 * l <= n {
         let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
         for i in 0..rows {
-            a0 = s.add(a0, step(i, j, l));
-            a1 = s.add(a1, step(i, j + l, l));
-            a2 = s.add(a2, step(i, j + 2 * l, l));
-            a3 = s.add(a3, step(i, j + 3 * l, l));
+            // SAFETY: (i, j .. j + 4·LANES) lies inside both matrices, by this function's contract.
+            unsafe {
+                a0 = s.add(a0, step::<S, A>(s, g, gs, x, i, j, l));
+                a1 = s.add(a1, step::<S, A>(s, g, gs, x, i, j + l, l));
+                a2 = s.add(a2, step::<S, A>(s, g, gs, x, i, j + 2 * l, l));
+                a3 = s.add(a3, step::<S, A>(s, g, gs, x, i, j + 3 * l, l));
+            }
         }
         // SAFETY: j + 4·LANES <= n = out.len().
         unsafe {
@@ -159,7 +165,8 @@ unsafe fn col_sums<S: Simd, A: Act>(
         let m = (n - j).min(l);
         let mut a = z;
         for i in 0..rows {
-            a = s.add(a, step(i, j, m));
+            // SAFETY: (i, j .. j + m) lies inside both matrices, by this function's contract.
+            a = s.add(a, unsafe { step::<S, A>(s, g, gs, x, i, j, m) });
         }
         // SAFETY: j + m <= n = out.len().
         unsafe {

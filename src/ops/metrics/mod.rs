@@ -1,17 +1,66 @@
 //! Row argmax and classification accuracy.
 
+pub(crate) mod kernels;
 pub mod reference;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::matrix::MatRef;
+use crate::ops::bias::kernels::Rows;
+use crate::simd::active_isa;
+
+fn check_rows(x: &MatRef<'_, f32>, arg: &'static str, len: usize) -> Result<()> {
+    if len != x.rows() {
+        return Err(Error::shape(arg, (len, 1), (x.rows(), 1)));
+    }
+    if x.rows() > 0 && x.cols() == 0 {
+        return Err(Error::invalid("x", "argmax of a row with no columns"));
+    }
+    if x.cols() > u32::MAX as usize {
+        return Err(Error::invalid("x", "more columns than a u32 index holds"));
+    }
+    Ok(())
+}
+
+/// The rows of `x` when each is contiguous and non-empty.
+fn rows_ref<'a>(x: &MatRef<'a, f32>) -> Option<Rows<&'a [f32]>> {
+    (x.cols() >= 1 && (x.cols() == 1 || x.col_stride() == 1)).then(|| Rows {
+        ptr: x.as_slice(),
+        rows: x.rows(),
+        stride: x.row_stride(),
+    })
+}
 
 /// `out[i]` = index of the largest element of row `i` (the first one on
 /// ties; a NaN counts as largest, as in NumPy). Rows must have ≥ 1 column.
 pub fn argmax_rows(x: MatRef<'_, f32>, out: &mut [u32]) -> Result<()> {
-    reference::argmax_rows(x, out)
+    check_rows(&x, "out", out.len())?;
+    match rows_ref(&x) {
+        Some(rows) => {
+            kernels::argmax(active_isa(), rows, x.cols(), out);
+            Ok(())
+        }
+        None => reference::argmax_rows(x, out),
+    }
 }
 
 /// How many rows of `logits` have their argmax equal to the label.
 pub fn count_correct(logits: MatRef<'_, f32>, labels: &[u32]) -> Result<usize> {
-    reference::count_correct(logits, labels)
+    check_rows(&logits, "labels", labels.len())?;
+    let Some(rows) = rows_ref(&logits) else {
+        return reference::count_correct(logits, labels);
+    };
+    // Batches are small (the trainer's is 32 rows); a stack buffer avoids an allocation.
+    let mut buf = [0u32; 256];
+    let mut correct = 0;
+    for (chunk, first) in labels.chunks(buf.len()).zip((0..).step_by(buf.len())) {
+        let part = Rows {
+            ptr: &rows.ptr[first * rows.stride..],
+            rows: chunk.len(),
+            stride: rows.stride,
+        };
+        let out = &mut buf[..chunk.len()];
+        kernels::argmax(active_isa(), part, logits.cols(), out);
+        correct += out.iter().zip(chunk).filter(|(a, b)| a == b).count();
+    }
+    Ok(correct)
 }

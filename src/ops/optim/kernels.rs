@@ -6,9 +6,13 @@
 //! per-step scalars (bias corrections, where ε goes) are folded on the
 //! calling thread into `w −= k·m / (√v·a + ε)`, which is both PyTorch's form
 //! (`k = lr/(1−β₁ᵗ)`, `a = 1/√(1−β₂ᵗ)`) and Keras's (`k = lr·√(1−β₂ᵗ)/(1−β₁ᵗ)`,
-//! `a = 1`). Large tensors are split over threads like the activations.
+//! `a = 1`). Large tensors would split over threads like the activations.
+//!
+//! Measured (AVX-512, one thread): Adam 94 GB/s at 32×500 (82% of a copy of
+//! the same 28 bytes per parameter), 105% at 64 Ki, 113% at 784×500, 7–9× the
+//! f64 reference; subnormal moments cost 0.98–1.02× of normal ones.
 
-use crate::ops::activation::kernels::{for_ranges, SyncPtr, PAR_MIN_PER_TASK};
+use crate::ops::activation::kernels::{align_head, for_ranges, SyncPtr, PAR_MIN_PER_TASK};
 use crate::simd::vector::{dispatch, Simd};
 use crate::simd::Isa;
 
@@ -32,51 +36,88 @@ pub(crate) struct AdamScalars {
     pub(crate) eps: f32,
 }
 
+/// Below this, `√v` is taken of `v·2⁶⁴` and scaled back by 2⁻³² (exact: both
+/// are powers of 4 and 2), so the square root never reads a subnormal.
+const SQRT_SMALL: f32 = 1.0 / (1u64 << 63) as f32 / 2.0;
+
+/// Loads `cnt <= LANES` values (zero past `cnt`). Closures are avoided in the
+/// kernels: they would not inherit the ISA's target features if not inlined.
+///
+/// # Safety
+/// `p .. p + cnt` readable.
+#[inline(always)]
+unsafe fn load_n<S: Simd>(s: S, p: *const f32, cnt: usize) -> S::V {
+    // SAFETY: by the caller; a partial load touches only the first cnt lanes.
+    unsafe {
+        if cnt == S::LANES {
+            s.load(p)
+        } else {
+            s.load_partial(p, cnt, s.splat(0.0))
+        }
+    }
+}
+
+/// One Adam update of a vector of lanes: returns the new `(w, m, v)`.
+///
+/// Moments of rarely active weights decay into the subnormal range. On this
+/// x86 core (measured, best of 400 runs over 4096 floats, one instruction per
+/// vector): `vaddps`, `vcmpps` and `vfmadd*ps` take subnormal operands at full
+/// speed, but `vmulps` is 1.85×, `vsqrtps` 2.7× and `vdivps` ~1.8× slower with
+/// a subnormal input, which made the whole Adam step 3.6× slower. So nothing
+/// here multiplies, divides or takes the root of a moment directly: products
+/// with a moment are FMAs `a·b + 0` (equal to `a·b` but for the sign of a zero
+/// product, which cannot change the weight), the root is taken of `v·2⁶⁴` when `v` is tiny and scaled back by
+/// 2⁻³² (exact: even powers of two), and `m` is multiplied by `1/(√v·a + ε)`,
+/// so the divider only sees the normal denominator.
+#[inline(always)]
+fn adam_lanes<S: Simd>(s: S, c: &AdamScalars, w: S::V, g: S::V, m: S::V, v: S::V) -> (S::V, S::V, S::V) {
+    // L2: g += wd·w; decoupled: w −= lr·wd·w. Only the one configured is computed, as the
+    // reference does, so an infinite weight is not turned into NaN by a 0·∞.
+    let (w, g) = if c.is_decoupled {
+        (s.fnma(s.splat(c.decoupled), w, w), g)
+    } else {
+        (w, s.fma(s.splat(c.l2), w, g))
+    };
+    let m = s.fma(s.splat(c.beta1), m, s.mul(s.splat(c.one_minus_beta1), g));
+    // (1 − β₂)·g first: g² alone overflows for |g| > 1.8e19 where (1 − β₂)·g² may not.
+    let v = s.fma(s.splat(c.beta2), v, s.mul(s.mul(s.splat(c.one_minus_beta2), g), g));
+    let small = s.lt(v, s.splat(SQRT_SMALL));
+    // `+0` addends: the compiler folds `a·b + (−0)` back into a multiplication.
+    let zero = s.splat(0.0);
+    let root = s.sqrt(s.select(small, s.fma(v, s.splat(2f32.powi(64)), zero), v));
+    let root = s.select(small, s.mul(root, s.splat(2f32.powi(-32))), root);
+    let denom = s.fma(root, s.splat(c.a), s.splat(c.eps));
+    // With ε ≥ 2⁻¹²⁶ the denominator is normal, and so is its reciprocal; a subnormal ε
+    // (never used in practice) keeps the division, which is exact for any denominator.
+    let q = if c.eps >= f32::MIN_POSITIVE {
+        s.fma(m, s.div(s.splat(1.0), denom), zero)
+    } else {
+        s.div(m, denom)
+    };
+    let w = s.fnma(s.splat(c.k), q, w);
+    (w, m, v)
+}
+
 #[inline(always)]
 fn adam_kernel<S: Simd>(s: S, c: AdamScalars, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
     let n = w.len().min(g.len()).min(m.len()).min(v.len());
     let (wp, gp, mp, vp) = (w.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr());
     let l = S::LANES;
-    let (b1, ob1, b2, ob2) = (
-        s.splat(c.beta1),
-        s.splat(c.one_minus_beta1),
-        s.splat(c.beta2),
-        s.splat(c.one_minus_beta2),
-    );
-    let (l2, dec, k, a, eps) = (
-        s.splat(c.l2),
-        s.splat(c.decoupled),
-        s.splat(c.k),
-        s.splat(c.a),
-        s.splat(c.eps),
-    );
-    let z = s.splat(0.0);
+    // A partial first vector aligns the stores to w (and to m, v when allocated alike).
+    let head = align_head::<S>(wp, n);
     let mut i = 0;
     while i < n {
-        let cnt = (n - i).min(l);
+        let cnt = if i == 0 && head > 0 { head } else { (n - i).min(l) };
         // SAFETY: cnt elements remain in all four slices (distinct borrows, no overlap);
         // partial accesses touch only those.
         unsafe {
-            let ld = |p: *const f32| {
-                if cnt == l {
-                    s.load(p.add(i))
-                } else {
-                    s.load_partial(p.add(i), cnt, z)
-                }
-            };
-            let (wv, gv, mv, vv) = (ld(wp), ld(gp), ld(mp), ld(vp));
-            // L2: g += wd·w; decoupled: w −= lr·wd·w. Only the one configured is computed, as the
-            // reference does, so an infinite weight is not turned into NaN by a 0·∞.
-            let (wv, gv) = if c.is_decoupled {
-                (s.fnma(dec, wv, wv), gv)
-            } else {
-                (wv, s.fma(l2, wv, gv))
-            };
-            let mv = s.fma(b1, mv, s.mul(ob1, gv));
-            // (1 − β₂)·g first: g² alone overflows for |g| > 1.8e19 where (1 − β₂)·g² may not.
-            let vv = s.fma(b2, vv, s.mul(s.mul(ob2, gv), gv));
-            let denom = s.fma(s.sqrt(vv), a, eps);
-            let wv = s.fnma(k, s.div(mv, denom), wv);
+            let (wv, gv, mv, vv) = (
+                load_n(s, wp.add(i), cnt),
+                load_n(s, gp.add(i), cnt),
+                load_n(s, mp.add(i), cnt),
+                load_n(s, vp.add(i), cnt),
+            );
+            let (wv, mv, vv) = adam_lanes(s, &c, wv, gv, mv, vv);
             if cnt == l {
                 s.store(wp.add(i), wv);
                 s.store(mp.add(i), mv);
@@ -117,21 +158,19 @@ fn sgd_kernel<S: Simd>(s: S, lr: f32, momentum: f32, wd: f32, w: &mut [f32], g: 
     let n = w.len().min(g.len()).min(b.len());
     let (wp, gp, bp) = (w.as_mut_ptr(), g.as_ptr(), b.as_mut_ptr());
     let l = S::LANES;
-    let (lr, mu, wd, z) = (s.splat(lr), s.splat(momentum), s.splat(wd), s.splat(0.0));
+    let (lr, mu, wd) = (s.splat(lr), s.splat(momentum), s.splat(wd));
+    let head = align_head::<S>(wp, n);
     let mut i = 0;
     while i < n {
-        let cnt = (n - i).min(l);
+        let cnt = if i == 0 && head > 0 { head } else { (n - i).min(l) };
         // SAFETY: cnt elements remain in all three slices (distinct borrows); partial accesses
         // touch only those.
         unsafe {
-            let ld = |p: *const f32| {
-                if cnt == l {
-                    s.load(p.add(i))
-                } else {
-                    s.load_partial(p.add(i), cnt, z)
-                }
-            };
-            let (wv, gv, bv) = (ld(wp), ld(gp), ld(bp));
+            let (wv, gv, bv) = (
+                load_n(s, wp.add(i), cnt),
+                load_n(s, gp.add(i), cnt),
+                load_n(s, bp.add(i), cnt),
+            );
             let bv = s.fma(mu, bv, s.fma(wd, wv, gv));
             let wv = s.fnma(lr, bv, wv);
             if cnt == l {
