@@ -73,8 +73,9 @@ pub struct LaunchReport {
 
 /// Most shared memory a block may have (sm_90: 227 KiB).
 const MAX_SHARED: u32 = 227 * 1024;
-/// Warp instructions per launch before it is reported as hung.
-const STEP_LIMIT: u64 = 400_000_000;
+/// Warp instructions per launch before it is reported as hung (a minute or so of
+/// executing; test-sized launches need well under a million).
+const STEP_LIMIT: u64 = 50_000_000;
 
 const EXITED: u8 = 0;
 const RUNNING: u8 = 1;

@@ -67,6 +67,11 @@ impl Memory {
         self.alloc_bytes(&vec![0xFF; len])
     }
 
+    /// Allocates `len` zero bytes.
+    pub fn alloc_zeroed(&mut self, len: usize) -> Buffer {
+        self.alloc_bytes(&vec![0; len])
+    }
+
     /// Allocates a copy of `bytes`.
     pub fn alloc_bytes(&mut self, bytes: &[u8]) -> Buffer {
         let base = self.next;
@@ -193,6 +198,19 @@ impl Memory {
     }
     /// Overwrites `buf` with `v`.
     pub fn write_u32(&mut self, buf: Buffer, v: &[u32]) -> Result<(), Error> {
+        self.write_bytes(buf, 0, &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+    }
+
+    /// Overwrites `buf` with `v`.
+    pub fn write_i32(&mut self, buf: Buffer, v: &[i32]) -> Result<(), Error> {
+        self.write_bytes(buf, 0, &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+    }
+    /// Overwrites `buf` with `v`.
+    pub fn write_bf16(&mut self, buf: Buffer, v: &[bf16]) -> Result<(), Error> {
+        self.write_bytes(buf, 0, &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+    }
+    /// Overwrites `buf` with `v`.
+    pub fn write_f16(&mut self, buf: Buffer, v: &[f16]) -> Result<(), Error> {
         self.write_bytes(buf, 0, &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
     }
 
