@@ -1060,7 +1060,7 @@ impl<'a> Exec<'a> {
             Space::Shared => self.shared_read(t, pc, a, out)?,
             Space::Local => {
                 let lb = self.k.local_bytes as u64;
-                if a + n as u64 > lb {
+                if a.saturating_add(n as u64) > lb {
                     return Err(Fault::OutOfBounds {
                         space: "local",
                         offset: a,
@@ -1073,7 +1073,7 @@ impl<'a> Exec<'a> {
             }
             Space::Param => {
                 let pb = self.params.len() as u64;
-                if a + n as u64 > pb {
+                if a.saturating_add(n as u64) > pb {
                     return Err(Fault::OutOfBounds {
                         space: "param",
                         offset: a,
@@ -1103,7 +1103,7 @@ impl<'a> Exec<'a> {
             Space::Shared => self.shared_write(t, pc, a, data)?,
             Space::Local => {
                 let lb = self.k.local_bytes as u64;
-                if a + n as u64 > lb {
+                if a.saturating_add(n as u64) > lb {
                     return Err(Fault::OutOfBounds {
                         space: "local",
                         offset: a,

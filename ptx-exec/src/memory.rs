@@ -110,7 +110,7 @@ impl Memory {
     fn find(&self, addr: u64, len: usize) -> Option<(usize, usize)> {
         let hit = |i: usize| {
             let a = &self.allocs[i];
-            if addr >= a.base && addr + len as u64 <= a.base + a.data.len() as u64 {
+            if addr >= a.base && addr.saturating_add(len as u64) <= a.base + a.data.len() as u64 {
                 Some((i, (addr - a.base) as usize))
             } else {
                 None

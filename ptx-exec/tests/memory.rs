@@ -345,3 +345,21 @@ fn cp_async_copies_zero_fills_and_waits() {
     assert!(matches!(f.fault, Fault::GlobalOutOfBounds { .. }), "{f}");
     assert!(f.instruction.starts_with("cp.async"), "{f}");
 }
+
+#[test]
+fn wild_addresses_fault_without_overflow() {
+    for addr in ["0xfffffffffffffffc", "0x7000000000000000", "0x7100000000000000"] {
+        let e = try_run(&format!("mov.u64 %rd5, {addr}; ld.u32 %r16, [%rd5];"), &[], 1).unwrap_err();
+        assert!(e.fault().is_some(), "{e}");
+    }
+    let e = try_run(
+        ".local .align 4 .b8 l[8];\nmov.u64 %rd5, 0xfffffffffffffffc; ld.local.u32 %r16, [%rd5];",
+        &[],
+        1,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e.fault().unwrap().fault, Fault::OutOfBounds { space: "local", .. }),
+        "{e}"
+    );
+}
