@@ -331,7 +331,11 @@ impl<'a> Exec<'a> {
 
     fn run_block(&mut self, ctaid: [u32; 3]) -> Result<(), Error> {
         self.ctaid = ctaid;
-        self.regs.fill(0);
+        // Registers start as all ones (NaN as f32, true as a predicate, an unmapped address):
+        // a kernel that reads a register before writing it gets garbage on a GPU too.
+        for t in 0..self.nthreads {
+            self.regs[t * self.nregs..(t + 1) * self.nregs].copy_from_slice(&self.k.reg_mask);
+        }
         self.pc.fill(0);
         self.st.fill(RUNNING);
         self.warp_sync.fill(0);

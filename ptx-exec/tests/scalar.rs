@@ -205,7 +205,7 @@ fn comparisons_and_predicate_logic() {
         |a, b| ((a < b) && a & 1 == 1) as u32 | (((a >= b) && a & 1 == 1) as u32) << 1,
     );
     check2(
-        "setp.gt.or.s32 %p1, %r0, %r1, !%p0; selp.u32 %r16, 1, 0, %p1;", // %p0 is false: !%p0 true
+        "setp.ne.u32 %p0, %r0, %r0; setp.gt.or.s32 %p1, %r0, %r1, !%p0; selp.u32 %r16, 1, 0, %p1;",
         |_, _| 1,
     );
     check2(

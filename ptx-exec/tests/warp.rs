@@ -64,7 +64,7 @@ fn warp_reduction_with_shfl_bfly() {
 #[test]
 fn vote_and_activemask() {
     let rows = run_threads(
-        "mov.u32 %r2, 0xffffffff; and.b32 %r1, %r25, 3; setp.eq.u32 %p1, %r1, 0;\
+        "mov.u32 %r2, 0xffffffff; and.b32 %r1, %r25, 3; setp.eq.u32 %p1, %r1, 0; setp.ne.u32 %p0, %r1, %r1;\
          vote.sync.ballot.b32 %r16, %p1, %r2;\
          vote.sync.any.pred %p2, %p1, %r2; selp.u32 %r17, 1, 0, %p2;\
          vote.sync.all.pred %p2, %p1, %r2; selp.u32 %r18, 1, 0, %p2;\
