@@ -77,6 +77,13 @@ const MAX_SHARED: u32 = 227 * 1024;
 /// executing; test-sized launches need well under a million).
 const STEP_LIMIT: u64 = 50_000_000;
 
+const PLAIN_RN: FFlags = FFlags {
+    rnd: Rnd::Rn,
+    ftz: false,
+    sat: false,
+    nan: false,
+};
+
 const EXITED: u8 = 0;
 const RUNNING: u8 = 1;
 const WAITING: u8 = 2;
@@ -548,6 +555,25 @@ impl<'a> Exec<'a> {
                     let l = bits.trailing_zeros() as usize;
                     bits &= bits - 1;
                     self.pc[lo + l] += 1;
+                }
+            }
+            // The GEMM inner loops are mostly plain f32 fma: one dispatch for the whole warp.
+            &Inst::Fma {
+                ty: Ty::F32,
+                fl,
+                d,
+                a,
+                b,
+                c,
+            } if fl == PLAIN_RN => {
+                let mut bits = m;
+                while bits != 0 {
+                    let l = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let t = lo + l;
+                    let r = f32_of(self.rd(t, a)).mul_add(f32_of(self.rd(t, b)), f32_of(self.rd(t, c)));
+                    self.wr(t, d, bits_of(r));
+                    self.pc[t] += 1;
                 }
             }
             inst => {
