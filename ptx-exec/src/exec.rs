@@ -1682,7 +1682,7 @@ impl<'a> Exec<'a> {
                 let a = self.ea(t, addr);
                 let es = ty.bytes();
                 let n = ds.len();
-                let mut buf = [0u8; 32];
+                let mut buf = [0u8; 64];
                 self.read_mem(t, pc, space, a, &mut buf[..es * n])?;
                 for (i, d) in ds.iter().enumerate() {
                     if let Some(d) = *d {
@@ -1702,7 +1702,7 @@ impl<'a> Exec<'a> {
             } => {
                 let a = self.ea(t, addr);
                 let es = ty.bytes();
-                let mut buf = [0u8; 32];
+                let mut buf = [0u8; 64];
                 for (i, &s) in srcs.iter().enumerate() {
                     let v = self.rd(t, s);
                     buf[i * es..(i + 1) * es].copy_from_slice(&v.to_le_bytes()[..es]);

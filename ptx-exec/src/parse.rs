@@ -1531,6 +1531,9 @@ fn decode(r: &RawInst, cx: &Ctx) -> Result<Inst, String> {
                 _ => None,
             };
             nops(r, if bop.is_some() { 4 } else { 3 })?;
+            if matches!(t, Ty::F16x2 | Ty::Bf16x2) {
+                return Err(format!("`{}` (paired comparison) is not supported", r.opcode));
+            }
             let (p, q) = match &o[0] {
                 ROp::Pair(a, b) => (cx.pred_reg(a)?, Some(cx.pred_reg(b)?)),
                 ROp::Word(a) => (cx.pred_reg(a)?, None),
