@@ -224,3 +224,25 @@ fn redux_funnel_shift_and_slct() {
         assert_eq!(r[6], if l <= 5 { 1 } else { 2 });
     }
 }
+
+#[test]
+fn partial_last_warp() {
+    // 40 threads: warp 1 has 8 lanes. Barriers and a shuffle over the lanes that exist work;
+    // a full member mask names lanes that do not exist.
+    let body = ".shared .align 4 .b32 s[40];\nmov.u32 %r1, s; shl.b32 %r2, %r24, 2; add.u32 %r3, %r1, %r2;\
+        st.shared.u32 [%r3], %r24; bar.sync 0; sub.u32 %r4, 39, %r24; shl.b32 %r4, %r4, 2; add.u32 %r4, %r1, %r4;\
+        ld.shared.u32 %r16, [%r4]; setp.lt.u32 %p1, %r24, 32; selp.u32 %r5, 0xffffffff, 0xff, %p1;\
+        shfl.sync.idx.b32 %r17, %r24, 0, 0x1f, MASK;";
+    let rows = run_threads(&body.replace("MASK", "%r5"), &[], 40);
+    for (t, r) in rows.iter().enumerate() {
+        assert_eq!(r[0], 39 - t as u32);
+        assert_eq!(r[1], if t < 32 { 0 } else { 32 });
+    }
+    let e = try_run(&body.replace("MASK", "0xffffffff"), &[], 40).unwrap_err();
+    let f = e.fault().unwrap();
+    assert!(
+        matches!(&f.fault, Fault::Diverged(m) if m.contains("does not exist")),
+        "{e}"
+    );
+    assert_eq!(f.thread, [32, 0, 0]);
+}
