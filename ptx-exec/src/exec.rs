@@ -628,8 +628,8 @@ impl<'a> Exec<'a> {
                 "has exited".to_string()
             } else if self.st[t] == WAITING {
                 format!("waits at the barrier on line {}", self.k.code[self.pc[t] as usize].line)
-            } else if self.k.code[self.pc[t] as usize].line == self.k.code[pc].line && self.pc[t] as usize == pc {
-                "skipped it (guard predicate false)".to_string()
+            } else if self.pc[t] as usize == pc + 1 && self.k.code[pc].guard.is_some() {
+                "skipped it (its guard predicate is false)".to_string()
             } else {
                 format!("is at line {}", self.k.code[self.pc[t] as usize].line)
             };

@@ -246,3 +246,17 @@ fn partial_last_warp() {
     );
     assert_eq!(f.thread, [32, 0, 0]);
 }
+
+#[test]
+fn predicated_off_collective_lanes_are_named() {
+    let e = try_run(
+        "mov.u32 %r2, 0xffffffff; setp.lt.u32 %p1, %r25, 8; @%p1 shfl.sync.idx.b32 %r16, %r25, 0, 0x1f, %r2;",
+        &[],
+        32,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e.fault().unwrap().fault, Fault::Diverged(m) if m.contains("lane 8 skipped it")),
+        "{e}"
+    );
+}
