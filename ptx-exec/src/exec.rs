@@ -100,6 +100,8 @@ struct Shadow {
     r_epoch: u32,
     r_tid: u32,
     r_last: u32,
+    /// A reader other than `r_last`, when there were several.
+    r_prev: u32,
     r_warp: u32,
     r_step: u32,
     r_line: u32,
@@ -1013,6 +1015,9 @@ impl<'a> Exec<'a> {
                 }
                 s.r_sync = s.r_sync.min(ws);
             }
+            if s.r_last != t as u32 {
+                s.r_prev = s.r_last;
+            }
             s.r_last = t as u32;
             s.r_line = line;
         }
@@ -1044,11 +1049,7 @@ impl<'a> Exec<'a> {
                     self.conflicts(t, ws, sh.r_tid, sh.r_step, sh.r_sync)
                 };
                 if racy {
-                    let other = if sh.r_last as usize == t && sh.r_tid == MULTI {
-                        MULTI
-                    } else {
-                        sh.r_last
-                    };
+                    let other = if sh.r_last as usize == t { sh.r_prev } else { sh.r_last };
                     return Err(Fault::SharedRace {
                         offset: (o + i) as u32,
                         this: "write",

@@ -260,3 +260,37 @@ fn predicated_off_collective_lanes_are_named() {
         "{e}"
     );
 }
+
+#[test]
+fn race_report_names_another_reader() {
+    // all 64 threads read word 0; then thread 0 writes it without a barrier
+    let e = try_run(
+        ".shared .align 4 .b32 s[4];\nmov.u32 %r1, s; setp.eq.u32 %p1, %r24, 0; @%p1 st.shared.u32 [%r1], 1;\
+         bar.sync 0; ld.shared.u32 %r16, [%r1]; bar.sync 0; @%p1 ld.shared.u32 %r17, [%r1+4];",
+        &[],
+        64,
+    );
+    // word 1 was never written
+    assert!(matches!(
+        e.unwrap_err().fault().unwrap().fault,
+        Fault::SharedUninitialized { offset: 4 }
+    ));
+    let e = try_run(
+        ".shared .align 4 .b32 s[4];\nmov.u32 %r1, s; setp.eq.u32 %p1, %r24, 63; @%p1 st.shared.u32 [%r1], 1;\
+         bar.sync 0; ld.shared.u32 %r16, [%r1]; @%p1 st.shared.u32 [%r1], 2;",
+        &[],
+        64,
+    )
+    .unwrap_err();
+    match &e.fault().unwrap().fault {
+        Fault::SharedRace {
+            this: "write",
+            other: "read",
+            other_thread,
+            ..
+        } => {
+            assert!(other_thread[0] < 63, "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
