@@ -1835,6 +1835,7 @@ fn map16(ty: Ty, a: u64, b: u64, c: u64, f: impl Fn(f64, f64, f64) -> f64) -> u6
     r
 }
 
+#[inline]
 fn int_bin(op: IntOp, ty: Ty, sat: bool, a: u64, b: u64) -> u64 {
     let bits = ty.bits();
     let m = ty.mask();
@@ -1922,6 +1923,7 @@ fn int_bin(op: IntOp, ty: Ty, sat: bool, a: u64, b: u64) -> u64 {
     }
 }
 
+#[inline]
 fn compare(cmp: Cmp, ty: Ty, ftz: bool, a: u64, b: u64) -> bool {
     if ty.is_float() {
         let (x, y) = if ty == Ty::F32 && ftz {
