@@ -328,6 +328,12 @@ impl<'a> Exec<'a> {
         let ins = &self.k.code[pc];
         let line = ins.line;
         let text = self.k.lines.get(line as usize - 1).cloned().unwrap_or_default();
+        let shared_location = match fault {
+            Fault::SharedUninitialized { offset }
+            | Fault::SharedRace { offset, .. }
+            | Fault::CpAsyncInFlight { offset } => self.k.shared_location(offset),
+            _ => None,
+        };
         Error::Fault(Box::new(FaultReport {
             kernel: self.k.name.clone(),
             line,
@@ -335,6 +341,7 @@ impl<'a> Exec<'a> {
             block: self.ctaid,
             thread: self.tid(t),
             fault,
+            shared_location,
         }))
     }
 

@@ -27,6 +27,8 @@ pub struct Kernel {
     pub(crate) reqntid: Option<[u32; 3]>,
     pub(crate) maxntid: Option<[u32; 3]>,
     pub(crate) lines: Arc<Vec<String>>,
+    /// Shared variables: name, offset, size (`None` for the dynamic ones).
+    pub(crate) shared_vars: Vec<(String, u32, Option<u32>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +141,15 @@ impl Kernel {
     pub fn static_shared_bytes(&self) -> u32 {
         self.static_shared
     }
+    /// The shared variable holding byte `offset` and the offset within it, e.g. `tile+64`.
+    pub fn shared_location(&self, offset: u32) -> Option<String> {
+        self.shared_vars
+            .iter()
+            .filter(|(_, o, size)| offset >= *o && size.is_none_or(|s| offset < o + s))
+            .max_by_key(|(_, o, _)| *o)
+            .map(|(name, o, _)| format!("{name}+{}", offset - o))
+    }
+
     /// Number of decoded instructions.
     pub fn instruction_count(&self) -> usize {
         self.code.len()
@@ -281,10 +292,14 @@ fn build_kernel(
         ));
     }
     let static_shared = off;
+    let mut shared_vars = Vec::new();
     let dyn_off = off.div_ceil(dyn_align) * dyn_align;
     for v in &shared {
         if v.size.is_none() {
             syms.insert(v.name.clone(), Sym::Shared(dyn_off));
+        }
+        if let Some(Sym::Shared(o)) = syms.get(&v.name) {
+            shared_vars.push((v.name.clone(), *o, v.size));
         }
     }
     let mut loff = 0u32;
@@ -330,6 +345,7 @@ fn build_kernel(
         reqntid: k.reqntid,
         maxntid: k.maxntid,
         lines,
+        shared_vars,
     })
 }
 

@@ -320,6 +320,7 @@ fn cp_async_copies_zero_fills_and_waits() {
         "{f}"
     );
     assert!(f.instruction.starts_with("ld.shared.v2.u32"), "{f}");
+    assert_eq!(f.shared_location.as_deref(), Some("s+528"));
     // no wait at all
     let m = module(&CP_ASYNC.replace("WAIT", ""));
     let f = fault_of(launch(
