@@ -1363,6 +1363,20 @@ impl<'a> Exec<'a> {
                     IntUn::Popc => a.count_ones() as u64,
                     IntUn::Clz => (a.leading_zeros() - (64 - bits)) as u64,
                     IntUn::Brev => a.reverse_bits() >> (64 - bits),
+                    IntUn::Bfind { shiftamt } => {
+                        // for negative signed values the first 0 below the sign counts
+                        let v = if ty.signed() && sext(a, bits) < 0 { !a & m } else { a };
+                        if v == 0 {
+                            m & 0xffff_ffff
+                        } else {
+                            let pos = 63 - v.leading_zeros() as u64;
+                            if shiftamt {
+                                bits as u64 - 1 - pos
+                            } else {
+                                pos
+                            }
+                        }
+                    }
                 };
                 self.wr(t, d, r);
             }
@@ -1907,6 +1921,16 @@ fn int_bin(op: IntOp, ty: Ty, sat: bool, a: u64, b: u64) -> u64 {
             } else {
                 b
             }
+        }
+        IntOp::Mul24Lo | IntOp::Mul24Hi => {
+            let (x, y) = if s {
+                (sext(a & 0xff_ffff, 24), sext(b & 0xff_ffff, 24))
+            } else {
+                ((a & 0xff_ffff) as i64, (b & 0xff_ffff) as i64)
+            };
+            let p = x * y;
+            let r = if op == IntOp::Mul24Lo { p } else { p >> 16 };
+            r as u64 & m
         }
         IntOp::And => a & b,
         IntOp::Or => a | b,

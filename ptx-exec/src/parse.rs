@@ -1325,6 +1325,8 @@ fn decode(r: &RawInst, cx: &Ctx) -> Result<Inst, String> {
                 let op = match name {
                     "add" => IntOp::Add,
                     "sub" => IntOp::Sub,
+                    "mul24" if has("hi") => IntOp::Mul24Hi,
+                    "mul24" => IntOp::Mul24Lo,
                     "mul" if has("wide") => IntOp::MulWide,
                     "mul" if has("hi") => IntOp::MulHi,
                     "mul" => IntOp::MulLo,
@@ -1352,7 +1354,7 @@ fn decode(r: &RawInst, cx: &Ctx) -> Result<Inst, String> {
                 }
             }
         }
-        "neg" | "abs" | "not" | "cnot" | "popc" | "clz" | "brev" => {
+        "neg" | "abs" | "not" | "cnot" | "popc" | "clz" | "brev" | "bfind" => {
             nops(r, 2)?;
             let t = ty()?;
             let d = cx.reg(&o[0])?;
@@ -1373,7 +1375,10 @@ fn decode(r: &RawInst, cx: &Ctx) -> Result<Inst, String> {
                     "cnot" => IntUn::Cnot,
                     "popc" => IntUn::Popc,
                     "clz" => IntUn::Clz,
-                    _ => IntUn::Brev,
+                    "brev" => IntUn::Brev,
+                    _ => IntUn::Bfind {
+                        shiftamt: has("shiftamt"),
+                    },
                 };
                 Inst::IntUn {
                     op,

@@ -145,6 +145,35 @@ fn integer_logic_and_bits() {
     check2("popc.b32 %r16, %r0;", |a, _| a.count_ones());
     check2("clz.b32 %r16, %r0;", |a, _| a.leading_zeros());
     check2("brev.b32 %r16, %r0;", |a, _| a.reverse_bits());
+    check2("bfind.u32 %r16, %r0;", |a, _| {
+        if a == 0 {
+            u32::MAX
+        } else {
+            31 - a.leading_zeros()
+        }
+    });
+    check2("bfind.shiftamt.u32 %r16, %r0;", |a, _| {
+        if a == 0 {
+            u32::MAX
+        } else {
+            a.leading_zeros()
+        }
+    });
+    check2("bfind.s32 %r16, %r0;", |a, _| {
+        let v = if (a as i32) < 0 { !a } else { a };
+        if v == 0 {
+            u32::MAX
+        } else {
+            31 - v.leading_zeros()
+        }
+    });
+    check2("mul24.lo.u32 %r16, %r0, %r1;", |a, b| {
+        ((a & 0xff_ffff) as u64 * (b & 0xff_ffff) as u64) as u32
+    });
+    check2("mul24.hi.s32 %r16, %r0, %r1;", |a, b| {
+        let s24 = |x: u32| ((x << 8) as i32 >> 8) as i64;
+        ((s24(a) * s24(b)) >> 16) as u32
+    });
     check2("bfe.u32 %r16, %r0, 5, 9;", |a, _| (a >> 5) & 0x1ff);
     check2("bfe.s32 %r16, %r0, 5, 9;", |a, _| {
         (((a >> 5) << 23) as i32 >> 23) as u32
