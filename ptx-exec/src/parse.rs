@@ -1294,7 +1294,8 @@ fn decode(r: &RawInst, cx: &Ctx) -> Result<Inst, String> {
                 },
             }
         }
-        "add" | "sub" | "mul" | "div" | "rem" | "min" | "max" | "and" | "or" | "xor" | "shl" | "shr" | "copysign" => {
+        "add" | "sub" | "mul" | "div" | "rem" | "min" | "max" | "and" | "or" | "xor" | "shl" | "shr" | "copysign"
+        | "mul24" => {
             nops(r, 3)?;
             let t = ty()?;
             let d = cx.reg(&o[0])?;
