@@ -9,8 +9,8 @@ use crate::Error;
 
 /// Where the first allocation starts; any address below it is unmapped.
 const HEAP_BASE: u64 = 0x0000_1000_0000_0000;
-/// Unmapped bytes between two allocations.
-const GAP: u64 = 4096;
+/// Unmapped bytes between two allocations: an overrun must go a long way to land in another one.
+const GAP: u64 = 1 << 20;
 /// Generic addresses of shared memory: `[SHARED_WINDOW, SHARED_WINDOW + 4 GiB)`.
 pub(crate) const SHARED_WINDOW: u64 = 0x0000_7000_0000_0000;
 /// Generic addresses of local memory.
