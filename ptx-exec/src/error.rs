@@ -57,6 +57,8 @@ pub struct FaultReport {
     pub thread: [u32; 3],
     /// What went wrong.
     pub fault: Fault,
+    /// For shared-memory faults, the variable and offset within it (`tile+64`).
+    pub shared_location: Option<String>,
 }
 
 impl fmt::Display for FaultReport {
@@ -74,7 +76,11 @@ impl fmt::Display for FaultReport {
             self.thread[1],
             self.thread[2],
             self.fault
-        )
+        )?;
+        if let Some(loc) = &self.shared_location {
+            write!(f, " [{loc}]")?;
+        }
+        Ok(())
     }
 }
 

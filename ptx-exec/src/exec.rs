@@ -73,8 +73,16 @@ pub struct LaunchReport {
 
 /// Most shared memory a block may have (sm_90: 227 KiB).
 const MAX_SHARED: u32 = 227 * 1024;
-/// Warp instructions per launch before it is reported as hung.
-const STEP_LIMIT: u64 = 400_000_000;
+/// Warp instructions per launch before it is reported as hung (a minute or so of
+/// executing; test-sized launches need well under a million).
+const STEP_LIMIT: u64 = 50_000_000;
+
+const PLAIN_RN: FFlags = FFlags {
+    rnd: Rnd::Rn,
+    ftz: false,
+    sat: false,
+    nan: false,
+};
 
 const EXITED: u8 = 0;
 const RUNNING: u8 = 1;
@@ -92,6 +100,8 @@ struct Shadow {
     r_epoch: u32,
     r_tid: u32,
     r_last: u32,
+    /// A reader other than `r_last`, when there were several.
+    r_prev: u32,
     r_warp: u32,
     r_step: u32,
     r_line: u32,
@@ -318,6 +328,12 @@ impl<'a> Exec<'a> {
         let ins = &self.k.code[pc];
         let line = ins.line;
         let text = self.k.lines.get(line as usize - 1).cloned().unwrap_or_default();
+        let shared_location = match fault {
+            Fault::SharedUninitialized { offset }
+            | Fault::SharedRace { offset, .. }
+            | Fault::CpAsyncInFlight { offset } => self.k.shared_location(offset),
+            _ => None,
+        };
         Error::Fault(Box::new(FaultReport {
             kernel: self.k.name.clone(),
             line,
@@ -325,12 +341,17 @@ impl<'a> Exec<'a> {
             block: self.ctaid,
             thread: self.tid(t),
             fault,
+            shared_location,
         }))
     }
 
     fn run_block(&mut self, ctaid: [u32; 3]) -> Result<(), Error> {
         self.ctaid = ctaid;
-        self.regs.fill(0);
+        // Registers start as all ones (NaN as f32, true as a predicate, an unmapped address):
+        // a kernel that reads a register before writing it gets garbage on a GPU too.
+        for t in 0..self.nthreads {
+            self.regs[t * self.nregs..(t + 1) * self.nregs].copy_from_slice(&self.k.reg_mask);
+        }
         self.pc.fill(0);
         self.st.fill(RUNNING);
         self.warp_sync.fill(0);
@@ -545,6 +566,25 @@ impl<'a> Exec<'a> {
                     self.pc[lo + l] += 1;
                 }
             }
+            // The GEMM inner loops are mostly plain f32 fma: one dispatch for the whole warp.
+            &Inst::Fma {
+                ty: Ty::F32,
+                fl,
+                d,
+                a,
+                b,
+                c,
+            } if fl == PLAIN_RN => {
+                let mut bits = m;
+                while bits != 0 {
+                    let l = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let t = lo + l;
+                    let r = f32_of(self.rd(t, a)).mul_add(f32_of(self.rd(t, b)), f32_of(self.rd(t, c)));
+                    self.wr(t, d, bits_of(r));
+                    self.pc[t] += 1;
+                }
+            }
             inst => {
                 let mut bits = m;
                 while bits != 0 {
@@ -597,8 +637,8 @@ impl<'a> Exec<'a> {
                 "has exited".to_string()
             } else if self.st[t] == WAITING {
                 format!("waits at the barrier on line {}", self.k.code[self.pc[t] as usize].line)
-            } else if self.k.code[self.pc[t] as usize].line == self.k.code[pc].line && self.pc[t] as usize == pc {
-                "skipped it (guard predicate false)".to_string()
+            } else if self.pc[t] as usize == pc + 1 && self.k.code[pc].guard.is_some() {
+                "skipped it (its guard predicate is false)".to_string()
             } else {
                 format!("is at line {}", self.k.code[self.pc[t] as usize].line)
             };
@@ -982,6 +1022,9 @@ impl<'a> Exec<'a> {
                 }
                 s.r_sync = s.r_sync.min(ws);
             }
+            if s.r_last != t as u32 {
+                s.r_prev = s.r_last;
+            }
             s.r_last = t as u32;
             s.r_line = line;
         }
@@ -1013,11 +1056,7 @@ impl<'a> Exec<'a> {
                     self.conflicts(t, ws, sh.r_tid, sh.r_step, sh.r_sync)
                 };
                 if racy {
-                    let other = if sh.r_last as usize == t && sh.r_tid == MULTI {
-                        MULTI
-                    } else {
-                        sh.r_last
-                    };
+                    let other = if sh.r_last as usize == t { sh.r_prev } else { sh.r_last };
                     return Err(Fault::SharedRace {
                         offset: (o + i) as u32,
                         this: "write",
@@ -1059,7 +1098,7 @@ impl<'a> Exec<'a> {
             Space::Shared => self.shared_read(t, pc, a, out)?,
             Space::Local => {
                 let lb = self.k.local_bytes as u64;
-                if a + n as u64 > lb {
+                if a.saturating_add(n as u64) > lb {
                     return Err(Fault::OutOfBounds {
                         space: "local",
                         offset: a,
@@ -1072,7 +1111,7 @@ impl<'a> Exec<'a> {
             }
             Space::Param => {
                 let pb = self.params.len() as u64;
-                if a + n as u64 > pb {
+                if a.saturating_add(n as u64) > pb {
                     return Err(Fault::OutOfBounds {
                         space: "param",
                         offset: a,
@@ -1102,7 +1141,7 @@ impl<'a> Exec<'a> {
             Space::Shared => self.shared_write(t, pc, a, data)?,
             Space::Local => {
                 let lb = self.k.local_bytes as u64;
-                if a + n as u64 > lb {
+                if a.saturating_add(n as u64) > lb {
                     return Err(Fault::OutOfBounds {
                         space: "local",
                         offset: a,
@@ -1324,6 +1363,20 @@ impl<'a> Exec<'a> {
                     IntUn::Popc => a.count_ones() as u64,
                     IntUn::Clz => (a.leading_zeros() - (64 - bits)) as u64,
                     IntUn::Brev => a.reverse_bits() >> (64 - bits),
+                    IntUn::Bfind { shiftamt } => {
+                        // for negative signed values the first 0 below the sign counts
+                        let v = if ty.signed() && sext(a, bits) < 0 { !a & m } else { a };
+                        if v == 0 {
+                            m & 0xffff_ffff
+                        } else {
+                            let pos = 63 - v.leading_zeros() as u64;
+                            if shiftamt {
+                                bits as u64 - 1 - pos
+                            } else {
+                                pos
+                            }
+                        }
+                    }
                 };
                 self.wr(t, d, r);
             }
@@ -1651,7 +1704,7 @@ impl<'a> Exec<'a> {
                 let a = self.ea(t, addr);
                 let es = ty.bytes();
                 let n = ds.len();
-                let mut buf = [0u8; 32];
+                let mut buf = [0u8; 64];
                 self.read_mem(t, pc, space, a, &mut buf[..es * n])?;
                 for (i, d) in ds.iter().enumerate() {
                     if let Some(d) = *d {
@@ -1671,7 +1724,7 @@ impl<'a> Exec<'a> {
             } => {
                 let a = self.ea(t, addr);
                 let es = ty.bytes();
-                let mut buf = [0u8; 32];
+                let mut buf = [0u8; 64];
                 for (i, &s) in srcs.iter().enumerate() {
                     let v = self.rd(t, s);
                     buf[i * es..(i + 1) * es].copy_from_slice(&v.to_le_bytes()[..es]);
@@ -1803,6 +1856,7 @@ fn map16(ty: Ty, a: u64, b: u64, c: u64, f: impl Fn(f64, f64, f64) -> f64) -> u6
     r
 }
 
+#[inline]
 fn int_bin(op: IntOp, ty: Ty, sat: bool, a: u64, b: u64) -> u64 {
     let bits = ty.bits();
     let m = ty.mask();
@@ -1868,6 +1922,16 @@ fn int_bin(op: IntOp, ty: Ty, sat: bool, a: u64, b: u64) -> u64 {
                 b
             }
         }
+        IntOp::Mul24Lo | IntOp::Mul24Hi => {
+            let (x, y) = if s {
+                (sext(a & 0xff_ffff, 24), sext(b & 0xff_ffff, 24))
+            } else {
+                ((a & 0xff_ffff) as i64, (b & 0xff_ffff) as i64)
+            };
+            let p = x * y;
+            let r = if op == IntOp::Mul24Lo { p } else { p >> 16 };
+            r as u64 & m
+        }
         IntOp::And => a & b,
         IntOp::Or => a | b,
         IntOp::Xor => a ^ b,
@@ -1890,6 +1954,7 @@ fn int_bin(op: IntOp, ty: Ty, sat: bool, a: u64, b: u64) -> u64 {
     }
 }
 
+#[inline]
 fn compare(cmp: Cmp, ty: Ty, ftz: bool, a: u64, b: u64) -> bool {
     if ty.is_float() {
         let (x, y) = if ty == Ty::F32 && ftz {

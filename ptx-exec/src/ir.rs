@@ -172,6 +172,10 @@ pub(crate) enum IntOp {
     Xor,
     Shl,
     Shr,
+    /// `mul24.lo`: the low 32 bits of the product of the low 24 bits.
+    Mul24Lo,
+    /// `mul24.hi`: bits 16..48 of that product.
+    Mul24Hi,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,6 +187,10 @@ pub(crate) enum IntUn {
     Popc,
     Clz,
     Brev,
+    /// Position of the most significant non-sign bit (`bfind`), or `bits-1-pos` with `.shiftamt`.
+    Bfind {
+        shiftamt: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

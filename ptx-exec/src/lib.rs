@@ -14,7 +14,23 @@
 //!   `ldmatrix`, `mma.sync`) reached by a diverged warp.
 //!
 //! Each fault stops the launch with an [`Error::Fault`] naming the kernel, the
-//! PTX line, the thread and the block.
+//! PTX line, the thread and the block. Registers start as all ones (NaN as
+//! f32), so a value read before it is written shows up in the results.
+//!
+//! ## Execution model
+//! Blocks run one after another; inside a block, warps of 32 lanes run in turn
+//! until they reach `bar.sync` or exit. A warp issues the instruction with the
+//! lowest program counter among its lanes, for the lanes that sit there, so
+//! lanes that branch ahead wait and the warp reconverges where its paths meet;
+//! `.func` calls are inlined, so the same holds across calls. Collective
+//! instructions see exactly the lanes that arrive together.
+//!
+//! ## Not modelled
+//! Named barriers with thread counts, `bar.arrive`, `.const`/`.global`
+//! variables, `.func` parameters in the `.param` space and indirect calls,
+//! carry arithmetic (`add.cc`), and the Hopper instructions (`wgmma`, TMA,
+//! clusters, `mbarrier`). Each is a parse or launch error naming it, never a
+//! silent skip.
 //!
 //! Arithmetic is exact IEEE where PTX says so (f32 `fma` rounds once, `cvt`
 //! honours its rounding modifier, `.ftz` flushes subnormals); the `.approx`

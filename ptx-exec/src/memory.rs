@@ -9,8 +9,8 @@ use crate::Error;
 
 /// Where the first allocation starts; any address below it is unmapped.
 const HEAP_BASE: u64 = 0x0000_1000_0000_0000;
-/// Unmapped bytes between two allocations.
-const GAP: u64 = 4096;
+/// Unmapped bytes between two allocations: an overrun must go a long way to land in another one.
+const GAP: u64 = 1 << 20;
 /// Generic addresses of shared memory: `[SHARED_WINDOW, SHARED_WINDOW + 4 GiB)`.
 pub(crate) const SHARED_WINDOW: u64 = 0x0000_7000_0000_0000;
 /// Generic addresses of local memory.
@@ -67,6 +67,11 @@ impl Memory {
         self.alloc_bytes(&vec![0xFF; len])
     }
 
+    /// Allocates `len` zero bytes.
+    pub fn alloc_zeroed(&mut self, len: usize) -> Buffer {
+        self.alloc_bytes(&vec![0; len])
+    }
+
     /// Allocates a copy of `bytes`.
     pub fn alloc_bytes(&mut self, bytes: &[u8]) -> Buffer {
         let base = self.next;
@@ -105,7 +110,7 @@ impl Memory {
     fn find(&self, addr: u64, len: usize) -> Option<(usize, usize)> {
         let hit = |i: usize| {
             let a = &self.allocs[i];
-            if addr >= a.base && addr + len as u64 <= a.base + a.data.len() as u64 {
+            if addr >= a.base && addr.saturating_add(len as u64) <= a.base + a.data.len() as u64 {
                 Some((i, (addr - a.base) as usize))
             } else {
                 None
@@ -193,6 +198,19 @@ impl Memory {
     }
     /// Overwrites `buf` with `v`.
     pub fn write_u32(&mut self, buf: Buffer, v: &[u32]) -> Result<(), Error> {
+        self.write_bytes(buf, 0, &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+    }
+
+    /// Overwrites `buf` with `v`.
+    pub fn write_i32(&mut self, buf: Buffer, v: &[i32]) -> Result<(), Error> {
+        self.write_bytes(buf, 0, &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+    }
+    /// Overwrites `buf` with `v`.
+    pub fn write_bf16(&mut self, buf: Buffer, v: &[bf16]) -> Result<(), Error> {
+        self.write_bytes(buf, 0, &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+    }
+    /// Overwrites `buf` with `v`.
+    pub fn write_f16(&mut self, buf: Buffer, v: &[f16]) -> Result<(), Error> {
         self.write_bytes(buf, 0, &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
     }
 

@@ -27,6 +27,8 @@ pub struct Kernel {
     pub(crate) reqntid: Option<[u32; 3]>,
     pub(crate) maxntid: Option<[u32; 3]>,
     pub(crate) lines: Arc<Vec<String>>,
+    /// Shared variables: name, offset, size (`None` for the dynamic ones).
+    pub(crate) shared_vars: Vec<(String, u32, Option<u32>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +141,15 @@ impl Kernel {
     pub fn static_shared_bytes(&self) -> u32 {
         self.static_shared
     }
+    /// The shared variable holding byte `offset` and the offset within it, e.g. `tile+64`.
+    pub fn shared_location(&self, offset: u32) -> Option<String> {
+        self.shared_vars
+            .iter()
+            .filter(|(_, o, size)| offset >= *o && size.is_none_or(|s| offset < o + s))
+            .max_by_key(|(_, o, _)| *o)
+            .map(|(name, o, _)| format!("{name}+{}", offset - o))
+    }
+
     /// Number of decoded instructions.
     pub fn instruction_count(&self) -> usize {
         self.code.len()
@@ -230,6 +241,13 @@ struct FuncDef {
 }
 
 type Scope = HashMap<String, (u32, Ty)>;
+
+/// Largest variable (and static shared total) accepted: far above any GPU's shared memory.
+const MAX_VAR_BYTES: u64 = 1 << 24;
+/// Local memory a thread may have (the hardware limit).
+const MAX_LOCAL_BYTES: u32 = 512 * 1024;
+/// Registers one `.reg %r<N>` may declare.
+const MAX_REGS: u64 = 1 << 16;
 type Dims = [u32; 3];
 
 /// Builds a kernel's flat code. Calls to `.func`s are inlined: each function
@@ -262,16 +280,26 @@ fn build_kernel(
         if let Some(sz) = v.size {
             off = off.div_ceil(v.align.max(1)) * v.align.max(1);
             syms.insert(v.name.clone(), Sym::Shared(off));
-            off += sz;
+            off = off.saturating_add(sz);
         } else {
             dyn_align = dyn_align.max(v.align);
         }
     }
+    if off as u64 > MAX_VAR_BYTES {
+        return Err(perr(
+            k.body.end_line,
+            format!("more than {MAX_VAR_BYTES} bytes of static shared memory"),
+        ));
+    }
     let static_shared = off;
+    let mut shared_vars = Vec::new();
     let dyn_off = off.div_ceil(dyn_align) * dyn_align;
     for v in &shared {
         if v.size.is_none() {
             syms.insert(v.name.clone(), Sym::Shared(dyn_off));
+        }
+        if let Some(Sym::Shared(o)) = syms.get(&v.name) {
+            shared_vars.push((v.name.clone(), *o, v.size));
         }
     }
     let mut loff = 0u32;
@@ -279,7 +307,13 @@ fn build_kernel(
         let a = v.align.max(1);
         loff = loff.div_ceil(a) * a;
         syms.insert(v.name.clone(), Sym::Local(loff));
-        loff += v.size.unwrap_or(0);
+        loff = loff.saturating_add(v.size.unwrap_or(0));
+    }
+    if loff > MAX_LOCAL_BYTES {
+        return Err(perr(
+            k.body.end_line,
+            format!("more than {MAX_LOCAL_BYTES} bytes of local memory per thread"),
+        ));
     }
     for p in &k.params {
         syms.insert(p.name.clone(), Sym::Param(p.offset as u32));
@@ -311,6 +345,7 @@ fn build_kernel(
         reqntid: k.reqntid,
         maxntid: k.maxntid,
         lines,
+        shared_vars,
     })
 }
 
@@ -603,7 +638,7 @@ impl Parser {
                     } else {
                         let n = self.number()?;
                         self.expect_punct(']')?;
-                        count = count.map(|c| c * n);
+                        count = count.map(|c| c.saturating_mul(n));
                     }
                 }
                 if self.eat_punct('=') {
@@ -613,12 +648,22 @@ impl Parser {
                 if count.is_none() && !ext {
                     return Err(perr(l, format!("array `{w}` has no size")));
                 }
-                let elem = ty.bytes() as u32;
+                let elem = ty.bytes() as u64;
+                let size = match count {
+                    Some(c) => match c.checked_mul(elem).filter(|&b| b <= MAX_VAR_BYTES) {
+                        Some(b) => Some(b as u32),
+                        None => return Err(perr(l, format!("variable `{w}` is larger than {MAX_VAR_BYTES} bytes"))),
+                    },
+                    None => None,
+                };
+                if !align.is_power_of_two() && align != 0 {
+                    return Err(perr(l, format!("alignment {align} is not a power of two")));
+                }
                 return Ok(VarDecl {
                     space,
                     name: w,
-                    align: if align == 0 { elem } else { align },
-                    size: count.map(|c| c as u32 * elem),
+                    align: if align == 0 { elem as u32 } else { align },
+                    size,
                 });
             }
             let _ = line;
@@ -662,7 +707,10 @@ impl Parser {
                 let ty = ty.ok_or_else(|| perr(pname.1, format!("parameter `{}` has no type", pname.0)))?;
                 let mut count = 1usize;
                 while self.eat_punct('[') {
-                    count *= self.number()? as usize;
+                    count = count.saturating_mul(self.number()? as usize);
+                    if count > MAX_VAR_BYTES as usize {
+                        return Err(perr(self.line(), "parameter array too large".into()));
+                    }
                     self.expect_punct(']')?;
                 }
                 let size = ty.bytes() * count;
@@ -825,6 +873,12 @@ impl Parser {
                                 if self.eat_punct('<') {
                                     let n = self.number()?;
                                     self.expect_punct('>')?;
+                                    if n > MAX_REGS {
+                                        return Err(perr(
+                                            t.line,
+                                            format!("more than {MAX_REGS} registers `{name}<{n}>`"),
+                                        ));
+                                    }
                                     for i in 0..n {
                                         b.regs.push((format!("{name}{i}"), ty, t.line));
                                     }
@@ -1198,6 +1252,9 @@ fn decode(r: &RawInst, cx: &Ctx) -> Result<Inst, String> {
             nops(r, 2)?;
             let t = ty()?;
             match (&o[0], &o[1]) {
+                (ROp::Vec(ds), _) | (_, ROp::Vec(ds)) if ds.is_empty() || ds.len() > 8 => {
+                    return Err("bad vector operand in mov".into());
+                }
                 (ROp::Vec(ds), a) => {
                     let bits = t.bits() / ds.len() as u32;
                     let ds = ds
@@ -1237,7 +1294,8 @@ fn decode(r: &RawInst, cx: &Ctx) -> Result<Inst, String> {
                 },
             }
         }
-        "add" | "sub" | "mul" | "div" | "rem" | "min" | "max" | "and" | "or" | "xor" | "shl" | "shr" | "copysign" => {
+        "add" | "sub" | "mul" | "div" | "rem" | "min" | "max" | "and" | "or" | "xor" | "shl" | "shr" | "copysign"
+        | "mul24" => {
             nops(r, 3)?;
             let t = ty()?;
             let d = cx.reg(&o[0])?;
@@ -1268,6 +1326,8 @@ fn decode(r: &RawInst, cx: &Ctx) -> Result<Inst, String> {
                 let op = match name {
                     "add" => IntOp::Add,
                     "sub" => IntOp::Sub,
+                    "mul24" if has("hi") => IntOp::Mul24Hi,
+                    "mul24" => IntOp::Mul24Lo,
                     "mul" if has("wide") => IntOp::MulWide,
                     "mul" if has("hi") => IntOp::MulHi,
                     "mul" => IntOp::MulLo,
@@ -1295,7 +1355,7 @@ fn decode(r: &RawInst, cx: &Ctx) -> Result<Inst, String> {
                 }
             }
         }
-        "neg" | "abs" | "not" | "cnot" | "popc" | "clz" | "brev" => {
+        "neg" | "abs" | "not" | "cnot" | "popc" | "clz" | "brev" | "bfind" => {
             nops(r, 2)?;
             let t = ty()?;
             let d = cx.reg(&o[0])?;
@@ -1316,7 +1376,10 @@ fn decode(r: &RawInst, cx: &Ctx) -> Result<Inst, String> {
                     "cnot" => IntUn::Cnot,
                     "popc" => IntUn::Popc,
                     "clz" => IntUn::Clz,
-                    _ => IntUn::Brev,
+                    "brev" => IntUn::Brev,
+                    _ => IntUn::Bfind {
+                        shiftamt: has("shiftamt"),
+                    },
                 };
                 Inst::IntUn {
                     op,
@@ -1490,6 +1553,9 @@ fn decode(r: &RawInst, cx: &Ctx) -> Result<Inst, String> {
                 _ => None,
             };
             nops(r, if bop.is_some() { 4 } else { 3 })?;
+            if matches!(t, Ty::F16x2 | Ty::Bf16x2) {
+                return Err(format!("`{}` (paired comparison) is not supported", r.opcode));
+            }
             let (p, q) = match &o[0] {
                 ROp::Pair(a, b) => (cx.pred_reg(a)?, Some(cx.pred_reg(b)?)),
                 ROp::Word(a) => (cx.pred_reg(a)?, None),

@@ -178,6 +178,8 @@ fn planted_shared_race_is_caught() {
     }
     assert_eq!(f.thread, [63, 0, 0]);
     assert!(f.instruction.starts_with("ld.shared.f32"), "{f}");
+    assert_eq!(f.shared_location.as_deref(), Some("buf+0"));
+    assert!(f.to_string().ends_with("[buf+0]"), "{f}");
     // With thread 0 reading, the first conflict is already inside its own warp: lanes of
     // one warp are not ordered between two instructions without a barrier either.
     let m = module(&SHARED_SUM.replace("BARRIER", "").replace("READER", "0"));

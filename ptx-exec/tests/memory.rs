@@ -320,6 +320,7 @@ fn cp_async_copies_zero_fills_and_waits() {
         "{f}"
     );
     assert!(f.instruction.starts_with("ld.shared.v2.u32"), "{f}");
+    assert_eq!(f.shared_location.as_deref(), Some("s+528"));
     // no wait at all
     let m = module(&CP_ASYNC.replace("WAIT", ""));
     let f = fault_of(launch(
@@ -344,4 +345,22 @@ fn cp_async_copies_zero_fills_and_waits() {
     ));
     assert!(matches!(f.fault, Fault::GlobalOutOfBounds { .. }), "{f}");
     assert!(f.instruction.starts_with("cp.async"), "{f}");
+}
+
+#[test]
+fn wild_addresses_fault_without_overflow() {
+    for addr in ["0xfffffffffffffffc", "0x7000000000000000", "0x7100000000000000"] {
+        let e = try_run(&format!("mov.u64 %rd5, {addr}; ld.u32 %r16, [%rd5];"), &[], 1).unwrap_err();
+        assert!(e.fault().is_some(), "{e}");
+    }
+    let e = try_run(
+        ".local .align 4 .b8 l[8];\nmov.u64 %rd5, 0xfffffffffffffffc; ld.local.u32 %r16, [%rd5];",
+        &[],
+        1,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e.fault().unwrap().fault, Fault::OutOfBounds { space: "local", .. }),
+        "{e}"
+    );
 }

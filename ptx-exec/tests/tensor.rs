@@ -396,3 +396,54 @@ fn ldmatrix_layouts() {
         assert_eq!(r[6], ((r0 + 8) * 8 + c0) as u32 | (((r0 + 9) * 8 + c0) as u32) << 16);
     }
 }
+
+#[test]
+fn mma_with_f16_accumulators() {
+    let (m, n, k) = (16usize, 8usize, 16usize);
+    let mut rng = Rng(11);
+    // small integers keep every partial sum exact in f16
+    let small = |rng: &mut Rng| f16::from_f32((rng.u32() % 7) as f32 - 3.0);
+    let a: Vec<f16> = (0..m * k).map(|_| small(&mut rng)).collect();
+    let b: Vec<f16> = (0..k * n).map(|_| small(&mut rng)).collect();
+    let c: Vec<f16> = (0..m * n).map(|_| small(&mut rng)).collect();
+    let bits = |v: &[f16]| v.iter().map(|x| x.to_bits() as u32).collect::<Vec<u32>>();
+    let af = fragments(&bits(&a), k, 2, 8, |l, i| a_pos(In::F16, k, l, i));
+    let bf = fragments(&bits(&b), n, 2, 4, |l, i| b_pos(In::F16, k, l, i));
+    let cf = fragments(&bits(&c), n, 2, 4, c_pos);
+    let src = ".visible .entry mma(.param .u64 pa, .param .u64 pb, .param .u64 pc, .param .u64 pd)\n{\n\
+        .reg .b32 %a<4>;\n.reg .b32 %b<2>;\n.reg .b32 %c<2>;\n.reg .b32 %d<2>;\n.reg .b32 %r<2>;\n.reg .b64 %rd<8>;\n\
+        ld.param.u64 %rd1, [pa];\nld.param.u64 %rd2, [pb];\nld.param.u64 %rd3, [pc];\nld.param.u64 %rd4, [pd];\n\
+        mov.u32 %r1, %laneid;\nmul.wide.u32 %rd5, %r1, 4;\nadd.s64 %rd1, %rd1, %rd5;\nadd.s64 %rd2, %rd2, %rd5;\n\
+        add.s64 %rd3, %rd3, %rd5;\nadd.s64 %rd4, %rd4, %rd5;\n\
+        ld.global.u32 %a0, [%rd1];\nld.global.u32 %a1, [%rd1+128];\nld.global.u32 %a2, [%rd1+256];\nld.global.u32 %a3, [%rd1+384];\n\
+        ld.global.u32 %b0, [%rd2];\nld.global.u32 %b1, [%rd2+128];\nld.global.u32 %c0, [%rd3];\nld.global.u32 %c1, [%rd3+128];\n\
+        mma.sync.aligned.m16n8k16.row.col.f16.f16.f16.f16 {%d0, %d1}, {%a0, %a1, %a2, %a3}, {%b0, %b1}, {%c0, %c1};\n\
+        st.global.u32 [%rd4], %d0;\nst.global.u32 [%rd4+128], %d1;\nret;\n}\n";
+    let md = module(src);
+    let mut mem = Memory::new();
+    let (pa, pb, pc, pd) = (
+        mem.alloc_u32(&af),
+        mem.alloc_u32(&bf),
+        mem.alloc_u32(&cf),
+        mem.alloc(256),
+    );
+    launch(
+        &mut mem,
+        md.kernel("mma").unwrap(),
+        (1, 1, 1),
+        (32, 1, 1),
+        0,
+        &[Param::Ptr(pa), Param::Ptr(pb), Param::Ptr(pc), Param::Ptr(pd)],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let df = mem.read_u32(pd).unwrap();
+    let to32 = |v: &[f16]| v.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
+    let want = product(&to32(&a), &to32(&b), &to32(&c), m, n, k);
+    for lane in 0..32 {
+        for i in 0..4 {
+            let (r, col) = c_pos(lane, i);
+            let got = f16::from_bits((df[(i / 2) * 32 + lane] >> (16 * (i % 2))) as u16);
+            assert_eq!(got.to_f32(), want[r * n + col], "D[{r}][{col}]");
+        }
+    }
+}

@@ -64,7 +64,7 @@ fn warp_reduction_with_shfl_bfly() {
 #[test]
 fn vote_and_activemask() {
     let rows = run_threads(
-        "mov.u32 %r2, 0xffffffff; and.b32 %r1, %r25, 3; setp.eq.u32 %p1, %r1, 0;\
+        "mov.u32 %r2, 0xffffffff; and.b32 %r1, %r25, 3; setp.eq.u32 %p1, %r1, 0; setp.ne.u32 %p0, %r1, %r1;\
          vote.sync.ballot.b32 %r16, %p1, %r2;\
          vote.sync.any.pred %p2, %p1, %r2; selp.u32 %r17, 1, 0, %p2;\
          vote.sync.all.pred %p2, %p1, %r2; selp.u32 %r18, 1, 0, %p2;\
@@ -222,5 +222,75 @@ fn redux_funnel_shift_and_slct() {
         assert_eq!(r[4], ((x << (l % 32)) >> 32) as u32, "shf.l lane {l}");
         assert_eq!(r[5], (x >> l.min(32)) as u32, "shf.r lane {l}");
         assert_eq!(r[6], if l <= 5 { 1 } else { 2 });
+    }
+}
+
+#[test]
+fn partial_last_warp() {
+    // 40 threads: warp 1 has 8 lanes. Barriers and a shuffle over the lanes that exist work;
+    // a full member mask names lanes that do not exist.
+    let body = ".shared .align 4 .b32 s[40];\nmov.u32 %r1, s; shl.b32 %r2, %r24, 2; add.u32 %r3, %r1, %r2;\
+        st.shared.u32 [%r3], %r24; bar.sync 0; sub.u32 %r4, 39, %r24; shl.b32 %r4, %r4, 2; add.u32 %r4, %r1, %r4;\
+        ld.shared.u32 %r16, [%r4]; setp.lt.u32 %p1, %r24, 32; selp.u32 %r5, 0xffffffff, 0xff, %p1;\
+        shfl.sync.idx.b32 %r17, %r24, 0, 0x1f, MASK;";
+    let rows = run_threads(&body.replace("MASK", "%r5"), &[], 40);
+    for (t, r) in rows.iter().enumerate() {
+        assert_eq!(r[0], 39 - t as u32);
+        assert_eq!(r[1], if t < 32 { 0 } else { 32 });
+    }
+    let e = try_run(&body.replace("MASK", "0xffffffff"), &[], 40).unwrap_err();
+    let f = e.fault().unwrap();
+    assert!(
+        matches!(&f.fault, Fault::Diverged(m) if m.contains("does not exist")),
+        "{e}"
+    );
+    assert_eq!(f.thread, [32, 0, 0]);
+}
+
+#[test]
+fn predicated_off_collective_lanes_are_named() {
+    let e = try_run(
+        "mov.u32 %r2, 0xffffffff; setp.lt.u32 %p1, %r25, 8; @%p1 shfl.sync.idx.b32 %r16, %r25, 0, 0x1f, %r2;",
+        &[],
+        32,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e.fault().unwrap().fault, Fault::Diverged(m) if m.contains("lane 8 skipped it")),
+        "{e}"
+    );
+}
+
+#[test]
+fn race_report_names_another_reader() {
+    // all 64 threads read word 0; then thread 0 writes it without a barrier
+    let e = try_run(
+        ".shared .align 4 .b32 s[4];\nmov.u32 %r1, s; setp.eq.u32 %p1, %r24, 0; @%p1 st.shared.u32 [%r1], 1;\
+         bar.sync 0; ld.shared.u32 %r16, [%r1]; bar.sync 0; @%p1 ld.shared.u32 %r17, [%r1+4];",
+        &[],
+        64,
+    );
+    // word 1 was never written
+    assert!(matches!(
+        e.unwrap_err().fault().unwrap().fault,
+        Fault::SharedUninitialized { offset: 4 }
+    ));
+    let e = try_run(
+        ".shared .align 4 .b32 s[4];\nmov.u32 %r1, s; setp.eq.u32 %p1, %r24, 63; @%p1 st.shared.u32 [%r1], 1;\
+         bar.sync 0; ld.shared.u32 %r16, [%r1]; @%p1 st.shared.u32 [%r1], 2;",
+        &[],
+        64,
+    )
+    .unwrap_err();
+    match &e.fault().unwrap().fault {
+        Fault::SharedRace {
+            this: "write",
+            other: "read",
+            other_thread,
+            ..
+        } => {
+            assert!(other_thread[0] < 63, "{e}")
+        }
+        other => panic!("{other:?}"),
     }
 }
