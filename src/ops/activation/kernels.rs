@@ -23,12 +23,12 @@ use std::ops::Range;
 /// every stream stays on one thread.
 ///
 /// Measured with the `threads` group of `benches/elementwise.rs` (the constant
-/// lowered to 2¹² for the measurement) while the shared 2-core machine ran
-/// other builds (load average 11–13). Two runs, 2-thread time over 1-thread
-/// time as a speedup: ReLU 0.15–0.88 up to 2²⁰ elements, then 1.01, and at 2²²
-/// 1.67 in one run but 0.89 in the other, 0.99 at 2²⁴; Adam 0.27–1.00 at every
-/// size up to 2²⁴. No size was faster on 2 threads in both runs, so under the
-/// rule that a second thread must never make a call slower, none is used.
+/// lowered for the measurement) while the shared 2-core machine ran other
+/// builds (load average 10–13): 2 threads were slower than 1 at every size up
+/// to 2²⁰ elements (ReLU 0.15–0.88×, Adam 0.27–0.93× of the 1-thread speed);
+/// at 2²²–2²⁴ they ranged 0.89–1.67× between runs for ReLU and 0.94–1.03× for
+/// Adam. No size was reliably faster, so under the rule that a second thread
+/// must never make a call slower, none is used.
 /// The splitting (`for_ranges`) stays, tested, for a machine where a quiet
 /// measurement finds a threshold.
 pub(crate) const PAR_MIN_PER_TASK: usize = usize::MAX;
