@@ -123,9 +123,10 @@ struct Blocking {
 fn blocking(ks: &KernelSet, k: usize) -> Blocking {
     let caches = cache_sizes();
     let nr = ks.nr();
-    // One B micro-panel (KC × NR floats) in about half of L1, leaving room
-    // for the A micro-panel and C tile streaming through.
-    let kc = (caches.l1d / 2 / (nr * 4)).clamp(64, 512) / 8 * 8;
+    // One B micro-panel (KC × NR floats) in two thirds of L1, leaving room
+    // for the A micro-panel streaming through (KC = 256 with a 48 KiB L1;
+    // measured 0–5% faster than half of L1 on squares ≥ 512).
+    let kc = (caches.l1d * 2 / 3 / (nr * 4)).clamp(64, 512) / 8 * 8;
     // The A block (MC × KC) in half of L2.
     let mc = ((caches.l2 / 2 / (kc * 4)) / ks.mr).max(1) * ks.mr;
     // The packed B (all of k × NC) in a quarter of the (shared) last level.

@@ -20,7 +20,7 @@
 //! all when `beta == 0`. Rows of C with unit column stride use (masked)
 //! vector loads and stores; any other layout goes element by element.
 //! Measured (AVX-512 on a Zen 5 class core, one thread, FMA peak ≈ 265
-//! GFLOP/s): 235 GFLOP/s at 256² (89%), 194–221 at 512²–2048², 217–222 on
+//! GFLOP/s): 240 GFLOP/s at 256² (91%), 185–221 at 512²–2048², 229–231 on
 //! the batch-32 products (32,784,500) and (32,500,784); the README has the
 //! full table.
 
