@@ -8,7 +8,8 @@ use crate::matrix::MatRef;
 use crate::ops::bias::kernels::Rows;
 use crate::simd::active_isa;
 
-fn check_rows(x: &MatRef<'_, f32>, arg: &'static str, len: usize) -> Result<()> {
+/// Checks `len` against the rows of `x`, and that rows have a column to pick.
+pub(crate) fn check_rows(x: &MatRef<'_, f32>, arg: &'static str, len: usize) -> Result<()> {
     if len != x.rows() {
         return Err(Error::shape(arg, (len, 1), (x.rows(), 1)));
     }

@@ -1,20 +1,8 @@
 //! The naive argmax.
 
-use crate::error::{Error, Result};
+use super::check_rows;
+use crate::error::Result;
 use crate::matrix::MatRef;
-
-fn check_rows(x: &MatRef<'_, f32>, arg: &'static str, len: usize) -> Result<()> {
-    if len != x.rows() {
-        return Err(Error::shape(arg, (len, 1), (x.rows(), 1)));
-    }
-    if x.rows() > 0 && x.cols() == 0 {
-        return Err(Error::invalid("x", "argmax of a row with no columns"));
-    }
-    if x.cols() > u32::MAX as usize {
-        return Err(Error::invalid("x", "more columns than a u32 index holds"));
-    }
-    Ok(())
-}
 
 fn argmax_row(x: &MatRef<'_, f32>, i: usize) -> u32 {
     let mut best = 0;
