@@ -8,30 +8,7 @@ use crate::matrix::{MatMut, MatRef};
 use crate::ops::activation::Activation;
 use crate::ops::softmax_xent::check_same_shape;
 use crate::simd::active_isa;
-use kernels::Rows;
-
-/// Whether each row is contiguous (the fast paths' layout).
-fn contiguous_rows(cols: usize, col_stride: usize) -> bool {
-    cols <= 1 || col_stride == 1
-}
-
-/// The rows of `m`; only called when [`contiguous_rows`] holds.
-fn rows_mut(m: MatMut<'_, f32>) -> Rows<&mut [f32]> {
-    let (rows, stride) = (m.rows(), m.row_stride());
-    Rows {
-        ptr: m.into_mut_slice(),
-        rows,
-        stride,
-    }
-}
-
-fn rows_ref<'a>(m: &MatRef<'a, f32>) -> Option<Rows<&'a [f32]>> {
-    contiguous_rows(m.cols(), m.col_stride()).then(|| Rows {
-        ptr: m.as_slice(),
-        rows: m.rows(),
-        stride: m.row_stride(),
-    })
-}
+use kernels::{contiguous_rows, rows_mut, rows_ref};
 
 pub(crate) fn check_bias(arg: &'static str, len: usize, cols: usize) -> Result<()> {
     if len != cols {

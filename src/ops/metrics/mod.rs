@@ -5,7 +5,7 @@ pub mod reference;
 
 use crate::error::{Error, Result};
 use crate::matrix::MatRef;
-use crate::ops::bias::kernels::Rows;
+use crate::ops::bias::kernels::{rows_ref, Rows};
 use crate::simd::active_isa;
 
 /// Checks `len` against the rows of `x`, and that rows have a column to pick.
@@ -22,20 +22,11 @@ pub(crate) fn check_rows(x: &MatRef<'_, f32>, arg: &'static str, len: usize) -> 
     Ok(())
 }
 
-/// The rows of `x` when each is contiguous and non-empty.
-fn rows_ref<'a>(x: &MatRef<'a, f32>) -> Option<Rows<&'a [f32]>> {
-    (x.cols() >= 1 && (x.cols() == 1 || x.col_stride() == 1)).then(|| Rows {
-        ptr: x.as_slice(),
-        rows: x.rows(),
-        stride: x.row_stride(),
-    })
-}
-
 /// `out[i]` = index of the largest element of row `i` (the first one on
 /// ties; a NaN counts as largest, as in NumPy). Rows must have ≥ 1 column.
 pub fn argmax_rows(x: MatRef<'_, f32>, out: &mut [u32]) -> Result<()> {
     check_rows(&x, "out", out.len())?;
-    match rows_ref(&x) {
+    match rows_ref(&x).filter(|_| x.cols() >= 1) {
         Some(rows) => {
             kernels::argmax(active_isa(), rows, x.cols(), out);
             Ok(())
@@ -47,7 +38,7 @@ pub fn argmax_rows(x: MatRef<'_, f32>, out: &mut [u32]) -> Result<()> {
 /// How many rows of `logits` have their argmax equal to the label.
 pub fn count_correct(logits: MatRef<'_, f32>, labels: &[u32]) -> Result<usize> {
     check_rows(&logits, "labels", labels.len())?;
-    let Some(rows) = rows_ref(&logits) else {
+    let Some(rows) = rows_ref(&logits).filter(|_| logits.cols() >= 1) else {
         return reference::count_correct(logits, labels);
     };
     // Batches are small (the trainer's is 32 rows); a stack buffer avoids an allocation.

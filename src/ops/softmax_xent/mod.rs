@@ -10,30 +10,8 @@ pub mod reference;
 
 use crate::error::{Error, Result};
 use crate::matrix::{MatMut, MatRef};
-use crate::ops::bias::kernels::Rows;
+use crate::ops::bias::kernels::{contiguous_rows, rows_mut, rows_ref};
 use crate::simd::active_isa;
-
-fn contiguous_rows(cols: usize, col_stride: usize) -> bool {
-    cols <= 1 || col_stride == 1
-}
-
-fn rows_ref<'a>(m: &MatRef<'a, f32>) -> Option<Rows<&'a [f32]>> {
-    contiguous_rows(m.cols(), m.col_stride()).then(|| Rows {
-        ptr: m.as_slice(),
-        rows: m.rows(),
-        stride: m.row_stride(),
-    })
-}
-
-/// The rows of `m`; only called when [`contiguous_rows`] holds.
-fn rows_mut(m: MatMut<'_, f32>) -> Rows<&mut [f32]> {
-    let (rows, stride) = (m.rows(), m.row_stride());
-    Rows {
-        ptr: m.into_mut_slice(),
-        rows,
-        stride,
-    }
-}
 
 /// The kernels' view of the targets, when their rows are contiguous.
 fn targets_rows<'a>(t: &Targets<'a>) -> Option<kernels::Tgt<'a>> {
