@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The GPU check, run ON the GPU machine from the repository root, over the executables that
+# scripts/gpu-prepare.sh built elsewhere (default folder .devbin):
+#   1. the CUDA tests and the library's unit tests with --include-ignored and REQUIRE_GPU=1
+#      (a missing GPU fails them); TESTS=all runs the CPU-only test binaries too;
+#   2. the cuda bench (ours beside cuBLAS, TFLOP/s from CUDA events, one training step),
+#      with short criterion settings.
+# Prints a PASS/FAIL summary; full logs and criterion's output go to $OUT.
+#   usage: bash .devbin/device-check.sh [all|tests|bench]     (about 5-8 minutes in all)
+# knobs: BUDGET_S (stop starting new steps after this, default 420), PER_STEP_TIMEOUT (240),
+#        BENCH_WARMUP/BENCH_TIME/BENCH_SAMPLES (1/2/10), BENCH_FILTER, PROPTEST_CASES (24)
+set -u
+D=$(cd "$(dirname "$0")" && pwd)
+WHAT=${1:-all}
+OUT=${OUT:-/tmp/devout}; mkdir -p "$OUT"
+LOG=$OUT/device-check.log; : > "$LOG"
+T0=$(date +%s)
+BUDGET_S=${BUDGET_S:-420}
+export REQUIRE_GPU=1 RUST_BACKTRACE=1 PROPTEST_CASES=${PROPTEST_CASES:-24}
+say() { echo "$*" | tee -a "$LOG"; }
+say "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
+# libcublas.so.13 may sit outside the loader's cache on the GPU image.
+if ! ldconfig -p 2>/dev/null | grep -q 'libcublas.so.13 '; then
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-13*/lib64 \
+           $(python3 -c 'import nvidia.cublas, os; print(os.path.dirname(nvidia.cublas.__file__) + "/lib")' 2>/dev/null); do
+    [ -e "$d/libcublas.so.13" ] && export LD_LIBRARY_PATH=$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} && break
+  done
+fi
+say "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+declare -a SUMMARY=(); nfail=0
+step() {
+  local name=$1; shift
+  if [ $(( $(date +%s) - T0 )) -ge "$BUDGET_S" ]; then SUMMARY+=("SKIP(budget) $name"); return; fi
+  say "-- $name: $*"
+  local s=$(date +%s)
+  timeout --kill-after=10 "${PER_STEP_TIMEOUT:-240}" "$@" > "$OUT/cur.log" 2>&1
+  local rc=$?
+  cat "$OUT/cur.log" >> "$LOG"
+  grep -E '^test .* FAILED|^test result|panicked at|CUDA device:|time:|thrpt:|^[a-z0-9_]+/' "$OUT/cur.log" | head -80
+  local st=PASS; [ $rc -eq 0 ] || { st=FAIL; nfail=$((nfail + 1)); }
+  [ $rc -eq 124 ] || [ $rc -eq 137 ] && st=TIMEOUT
+  SUMMARY+=("$st $name rc=$rc $(( $(date +%s) - s ))s"); say "   => $st"
+}
+if [ "$WHAT" = all ] || [ "$WHAT" = tests ]; then
+  # The GPU tests and the library's unit tests (device errors, JIT log); the CPU-only
+  # binaries only with TESTS=all, to spend device time on what needs the device.
+  if [ "${TESTS:-gpu}" = all ]; then set -- "$D"/test/*; else set -- "$D"/test/test-cuda "$D"/test/rlib-nnkern; fi
+  for t in "$@"; do
+    [ -x "$t" ] || continue
+    step "$(basename "$t")" "$t" --include-ignored --test-threads=1
+  done
+fi
+if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
+  export CRITERION_HOME=$OUT/criterion
+  for b in "$D"/bench/*; do
+    [ -x "$b" ] || continue
+    step "bench $(basename "$b")" "$b" --bench --noplot --warm-up-time "${BENCH_WARMUP:-1}" \
+      --measurement-time "${BENCH_TIME:-2}" --sample-size "${BENCH_SAMPLES:-10}" ${BENCH_FILTER:+"$BENCH_FILTER"}
+  done
+  [ -d "$OUT/criterion" ] && tar czf "$OUT/criterion.tgz" -C "$OUT" criterion && rm -rf "$OUT/criterion"
+fi
+rm -f "$OUT/cur.log"
+{ echo "== summary ($(( $(date +%s) - T0 ))s, $nfail not passing)"; printf '%s\n' "${SUMMARY[@]}"; } | tee "$OUT/summary.txt" | tee -a "$LOG"
+[ "$nfail" -eq 0 ]

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Build, on a machine without a GPU, everything the GPU check runs, into one folder to carry
+# to the GPU machine (which has no Rust toolchain): the test executables and the criterion
+# bench executable built with --features cublas, plus scripts/device-check.sh.
+#   usage: scripts/gpu-prepare.sh [DIR=.devbin]
+# Add "/.devbin/" to .git/info/exclude once, so the folder travels as an ignored path.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR=${1:-.devbin}
+FEATURES=${FEATURES:-cublas}
+LOG=${BUILD_LOG:-/tmp/gpu-prepare.log}
+rm -rf "$DIR"; mkdir -p "$DIR/test" "$DIR/bench"
+cargo test --release --features "$FEATURES" --no-run --message-format=json 2>>"$LOG" |
+  jq -r 'select(.reason=="compiler-artifact" and .executable!=null and .profile.test)
+         | "\(.target.kind[0])-\(.target.name) \(.executable)"' |
+  while read -r name exe; do cp "$exe" "$DIR/test/$name"; done
+cargo bench --features "$FEATURES" --bench cuda --no-run --message-format=json 2>>"$LOG" |
+  jq -r 'select(.reason=="compiler-artifact" and .executable!=null and .target.kind[0]=="bench")
+         | "\(.target.name) \(.executable)"' |
+  while read -r name exe; do cp "$exe" "$DIR/bench/$name"; done
+cp scripts/device-check.sh "$DIR/"
+# Debug info is not needed there; keep the carry small.
+strip "$DIR"/test/* "$DIR"/bench/* 2>/dev/null || true
+ls -la "$DIR"/test "$DIR"/bench | sed 's/^/  /'
+for f in "$DIR"/test/* "$DIR"/bench/*; do
+  echo "  $(basename "$f"): needs $(objdump -T "$f" | grep -o 'GLIBC_[0-9.]*' | sort -Vu | tail -1)"
+done
+total=$(du -sb "$DIR" | cut -f1)
+echo "carry: $((total / 1024)) KiB (limit 64 MiB with the working tree)"
+[ "$total" -lt $((60 * 1024 * 1024)) ]

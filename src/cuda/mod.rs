@@ -1,0 +1,153 @@
+//! The GPU backend (feature `cuda`): hand-written PTX kernels (`kernels/*.ptx`,
+//! embedded in the library) JIT-compiled by the CUDA driver and launched on one
+//! stream.
+//!
+//! Nothing CUDA is needed to build: `libcuda` is loaded when a [`Device`] is made,
+//! and its absence (or the absence of a GPU) is [`Error::NoCuda`](crate::Error::NoCuda), never a panic.
+//!
+//! Data lives in [`DeviceBuffer`]s; matrices on the device are described by
+//! [`DeviceMatRef`] / [`DeviceMatMut`] views (shape, row and column strides), as
+//! [`MatRef`](crate::MatRef) / [`MatMut`](crate::MatMut) do on the host. The
+//! operations ([`gemm`], [`activation_forward`], [`softmax_xent`], [`adam_step`], ...)
+//! mirror the CPU ones, with the same validation and the same errors.
+//!
+//! Every operation is queued on the device's stream and returns at once, except
+//! those that return a value computed on the device (a loss, a norm), which wait
+//! for it.
+//!
+//! ```no_run
+//! # fn main() -> nnkern::Result<()> {
+//! use nnkern::cuda::{self, Device, DeviceMatMut, DeviceMatRef};
+//! let dev = Device::new(0)?;
+//! let a = dev.upload(&[1.0f32, 2.0, 3.0, 4.0])?;
+//! let mut c = dev.zeros::<f32>(4)?;
+//! let av = DeviceMatRef::new(&a, 2, 2)?;
+//! cuda::gemm(&dev, 1.0, av, av.t(), 0.0, DeviceMatMut::new(&mut c, 2, 2)?)?;
+//! assert_eq!(dev.download(&c)?, [5.0, 11.0, 11.0, 25.0]);
+//! # Ok(())
+//! # }
+//! ```
+
+mod buffer;
+mod device;
+mod ops;
+
+pub use buffer::{DeviceBuffer, DeviceElem, DeviceMatMut, DeviceMatRef};
+pub use device::Device;
+pub use ops::{
+    activation_backward, activation_backward_inplace, activation_forward, activation_forward_inplace, adam_step,
+    adam_step_many, bias_add, bias_add_activation, bias_grad, clip_global_norm, gemm, gemm_bias_activation,
+    gemm_bias_activation_tf32, gemm_tf32, global_norm, log_softmax, sgd_step, softmax, softmax_xent,
+    softmax_xent_accumulate, softmax_xent_loss, AdamParam, DeviceTargets, GpuGemmInput, XentAccumulator,
+};
+
+/// The PTX source of every kernel family, as embedded in the library
+/// (`(file name, source)`); useful to tools that assemble or execute them.
+pub const KERNELS: [(&str, &str); 5] = [
+    ("activation.ptx", device::ACTIVATION_PTX),
+    ("optim.ptx", device::OPTIM_PTX),
+    ("softmax_xent.ptx", device::SOFTMAX_XENT_PTX),
+    ("gemm_f32.ptx", device::GEMM_F32_PTX),
+    ("gemm_tc.ptx", device::GEMM_TC_PTX),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    #[test]
+    fn no_driver_or_no_device_is_an_error_not_a_panic() {
+        match Device::new(0) {
+            Ok(dev) => println!("found a CUDA device: {}", dev.name().unwrap_or_default()),
+            Err(Error::NoCuda(reason)) => println!("no CUDA: {reason}"),
+            Err(e) => panic!("unexpected error kind: {e}"),
+        }
+        // An ordinal far past any machine's device count.
+        match Device::new(4096) {
+            Ok(_) => panic!("device 4096 cannot exist"),
+            Err(Error::NoCuda(_)) | Err(Error::Cuda(_)) => {}
+            Err(e) => panic!("unexpected error kind: {e}"),
+        }
+    }
+
+    /// A PTX the JIT rejects gives Error::Cuda with the JIT's log (on a GPU machine;
+    /// skipped without one unless REQUIRE_GPU=1).
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn jit_failure_reports_the_log() {
+        let dev = match Device::new(0) {
+            Ok(d) => d,
+            Err(e) if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") => panic!("REQUIRE_GPU=1 but {e}"),
+            Err(e) => return eprintln!("skipped: {e}"),
+        };
+        const BAD: &str =
+            ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k() { bogus.instruction; ret; }\n";
+        match dev.function("bad.ptx", BAD, "k") {
+            Err(Error::Cuda(msg)) => {
+                assert!(msg.contains("JIT log"), "{msg}");
+                assert!(msg.contains("driver"), "{msg}");
+            }
+            other => panic!("expected a JIT error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_kernel_file_declares_an_allowed_version_and_target() {
+        for (name, src) in KERNELS {
+            let version = src
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(".version "))
+                .unwrap_or_else(|| panic!("{name}: no .version"));
+            let (major, minor) = version.trim().split_once('.').unwrap();
+            let v = major.parse::<u32>().unwrap() * 10 + minor.parse::<u32>().unwrap();
+            assert!(v <= 90, "{name}: .version {version} is above the 13.0 driver's 9.0");
+            assert!(src.contains(".target sm_80"), "{name}: expected .target sm_80");
+            assert!(
+                src.contains("Measured speed:"),
+                "{name}: header must state measured speed"
+            );
+            assert!(
+                src.contains("Launch contract"),
+                "{name}: header must state the launch contract"
+            );
+        }
+    }
+
+    #[test]
+    fn every_entry_has_a_parameter_list_the_launcher_can_pass() {
+        let mut entries = 0;
+        for (name, src) in KERNELS {
+            for line in src.lines().filter(|l| l.starts_with(".visible .entry ")) {
+                let kernel = line[".visible .entry ".len()..].split('(').next().unwrap();
+                let kinds = device::param_kinds(src, kernel).unwrap_or_else(|| panic!("{name}: {kernel}"));
+                assert!(!kinds.is_empty(), "{kernel}");
+                entries += 1;
+            }
+        }
+        assert_eq!(entries, 16);
+        assert_eq!(
+            device::param_kinds(device::OPTIM_PTX, "nk_clip_scale"),
+            Some(vec![
+                device::ParamKind::U64,
+                device::ParamKind::U64,
+                device::ParamKind::F32
+            ])
+        );
+        assert_eq!(device::param_kinds(device::OPTIM_PTX, "nk_missing"), None);
+    }
+
+    /// The activation helpers are copied into the GEMM files (PTX has no includes);
+    /// the copies must not drift from the original.
+    #[test]
+    fn activation_helpers_are_identical_in_every_copy() {
+        fn helpers(src: &str) -> &str {
+            let b = src.find("// ---- begin activation helpers").expect("begin marker");
+            let e = src.find("// ---- end activation helpers ----").expect("end marker");
+            &src[b..e]
+        }
+        let original = helpers(device::ACTIVATION_PTX);
+        assert_eq!(helpers(device::GEMM_F32_PTX), original);
+        assert_eq!(helpers(device::GEMM_TC_PTX), original);
+    }
+}

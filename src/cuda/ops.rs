@@ -1,0 +1,869 @@
+//! The operations on device buffers: the same names, checks and errors as the
+//! CPU side, each one or a few kernel launches on the device's stream.
+
+use super::buffer::{DeviceBuffer, DeviceElem, DeviceMatMut, DeviceMatRef};
+use super::device::{Arg, Device, ACTIVATION_PTX, GEMM_F32_PTX, GEMM_TC_PTX, OPTIM_PTX, SOFTMAX_XENT_PTX};
+use crate::error::{Error, Result};
+use crate::ops::activation::{check_same_len, Activation};
+use crate::ops::bias::check_bias;
+use crate::ops::optim::{check_adam, check_clip, AdamConfig, AdamEpsilon, SgdConfig, WeightDecay};
+use crate::ops::softmax_xent::check_same_shape;
+use half::{bf16, f16};
+use std::sync::Arc;
+
+const BLOCK: u32 = 256;
+/// Largest grid.y (and the cap used for grid-stride x dimensions).
+const GRID_CAP: usize = 65535;
+/// Elements per chunk of the multi-tensor optimizer kernels.
+const CHUNK: usize = 8192;
+
+fn act_code(act: Activation) -> u32 {
+    match act {
+        Activation::Identity => 0,
+        Activation::Relu => 1,
+        Activation::Sigmoid => 2,
+        Activation::Tanh => 3,
+        Activation::GeluTanh => 4,
+        Activation::GeluErf => 5,
+    }
+}
+
+fn grid_1d(n: usize) -> (u32, u32, u32) {
+    (n.div_ceil(BLOCK as usize).clamp(1, GRID_CAP) as u32, 1, 1)
+}
+
+fn grid_2d(rows: usize, cols: usize) -> (u32, u32, u32) {
+    (
+        cols.div_ceil(BLOCK as usize).clamp(1, GRID_CAP) as u32,
+        rows.clamp(1, GRID_CAP) as u32,
+        1,
+    )
+}
+
+fn u64_of(v: usize) -> Arg {
+    Arg::U64(v as u64)
+}
+
+// ---------------------------------------------------------------- activations
+
+/// `y[i] = f(x[i])` on the device.
+pub fn activation_forward(
+    dev: &Device,
+    act: Activation,
+    x: &DeviceBuffer<f32>,
+    y: &mut DeviceBuffer<f32>,
+) -> Result<()> {
+    check_same_len("y", y.len(), x.len())?;
+    let (px, py) = (dev.addr(x, 0), dev.addr(y, 0));
+    act_fwd(dev, act, px, py, x.len())
+}
+
+/// `x[i] = f(x[i])` in place on the device.
+pub fn activation_forward_inplace(dev: &Device, act: Activation, x: &mut DeviceBuffer<f32>) -> Result<()> {
+    let p = dev.addr(x, 0);
+    act_fwd(dev, act, p, p, x.len())
+}
+
+fn act_fwd(dev: &Device, act: Activation, px: u64, py: u64, n: usize) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let f = dev.function("activation.ptx", ACTIVATION_PTX, "nk_act_fwd")?;
+    let args = [Arg::U64(px), Arg::U64(py), u64_of(n), Arg::U32(act_code(act))];
+    dev.launch(&f, grid_1d(n), (BLOCK, 1, 1), &args)
+}
+
+/// `dx[i] = dy[i] · f'(x[i])` on the device.
+pub fn activation_backward(
+    dev: &Device,
+    act: Activation,
+    x: &DeviceBuffer<f32>,
+    dy: &DeviceBuffer<f32>,
+    dx: &mut DeviceBuffer<f32>,
+) -> Result<()> {
+    check_same_len("dy", dy.len(), x.len())?;
+    check_same_len("dx", dx.len(), x.len())?;
+    let (px, pdy, pdx) = (dev.addr(x, 0), dev.addr(dy, 0), dev.addr(dx, 0));
+    act_bwd(dev, act, px, pdy, pdx, x.len())
+}
+
+/// `grad[i] = grad[i] · f'(x[i])` in place on the device.
+pub fn activation_backward_inplace(
+    dev: &Device,
+    act: Activation,
+    x: &DeviceBuffer<f32>,
+    grad: &mut DeviceBuffer<f32>,
+) -> Result<()> {
+    check_same_len("grad", grad.len(), x.len())?;
+    let (px, pg) = (dev.addr(x, 0), dev.addr(grad, 0));
+    act_bwd(dev, act, px, pg, pg, x.len())
+}
+
+fn act_bwd(dev: &Device, act: Activation, px: u64, pdy: u64, pdx: u64, n: usize) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let f = dev.function("activation.ptx", ACTIVATION_PTX, "nk_act_bwd")?;
+    let args = [
+        Arg::U64(px),
+        Arg::U64(pdy),
+        Arg::U64(pdx),
+        u64_of(n),
+        Arg::U32(act_code(act)),
+    ];
+    dev.launch(&f, grid_1d(n), (BLOCK, 1, 1), &args)
+}
+
+// ---------------------------------------------------------------- bias
+
+/// `x[i, j] += bias[j]` on the device.
+pub fn bias_add(dev: &Device, x: DeviceMatMut<'_, f32>, bias: &DeviceBuffer<f32>) -> Result<()> {
+    check_bias("bias", bias.len(), x.cols)?;
+    bias_act(dev, Activation::Identity, &x, bias, None)
+}
+
+/// `x[i, j] += bias[j]`, then `y = f(x)`, on the device (the forward epilogue of a
+/// dense layer; `x` keeps the pre-activation).
+pub fn bias_add_activation(
+    dev: &Device,
+    act: Activation,
+    x: DeviceMatMut<'_, f32>,
+    bias: &DeviceBuffer<f32>,
+    y: DeviceMatMut<'_, f32>,
+) -> Result<()> {
+    check_bias("bias", bias.len(), x.cols)?;
+    check_same_shape("y", y.shape(), x.shape())?;
+    bias_act(dev, act, &x, bias, Some(&y))
+}
+
+fn bias_act(
+    dev: &Device,
+    act: Activation,
+    x: &DeviceMatMut<'_, f32>,
+    bias: &DeviceBuffer<f32>,
+    y: Option<&DeviceMatMut<'_, f32>>,
+) -> Result<()> {
+    if x.rows == 0 || x.cols == 0 {
+        return Ok(());
+    }
+    let f = dev.function("activation.ptx", ACTIVATION_PTX, "nk_bias_act")?;
+    let (py, yrs, ycs) = y.map_or((0, 0, 0), |y| (dev.addr(y.buf, y.offset), y.rs, y.cs));
+    let args = [
+        Arg::U64(dev.addr(x.buf, x.offset)),
+        u64_of(x.rows),
+        u64_of(x.cols),
+        u64_of(x.rs),
+        u64_of(x.cs),
+        Arg::U64(dev.addr(bias, 0)),
+        Arg::U64(py),
+        u64_of(yrs),
+        u64_of(ycs),
+        Arg::U32(act_code(act)),
+        Arg::U32(u32::from(y.is_some())),
+    ];
+    dev.launch(&f, grid_2d(x.rows, x.cols), (BLOCK, 1, 1), &args)
+}
+
+/// `dbias[j] = Σ_i dy[i, j]` on the device (overwrites `dbias`).
+pub fn bias_grad(dev: &Device, dy: DeviceMatRef<'_, f32>, dbias: &mut DeviceBuffer<f32>) -> Result<()> {
+    check_bias("dbias", dbias.len(), dy.cols)?;
+    if dy.cols == 0 {
+        return Ok(());
+    }
+    let f = dev.function("activation.ptx", ACTIVATION_PTX, "nk_bias_grad")?;
+    let blocks = dy.cols.div_ceil(32);
+    if blocks > i32::MAX as usize {
+        return Err(Error::invalid("dy", "more than 2^36 columns"));
+    }
+    let args = [
+        Arg::U64(dev.addr(dy.buf, dy.offset)),
+        u64_of(dy.rows),
+        u64_of(dy.cols),
+        u64_of(dy.rs),
+        u64_of(dy.cs),
+        Arg::U64(dev.addr(dbias, 0)),
+    ];
+    dev.launch(&f, (blocks as u32, 1, 1), (32, 8, 1), &args)
+}
+
+// ---------------------------------------------------------------- GEMM
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for half::bf16 {}
+    impl Sealed for half::f16 {}
+}
+
+/// An input type the device GEMM accepts: `f32` (CUDA cores), `bf16` and `f16`
+/// (tensor cores, f32 accumulation).
+pub trait GpuGemmInput: sealed::Sealed + DeviceElem {
+    #[doc(hidden)]
+    const KERNEL: &'static str;
+}
+impl GpuGemmInput for f32 {
+    const KERNEL: &'static str = "nk_sgemm";
+}
+impl GpuGemmInput for bf16 {
+    const KERNEL: &'static str = "nk_gemm_bf16";
+}
+impl GpuGemmInput for f16 {
+    const KERNEL: &'static str = "nk_gemm_f16";
+}
+
+fn check_dims(m: usize, n: usize, k: usize) -> Result<()> {
+    let limit = i32::MAX as usize;
+    if m > limit || n > limit || k > limit {
+        return Err(Error::invalid(
+            "a",
+            "GEMM dimensions above 2^31-1 are not supported on the GPU",
+        ));
+    }
+    if m.div_ceil(128) > GRID_CAP {
+        return Err(Error::invalid(
+            "a",
+            "more than 65535*128 rows are not supported on the GPU",
+        ));
+    }
+    Ok(())
+}
+
+/// `C = alpha·A·B + beta·C` on the device. `f32` inputs run on the CUDA cores,
+/// `bf16`/`f16` on the tensor cores; accumulation and `C` are `f32`.
+///
+/// BLAS conventions as on the CPU: `beta = 0` never reads `C`, `alpha = 0` or
+/// `k = 0` never reads `A` or `B`.
+pub fn gemm<T: GpuGemmInput>(
+    dev: &Device,
+    alpha: f32,
+    a: DeviceMatRef<'_, T>,
+    b: DeviceMatRef<'_, T>,
+    beta: f32,
+    c: DeviceMatMut<'_, f32>,
+) -> Result<()> {
+    gemm_bias_activation(dev, alpha, a, b, beta, c, None, Activation::Identity, None)
+}
+
+/// The forward pass of a dense layer in one kernel: `C = alpha·A·B + beta·C`,
+/// then `C += bias` (broadcast over rows) when `bias` is given, then `Y = f(C)`
+/// when `y` is given (`C` keeps the pre-activation).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bias_activation<T: GpuGemmInput>(
+    dev: &Device,
+    alpha: f32,
+    a: DeviceMatRef<'_, T>,
+    b: DeviceMatRef<'_, T>,
+    beta: f32,
+    c: DeviceMatMut<'_, f32>,
+    bias: Option<&DeviceBuffer<f32>>,
+    act: Activation,
+    y: Option<DeviceMatMut<'_, f32>>,
+) -> Result<()> {
+    gemm_impl(dev, T::KERNEL, alpha, a, b, beta, c, bias, act, y)
+}
+
+/// [`gemm`] for `f32` inputs on the tensor cores in TF32: each input is rounded
+/// to 11 significant bits (relative error ≤ 2⁻¹¹), products are accumulated in
+/// `f32`. An opt-in precision: faster than the CUDA-core SGEMM on large
+/// problems, less accurate.
+pub fn gemm_tf32(
+    dev: &Device,
+    alpha: f32,
+    a: DeviceMatRef<'_, f32>,
+    b: DeviceMatRef<'_, f32>,
+    beta: f32,
+    c: DeviceMatMut<'_, f32>,
+) -> Result<()> {
+    gemm_impl(
+        dev,
+        "nk_gemm_tf32",
+        alpha,
+        a,
+        b,
+        beta,
+        c,
+        None,
+        Activation::Identity,
+        None,
+    )
+}
+
+/// [`gemm_bias_activation`] for `f32` inputs on the tensor cores in TF32 (see [`gemm_tf32`]).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bias_activation_tf32(
+    dev: &Device,
+    alpha: f32,
+    a: DeviceMatRef<'_, f32>,
+    b: DeviceMatRef<'_, f32>,
+    beta: f32,
+    c: DeviceMatMut<'_, f32>,
+    bias: Option<&DeviceBuffer<f32>>,
+    act: Activation,
+    y: Option<DeviceMatMut<'_, f32>>,
+) -> Result<()> {
+    gemm_impl(dev, "nk_gemm_tf32", alpha, a, b, beta, c, bias, act, y)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_impl<T: DeviceElem>(
+    dev: &Device,
+    kernel: &'static str,
+    alpha: f32,
+    a: DeviceMatRef<'_, T>,
+    b: DeviceMatRef<'_, T>,
+    beta: f32,
+    c: DeviceMatMut<'_, f32>,
+    bias: Option<&DeviceBuffer<f32>>,
+    act: Activation,
+    y: Option<DeviceMatMut<'_, f32>>,
+) -> Result<()> {
+    let (m, k) = a.shape();
+    let (kb, n) = b.shape();
+    if kb != k {
+        return Err(Error::shape("b", (kb, n), (k, n)));
+    }
+    if c.shape() != (m, n) {
+        return Err(Error::shape("c", c.shape(), (m, n)));
+    }
+    if let Some(bias) = bias {
+        check_bias("bias", bias.len(), n)?;
+    }
+    if let Some(y) = &y {
+        check_same_shape("y", y.shape(), (m, n))?;
+    }
+    check_dims(m, n, k)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    // alpha = 0 must not read A or B: run with K = 0 (the accumulators stay 0).
+    let k_eff = if alpha == 0.0 { 0 } else { k };
+    let grid = (n.div_ceil(128) as u32, m.div_ceil(128) as u32, 1);
+    let pc = dev.addr(c.buf, c.offset);
+    let pbias = bias.map_or(0, |b| dev.addr(b, 0));
+    let (py, yrs, ycs) = y
+        .as_ref()
+        .map_or((0, 0, 0), |y| (dev.addr(y.buf, y.offset), y.rs, y.cs));
+    let epilogue = [
+        Arg::F32(alpha),
+        Arg::F32(beta),
+        Arg::U64(pbias),
+        Arg::U64(py),
+        u64_of(yrs),
+        u64_of(ycs),
+        Arg::U32(act_code(act)),
+    ];
+    if kernel == "nk_sgemm" {
+        let f = dev.function("gemm_f32.ptx", GEMM_F32_PTX, "nk_sgemm")?;
+        // Thread mapping that keeps the scalar global loads coalesced.
+        let (pa, pb) = (dev.addr(a.buf, a.offset), dev.addr(b.buf, b.offset));
+        let flags = sgemm_flags((a.rs, a.cs), (b.rs, b.cs), pa, pb);
+        let mut args = vec![
+            Arg::U64(pa),
+            Arg::U64(pb),
+            Arg::U64(pc),
+            Arg::U32(m as u32),
+            Arg::U32(n as u32),
+            Arg::U32(k_eff as u32),
+            u64_of(a.rs),
+            u64_of(a.cs),
+            u64_of(b.rs),
+            u64_of(b.cs),
+            u64_of(c.rs),
+            u64_of(c.cs),
+        ];
+        args.extend_from_slice(&epilogue[..6]);
+        args.push(epilogue[6]);
+        args.push(Arg::U32(flags));
+        return dev.launch(&f, grid, (256, 1, 1), &args);
+    }
+    // Tensor cores: A must be M x K with K contiguous, B given as N x K with K
+    // contiguous, 16-byte aligned rows; other layouts are packed first.
+    let f = dev.function("gemm_tc.ptx", GEMM_TC_PTX, kernel)?;
+    // Rows must start 16-byte aligned: 8 elements of 16 bits, 4 of 32.
+    let align = 16 / std::mem::size_of::<T>();
+    let fits = |ptr: u64, kstride: usize, ld: usize| {
+        (kstride == 1 || k_eff <= 1) && ld % align == 0 && ptr % 16 == 0 && ld >= k_eff.max(1)
+    };
+    let mut packed_a = None;
+    let mut packed_b = None;
+    let (mut pa, mut lda) = (dev.addr(a.buf, a.offset), a.rs);
+    let (mut pb, mut ldb) = (dev.addr(b.buf, b.offset), b.cs);
+    if k_eff > 0 {
+        if !fits(pa, a.cs, a.rs) {
+            let ld = k_eff.next_multiple_of(align);
+            let buf = pack(dev, a, m, k_eff, ld)?;
+            pa = dev.addr(&buf, 0);
+            lda = ld;
+            packed_a = Some(buf);
+        }
+        // Bᵀ (N x K) has element (j, p) at b[p*rs + j*cs]: its row stride is b.cs.
+        if !fits(pb, b.rs, b.cs) {
+            let ld = k_eff.next_multiple_of(align);
+            let bt = b.t();
+            let buf = pack(dev, bt, n, k_eff, ld)?;
+            pb = dev.addr(&buf, 0);
+            ldb = ld;
+            packed_b = Some(buf);
+        }
+    }
+    let mut args = vec![
+        Arg::U64(pa),
+        Arg::U64(pb),
+        Arg::U64(pc),
+        Arg::U32(m as u32),
+        Arg::U32(n as u32),
+        Arg::U32(k_eff as u32),
+        u64_of(lda),
+        u64_of(ldb),
+        u64_of(c.rs),
+        u64_of(c.cs),
+    ];
+    args.extend_from_slice(&epilogue);
+    dev.launch(&f, grid, (256, 1, 1), &args)?;
+    // Freeing is ordered on the stream after the kernel that reads the packed copies.
+    drop((packed_a, packed_b));
+    Ok(())
+}
+
+/// The SGEMM kernel's layout flags (see gemm_f32.ptx; tests/common has the same
+/// rule for the executor tests): which thread mapping keeps
+/// the loads of A (strides `(rs, cs)`, m×k) and B (k×n) coalesced, and whether each
+/// thread's four elements can be one aligned 128-bit load.
+pub(crate) fn sgemm_flags(a: (usize, usize), b: (usize, usize), pa: u64, pb: u64) -> u32 {
+    let a_mfast = a.0 == 1 && a.1 != 1;
+    let b_nfast = b.1 == 1 || b.0 != 1;
+    // contiguous stride 1, the other a multiple of 4, base 16-byte aligned
+    let (a_contig, a_other) = if a_mfast { a } else { (a.1, a.0) };
+    let (b_contig, b_other) = if b_nfast { (b.1, b.0) } else { b };
+    let a_vec = a_contig == 1 && a_other % 4 == 0 && pa % 16 == 0;
+    let b_vec = b_contig == 1 && b_other % 4 == 0 && pb % 16 == 0;
+    u32::from(a_mfast) | (u32::from(b_nfast) << 1) | (u32::from(a_vec) << 2) | (u32::from(b_vec) << 3)
+}
+
+/// Copies the `rows × cols` view `src` into a new buffer with rows `ld` apart.
+fn pack<T: DeviceElem>(
+    dev: &Device,
+    src: DeviceMatRef<'_, T>,
+    rows: usize,
+    cols: usize,
+    ld: usize,
+) -> Result<DeviceBuffer<T>> {
+    let dst = dev.zeros::<T>(rows * ld)?;
+    let name = if std::mem::size_of::<T>() == 4 {
+        "nk_pack32"
+    } else {
+        "nk_pack16"
+    };
+    let f = dev.function("gemm_tc.ptx", GEMM_TC_PTX, name)?;
+    let args = [
+        Arg::U64(dev.addr(src.buf, src.offset)),
+        u64_of(rows),
+        u64_of(cols),
+        u64_of(src.rs),
+        u64_of(src.cs),
+        Arg::U64(dev.addr(&dst, 0)),
+        u64_of(ld),
+    ];
+    dev.launch(&f, grid_2d(rows, cols), (BLOCK, 1, 1), &args)?;
+    Ok(dst)
+}
+
+// ---------------------------------------------------------------- softmax / cross-entropy
+
+/// What device logits are scored against.
+#[derive(Debug, Clone, Copy)]
+pub enum DeviceTargets<'a> {
+    /// One class index per row (`u32`), each `< classes`.
+    Labels(&'a DeviceBuffer<u32>),
+    /// A probability row per sample, same shape as the logits.
+    Soft(DeviceMatRef<'a, f32>),
+}
+
+fn row_grid(rows: usize) -> Result<(u32, u32, u32)> {
+    let blocks = rows.div_ceil(8);
+    if blocks > i32::MAX as usize {
+        return Err(Error::invalid("logits", "too many rows for one launch"));
+    }
+    Ok((blocks as u32, 1, 1))
+}
+
+/// `y = softmax(x)` row by row on the device.
+pub fn softmax(dev: &Device, x: DeviceMatRef<'_, f32>, y: DeviceMatMut<'_, f32>) -> Result<()> {
+    softmax_impl(dev, x, y, false)
+}
+
+/// `y = log(softmax(x))` row by row on the device.
+pub fn log_softmax(dev: &Device, x: DeviceMatRef<'_, f32>, y: DeviceMatMut<'_, f32>) -> Result<()> {
+    softmax_impl(dev, x, y, true)
+}
+
+fn softmax_impl(dev: &Device, x: DeviceMatRef<'_, f32>, y: DeviceMatMut<'_, f32>, log: bool) -> Result<()> {
+    check_same_shape("y", y.shape(), x.shape())?;
+    if x.rows == 0 || x.cols == 0 {
+        return Ok(());
+    }
+    let f = dev.function("softmax_xent.ptx", SOFTMAX_XENT_PTX, "nk_softmax")?;
+    let args = [
+        Arg::U64(dev.addr(x.buf, x.offset)),
+        u64_of(x.rows),
+        u64_of(x.cols),
+        u64_of(x.rs),
+        u64_of(x.cs),
+        Arg::U64(dev.addr(y.buf, y.offset)),
+        u64_of(y.rs),
+        u64_of(y.cs),
+        Arg::U32(u32::from(log)),
+    ];
+    dev.launch(&f, row_grid(x.rows)?, (BLOCK, 1, 1), &args)
+}
+
+fn check_device_xent(
+    logits: &DeviceMatRef<'_, f32>,
+    targets: &DeviceTargets<'_>,
+    dlogits: Option<&DeviceMatMut<'_, f32>>,
+) -> Result<(usize, usize)> {
+    let (rows, cols) = logits.shape();
+    if rows > 0 && cols == 0 {
+        return Err(Error::invalid("logits", format!("{rows} rows with 0 classes")));
+    }
+    match targets {
+        DeviceTargets::Labels(l) => {
+            if l.len() != rows {
+                return Err(Error::shape("labels", (l.len(), 1), (rows, 1)));
+            }
+        }
+        DeviceTargets::Soft(t) => check_same_shape("targets", t.shape(), (rows, cols))?,
+    }
+    if let Some(d) = dlogits {
+        check_same_shape("dlogits", d.shape(), (rows, cols))?;
+    }
+    Ok((rows, cols))
+}
+
+/// Mean cross-entropy of `softmax(logits)` against `targets` on the device
+/// (0 for an empty batch). Waits for the result.
+pub fn softmax_xent_loss(dev: &Device, logits: DeviceMatRef<'_, f32>, targets: DeviceTargets<'_>) -> Result<f32> {
+    let shape = check_device_xent(&logits, &targets, None)?;
+    xent_impl(dev, logits, targets, None, shape)
+}
+
+/// Fused forward and backward on the device: returns the mean loss and writes
+/// `dlogits = (softmax(logits) − target) / batch`. Waits for the loss.
+///
+/// A label `>= classes` is [`Error::LabelOutOfRange`] (found by the kernel;
+/// `dlogits` is then unspecified).
+pub fn softmax_xent(
+    dev: &Device,
+    logits: DeviceMatRef<'_, f32>,
+    targets: DeviceTargets<'_>,
+    dlogits: DeviceMatMut<'_, f32>,
+) -> Result<f32> {
+    let shape = check_device_xent(&logits, &targets, Some(&dlogits))?;
+    xent_impl(dev, logits, targets, Some(dlogits), shape)
+}
+
+fn xent_impl(
+    dev: &Device,
+    logits: DeviceMatRef<'_, f32>,
+    targets: DeviceTargets<'_>,
+    dlogits: Option<DeviceMatMut<'_, f32>>,
+    shape: (usize, usize),
+) -> Result<f32> {
+    if shape.0 == 0 {
+        return Ok(0.0);
+    }
+    let mut acc = XentAccumulator::new(dev)?;
+    xent_launch(dev, logits, targets, dlogits, shape, &mut acc)?;
+    Ok(acc.read(dev)? as f32)
+}
+
+fn xent_launch(
+    dev: &Device,
+    logits: DeviceMatRef<'_, f32>,
+    targets: DeviceTargets<'_>,
+    dlogits: Option<DeviceMatMut<'_, f32>>,
+    (rows, cols): (usize, usize),
+    acc: &mut XentAccumulator,
+) -> Result<()> {
+    if rows == 0 {
+        return Ok(());
+    }
+    if rows > u32::MAX as usize {
+        return Err(Error::invalid("logits", "more than 2^32-1 rows"));
+    }
+    acc.classes = cols;
+    let ps = dev.addr(&acc.buf, 0);
+    let f = dev.function("softmax_xent.ptx", SOFTMAX_XENT_PTX, "nk_softmax_xent")?;
+    let (plabels, pt, trs, tcs, soft) = match targets {
+        DeviceTargets::Labels(l) => (dev.addr(l, 0), 0, 0, 0, 0),
+        DeviceTargets::Soft(t) => (0, dev.addr(t.buf, t.offset), t.rs, t.cs, 1),
+    };
+    let (pd, drs, dcs) = dlogits
+        .as_ref()
+        .map_or((0, 0, 0), |d| (dev.addr(d.buf, d.offset), d.rs, d.cs));
+    let args = [
+        Arg::U64(dev.addr(logits.buf, logits.offset)),
+        u64_of(rows),
+        u64_of(cols),
+        u64_of(logits.rs),
+        u64_of(logits.cs),
+        Arg::U64(plabels),
+        Arg::U64(pt),
+        u64_of(trs),
+        u64_of(tcs),
+        Arg::U64(pd),
+        u64_of(drs),
+        u64_of(dcs),
+        Arg::F32((1.0 / rows as f64) as f32),
+        Arg::U64(ps),
+        Arg::U64(ps + 8),
+        Arg::U32(soft),
+    ];
+    dev.launch(&f, row_grid(rows)?, (BLOCK, 1, 1), &args)
+}
+
+/// Device-side totals of [`softmax_xent_accumulate`]: the sum of the batches'
+/// mean losses and the first out-of-range label seen, kept on the device so a
+/// training loop reads them once (e.g. per epoch), not once per step.
+#[derive(Debug)]
+pub struct XentAccumulator {
+    // [loss sum as f64 bits (2 words), first bad (row << 32 | label) (2 words)]
+    buf: DeviceBuffer<u32>,
+    classes: usize,
+}
+
+impl XentAccumulator {
+    /// A zeroed accumulator on `dev`.
+    pub fn new(dev: &Device) -> Result<Self> {
+        Ok(XentAccumulator {
+            buf: dev.upload(&[0u32, 0, u32::MAX, u32::MAX])?,
+            classes: 0,
+        })
+    }
+
+    /// Zeroes the totals (queued on the stream).
+    pub fn reset(&mut self, dev: &Device) -> Result<()> {
+        dev.copy_to_device(&[0u32, 0, u32::MAX, u32::MAX], &mut self.buf)
+    }
+
+    /// Waits for the stream and returns the sum of the mean losses since the last
+    /// reset, or [`Error::LabelOutOfRange`] for the first bad label (by row) seen.
+    pub fn read(&self, dev: &Device) -> Result<f64> {
+        let mut out = [0u32; 4];
+        dev.copy_to_host(&self.buf, &mut out)?;
+        let bad = u64::from(out[2]) | (u64::from(out[3]) << 32);
+        if bad != u64::MAX {
+            return Err(Error::LabelOutOfRange {
+                arg: "labels",
+                index: (bad >> 32) as usize,
+                label: bad & 0xffff_ffff,
+                classes: self.classes,
+            });
+        }
+        Ok(f64::from_bits(u64::from(out[0]) | (u64::from(out[1]) << 32)))
+    }
+}
+
+/// [`softmax_xent`] without waiting: writes `dlogits` and adds the batch's mean
+/// loss to `acc` on the device (labels out of range are recorded there too and
+/// reported by [`XentAccumulator::read`]). No host round trip.
+pub fn softmax_xent_accumulate(
+    dev: &Device,
+    logits: DeviceMatRef<'_, f32>,
+    targets: DeviceTargets<'_>,
+    dlogits: DeviceMatMut<'_, f32>,
+    acc: &mut XentAccumulator,
+) -> Result<()> {
+    let shape = check_device_xent(&logits, &targets, Some(&dlogits))?;
+    xent_launch(dev, logits, targets, Some(dlogits), shape, acc)
+}
+
+// ---------------------------------------------------------------- optimizers
+
+/// The four buffers of one parameter tensor for [`adam_step_many`].
+#[derive(Debug)]
+pub struct AdamParam<'a> {
+    /// Parameters, updated in place.
+    pub w: &'a mut DeviceBuffer<f32>,
+    /// Gradients.
+    pub grad: &'a DeviceBuffer<f32>,
+    /// First moments, updated in place.
+    pub m: &'a mut DeviceBuffer<f32>,
+    /// Second moments, updated in place.
+    pub v: &'a mut DeviceBuffer<f32>,
+}
+
+/// Builds the chunk table (see optim.ptx) for arrays of equal length per entry.
+/// The table is cached on the device by content, so a training loop that steps
+/// the same tensors uploads it once, not every step.
+fn chunk_table(dev: &Device, tensors: &[[u64; 4]], lens: &[usize]) -> Result<(Arc<DeviceBuffer<u32>>, usize)> {
+    let mut table: Vec<u64> = Vec::new();
+    for (ptrs, &len) in tensors.iter().zip(lens) {
+        let mut start = 0;
+        while start < len {
+            let count = CHUNK.min(len - start);
+            let off = (start * 4) as u64;
+            for &p in ptrs {
+                table.push(if p == 0 { 0 } else { p + off });
+            }
+            table.push(count as u64);
+            table.push(0);
+            start += count;
+        }
+    }
+    let chunks = table.len() / 6;
+    let words: Vec<u32> = table.iter().flat_map(|&v| [v as u32, (v >> 32) as u32]).collect();
+    Ok((dev.cached_table(words)?, chunks))
+}
+
+fn chunk_grid(chunks: usize) -> Result<(u32, u32, u32)> {
+    if chunks > i32::MAX as usize {
+        return Err(Error::invalid("params", "too many parameters for one launch"));
+    }
+    Ok((chunks as u32, 1, 1))
+}
+
+/// One Adam/AdamW step (`step` counts from 1) over one parameter tensor on the device.
+pub fn adam_step(
+    dev: &Device,
+    cfg: &AdamConfig,
+    step: u64,
+    w: &mut DeviceBuffer<f32>,
+    grad: &DeviceBuffer<f32>,
+    m: &mut DeviceBuffer<f32>,
+    v: &mut DeviceBuffer<f32>,
+) -> Result<()> {
+    adam_step_many(dev, cfg, step, &mut [AdamParam { w, grad, m, v }])
+}
+
+/// One Adam/AdamW step over every parameter tensor in `params`, in one launch.
+pub fn adam_step_many(dev: &Device, cfg: &AdamConfig, step: u64, params: &mut [AdamParam<'_>]) -> Result<()> {
+    for p in params.iter() {
+        check_adam(cfg, step, p.w.len(), p.grad.len(), p.m.len(), p.v.len())?;
+    }
+    if params.is_empty() {
+        cfg.validate()?;
+        if step == 0 {
+            return Err(Error::invalid("step", "steps count from 1"));
+        }
+    }
+    let ptrs: Vec<[u64; 4]> = params
+        .iter()
+        .map(|p| {
+            [
+                dev.addr(p.w, 0),
+                dev.addr(p.grad, 0),
+                dev.addr(p.m, 0),
+                dev.addr(p.v, 0),
+            ]
+        })
+        .collect();
+    let lens: Vec<usize> = params.iter().map(|p| p.w.len()).collect();
+    let (table, chunks) = chunk_table(dev, &ptrs, &lens)?;
+    if chunks == 0 {
+        return Ok(());
+    }
+    let (c1, c2) = cfg.bias_corrections(step);
+    let (lr, b1, b2) = (cfg.lr as f64, cfg.beta1 as f64, cfg.beta2 as f64);
+    let flags = u32::from(cfg.decay == WeightDecay::Decoupled) | (u32::from(cfg.epsilon == AdamEpsilon::Keras) << 1);
+    let f = dev.function("optim.ptx", OPTIM_PTX, "nk_adam")?;
+    let args = [
+        Arg::U64(dev.addr(&*table, 0)),
+        Arg::F32(cfg.lr),
+        Arg::F32(cfg.beta1),
+        Arg::F32(cfg.beta2),
+        Arg::F32((1.0 - b1) as f32),
+        Arg::F32((1.0 - b2) as f32),
+        Arg::F32(cfg.eps),
+        Arg::F32(cfg.weight_decay),
+        Arg::F32((lr * cfg.weight_decay as f64) as f32),
+        Arg::F32((1.0 / c1) as f32),
+        Arg::F32((1.0 / c2.sqrt()) as f32),
+        Arg::F32((lr * c2.sqrt() / c1) as f32),
+        Arg::U32(flags),
+    ];
+    // Dropping the table is ordered on the stream after the kernel that reads it.
+    dev.launch(&f, chunk_grid(chunks)?, (BLOCK, 1, 1), &args)
+}
+
+/// One SGD-with-momentum step on the device.
+pub fn sgd_step(
+    dev: &Device,
+    cfg: &SgdConfig,
+    w: &mut DeviceBuffer<f32>,
+    grad: &DeviceBuffer<f32>,
+    buf: &mut DeviceBuffer<f32>,
+) -> Result<()> {
+    cfg.validate()?;
+    for (arg, len) in [("grad", grad.len()), ("buf", buf.len())] {
+        if len != w.len() {
+            return Err(Error::shape(arg, (len, 1), (w.len(), 1)));
+        }
+    }
+    let ptrs = [[dev.addr(w, 0), dev.addr(grad, 0), dev.addr(buf, 0), 0]];
+    let (table, chunks) = chunk_table(dev, &ptrs, &[w.len()])?;
+    if chunks == 0 {
+        return Ok(());
+    }
+    let f = dev.function("optim.ptx", OPTIM_PTX, "nk_sgd")?;
+    let args = [
+        Arg::U64(dev.addr(&*table, 0)),
+        Arg::F32(cfg.lr),
+        Arg::F32(cfg.momentum),
+        Arg::F32(cfg.weight_decay),
+    ];
+    dev.launch(&f, chunk_grid(chunks)?, (BLOCK, 1, 1), &args)
+}
+
+fn sumsq(
+    dev: &Device,
+    ptrs: &[[u64; 4]],
+    lens: &[usize],
+) -> Result<(Arc<DeviceBuffer<u32>>, usize, DeviceBuffer<f32>)> {
+    let (table, chunks) = chunk_table(dev, ptrs, lens)?;
+    // Two f32 slots hold the f64 accumulator.
+    let acc = dev.zeros::<f32>(2)?;
+    if chunks > 0 {
+        let f = dev.function("optim.ptx", OPTIM_PTX, "nk_sumsq")?;
+        let args = [Arg::U64(dev.addr(&*table, 0)), Arg::U64(dev.addr(&acc, 0))];
+        dev.launch(&f, chunk_grid(chunks)?, (BLOCK, 1, 1), &args)?;
+    }
+    Ok((table, chunks, acc))
+}
+
+fn read_f64(dev: &Device, acc: &DeviceBuffer<f32>) -> Result<f64> {
+    let mut out = [0f32; 2];
+    dev.copy_to_host(acc, &mut out)?;
+    Ok(f64::from_bits(
+        u64::from(out[0].to_bits()) | (u64::from(out[1].to_bits()) << 32),
+    ))
+}
+
+/// The Euclidean norm of all gradients together, on the device. Waits for it.
+pub fn global_norm(dev: &Device, grads: &[&DeviceBuffer<f32>]) -> Result<f32> {
+    let ptrs: Vec<[u64; 4]> = grads.iter().map(|g| [dev.addr(g, 0), 0, 0, 0]).collect();
+    let lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
+    let (_table, _, acc) = sumsq(dev, &ptrs, &lens)?;
+    Ok(read_f64(dev, &acc)?.sqrt() as f32)
+}
+
+/// Scales all gradients by `max_norm / norm` when their global norm exceeds
+/// `max_norm` (or is NaN), on the device; returns the norm before clipping.
+/// The norm and the scale are computed on the device (two launches); only the
+/// returned value is waited for.
+pub fn clip_global_norm(dev: &Device, grads: &mut [&mut DeviceBuffer<f32>], max_norm: f32) -> Result<f32> {
+    check_clip(max_norm)?;
+    let ptrs: Vec<[u64; 4]> = grads.iter().map(|g| [dev.addr(g, 0), 0, 0, 0]).collect();
+    let lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
+    let (table, chunks, acc) = sumsq(dev, &ptrs, &lens)?;
+    if chunks > 0 {
+        let f = dev.function("optim.ptx", OPTIM_PTX, "nk_clip_scale")?;
+        let args = [
+            Arg::U64(dev.addr(&*table, 0)),
+            Arg::U64(dev.addr(&acc, 0)),
+            Arg::F32(max_norm),
+        ];
+        dev.launch(&f, chunk_grid(chunks)?, (BLOCK, 1, 1), &args)?;
+    }
+    Ok(read_f64(dev, &acc)?.sqrt() as f32)
+}
