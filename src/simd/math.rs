@@ -114,13 +114,32 @@ fn horner<S: Simd, const N: usize>(s: S, x: S::V, c: &[f32; N]) -> S::V {
     acc
 }
 
+/// `1.5·2²³`: adding it to a float of magnitude below 2²² rounds that float to
+/// an integer (ties to even) in the same operation.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
 /// `eˣ`, ≤ 1.5 ulp.
 #[inline(always)]
 pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
     // Beyond these eˣ is 0 or ∞ in f32; clamping keeps n in range. `min`/`max`
     // return their second operand for NaN, so NaN passes through.
-    let x = s.max(s.splat(-104.0), s.min(s.splat(89.0), x));
-    let n = s.round(s.mul(x, s.splat(LOG2E)));
+    exp_clamped(s, s.max(s.splat(-104.0), s.min(s.splat(89.0), x)))
+}
+
+/// `eˣ` for `x ≤ 0` (or NaN): the upper clamp of [`exp`] is not needed.
+#[inline(always)]
+pub(crate) fn exp_nonpositive<S: Simd>(s: S, x: S::V) -> S::V {
+    exp_clamped(s, s.max(s.splat(-104.0), x))
+}
+
+/// `eˣ` for `x` in `[−104, 89]` or NaN.
+#[inline(always)]
+fn exp_clamped<S: Simd>(s: S, x: S::V) -> S::V {
+    // n = round(x·log₂e) in one FMA (the product is rounded once, to an
+    // integer, through the magic constant; |x·log₂e| < 151 ≪ 2²²) and one
+    // subtraction, instead of a multiply and a separate rounding instruction.
+    let magic = s.splat(ROUND_MAGIC);
+    let n = s.sub(s.fma(x, s.splat(LOG2E), magic), magic);
     // Exact: n·LN2_HI and x are multiples of ulp(x) (or n = 0) and |x − n·LN2_HI| < 0.5.
     let r = s.fnma(n, s.splat(LN2_HI), x);
     let r = s.fnma(n, s.splat(LN2_LO), r);
@@ -138,7 +157,7 @@ fn exp_neg_sq<S: Simd>(s: S, a: S::V, k: f32) -> S::V {
     let hi = s.mul(a, a);
     let lo = s.fma(a, a, s.sub(s.splat(0.0), hi));
     let kk = s.splat(k);
-    let e = exp(s, s.mul(s.sub(s.splat(0.0), kk), hi));
+    let e = exp_nonpositive(s, s.mul(s.sub(s.splat(0.0), kk), hi));
     // e^(−k(hi + lo)) = e^(−k·hi)·(1 − k·lo) to first order; k·lo < 2⁻²⁴·k·hi.
     s.fnma(e, s.mul(kk, lo), e)
 }
@@ -147,7 +166,7 @@ fn exp_neg_sq<S: Simd>(s: S, a: S::V, k: f32) -> S::V {
 /// `x ≥ 0` and `e·r` for `x < 0`; its derivative is `e·r²`.
 #[inline(always)]
 fn logistic_parts<S: Simd>(s: S, x: S::V) -> (S::V, S::V) {
-    let e = exp(s, s.sub(s.splat(0.0), s.abs(x)));
+    let e = exp_nonpositive(s, s.copysign(x, s.splat(-1.0)));
     let r = s.div(s.splat(1.0), s.add(s.splat(1.0), e));
     (e, r)
 }
@@ -155,8 +174,13 @@ fn logistic_parts<S: Simd>(s: S, x: S::V) -> (S::V, S::V) {
 /// `1/(1 + e^(−x))`, ≤ 3 ulp.
 #[inline(always)]
 pub(crate) fn sigmoid<S: Simd>(s: S, x: S::V) -> S::V {
-    let (e, r) = logistic_parts(s, x);
-    s.select(s.lt(x, s.splat(0.0)), s.mul(e, r), r)
+    // One division `(1 or e)/(1 + e)` with `e = e^(−|x|)`: the numerator is
+    // chosen before it, so the left side costs no extra multiply (and one
+    // rounding less than `e·(1/(1 + e))`).
+    let one = s.splat(1.0);
+    let e = exp_nonpositive(s, s.copysign(x, s.splat(-1.0)));
+    let num = s.select(s.lt(x, s.splat(0.0)), e, one);
+    s.div(num, s.add(one, e))
 }
 
 /// `σ'(x) = σ(x)(1 − σ(x))`.
@@ -172,7 +196,7 @@ pub(crate) fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
     let a = s.abs(x);
     let x2 = s.mul(x, x);
     let small = s.fma(s.mul(x, x2), horner(s, x2, &TANH_Q), x);
-    let e = exp(s, s.mul(a, s.splat(-2.0)));
+    let e = exp_nonpositive(s, s.mul(a, s.splat(-2.0)));
     let one = s.splat(1.0);
     let large = s.copysign(s.div(s.sub(one, e), s.add(one, e)), x);
     s.select(s.lt(a, s.splat(TANH_SMALL)), small, large)
@@ -181,7 +205,7 @@ pub(crate) fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
 /// `1 − tanh² x`, as `4e/(1 + e)²` with `e = e^(−2|x|)` (no cancellation).
 #[inline(always)]
 pub(crate) fn tanh_derivative<S: Simd>(s: S, x: S::V) -> S::V {
-    let e = exp(s, s.mul(s.abs(x), s.splat(-2.0)));
+    let e = exp_nonpositive(s, s.mul(s.abs(x), s.splat(-2.0)));
     let r = s.div(s.splat(2.0), s.add(s.splat(1.0), e));
     s.mul(e, s.mul(r, r))
 }

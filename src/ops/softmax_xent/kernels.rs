@@ -86,7 +86,7 @@ unsafe fn row_exp_sum<S: Simd>(
                 let xd = s.load_partial(x.add(j), m, mv);
                 (xv, xd, t.map(|t| s.load_partial(t.add(j), m, z)))
             };
-            let e = math::exp(s, s.sub(xv, mv));
+            let e = math::exp_nonpositive(s, s.sub(xv, mv));
             se = s.add(se, e);
             if let Some(o) = out {
                 if m == l {
