@@ -100,6 +100,8 @@ const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 /// `√(2/π)`, the GELU tanh-form constant.
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const GELU_CUBIC: f32 = 0.044_715;
+/// `2·√(2/π)·0.044715`, rounded once from the exact product.
+const GELU_TANH_B: f32 = 0.071_354_814;
 /// Beyond ±30 every GELU value and derivative is its limit in `f32`; clamping
 /// there keeps `x²` finite and `x · 0` from turning into NaN at ±∞.
 const GELU_CLAMP: f32 = 30.0;
@@ -293,9 +295,11 @@ pub(crate) fn gelu_erf_derivative<S: Simd>(s: S, x: S::V) -> S::V {
 /// since `½(1 + tanh(z/2)) = σ(z)`.
 #[inline(always)]
 fn gelu_tanh_arg<S: Simd>(s: S, x: S::V) -> S::V {
+    // x·(a + b·x²) with a = 2√(2/π), b = a·0.044715 (each rounded once): three
+    // operations, and no more roundings than x·a·(1 + 0.044715·x²).
     let x2 = s.mul(x, x);
-    let inner = s.fma(s.splat(GELU_CUBIC), x2, s.splat(1.0));
-    s.mul(s.mul(x, s.splat(2.0 * SQRT_2_OVER_PI)), inner)
+    let inner = s.fma(s.splat(GELU_TANH_B), x2, s.splat(2.0 * SQRT_2_OVER_PI));
+    s.mul(x, inner)
 }
 
 /// GELU, tanh form, as `x·σ(2u)`: no `1 + tanh` cancellation on the left.
