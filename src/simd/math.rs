@@ -8,15 +8,22 @@
 //! | function | max error | notes |
 //! |---|---|---|
 //! | `exp` | 1.5 ulp (measured 1.04) | correct gradual underflow to 0 below −103.97, ∞ above 88.72 |
-//! | `sigmoid` | 3 ulp (measured 2.72) | `e/(1+e)` with `e = exp(−|x|)` on the left: no cancellation, subnormal tail kept |
-//! | `tanh` | 2 ulp (measured 1.51) | odd polynomial below 0.625, `(1−e)/(1+e)` with `e = exp(−2|x|)` above |
-//! | `erf` | 3 ulp (measured 2.59) | odd polynomial below 0.9375, `1 − e^(−x²)·K(1/x)/x` above |
+//! | `sigmoid` | 3 ulp (measured 2.03) | `(1 or e)/(1+e)` with `e = exp(−|x|)`, one division: no cancellation, subnormal tail kept |
+//! | `tanh` | 2 ulp (measured 1.50) | odd polynomial below 0.625, `(1−e)/(1+e)` with `e = exp(−2|x|)` above |
+//! | `erf` | 3 ulp (measured 2.48) | odd polynomial below 0.9375, `1 − e^(−x²)·K(1/x)/x` above |
 //! | `log` | 2 ulp (measured 1.15) | `e·ln2 + log1p(m − 1)`, `m` in `[√½, √2)`; 0 → −∞, < 0 → NaN |
 //!
 //! The ISAs give bit-identical results (same operations, same order). A
 //! reciprocal estimate (`vrcp14ps` + Newton–Raphson) instead of the divisions
 //! was measured slower on this core (sigmoid 47 vs 54 GB/s at 64 Ki elements):
-//! these functions are bound by the FMA ports, not by the divider.
+//! these functions are bound by the FMA ports, not by the divider. (Replacing
+//! the sigmoid's one division by a multiply, as a probe, saved only 11%: 8.4
+//! against 9.5 µs at 64 Ki elements.) Two formulations were tried and dropped
+//! for accuracy: `tanh` from `1 ∓ e = (1 ∓ 2ⁿ) ∓ 2ⁿp` without the small-|x|
+//! polynomial (one path, ~10 operations fewer) reaches 2.03 ulp near 0.12 on
+//! a dense sweep, over the 2-ulp bound. A table-driven `exp` (16 entries in
+//! a register, cubic) counts 14 operations against these 13 once its table
+//! is split in two parts for accuracy, so it was not built.
 //!
 //! NaN in gives NaN out; ±∞ give the limits. Subnormal inputs are handled
 //! as ordinary numbers (no flush to zero).
@@ -100,6 +107,8 @@ const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 /// `√(2/π)`, the GELU tanh-form constant.
 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const GELU_CUBIC: f32 = 0.044_715;
+/// `2·√(2/π)·0.044715`, rounded once from the exact product.
+const GELU_TANH_B: f32 = 0.071_354_814;
 /// Beyond ±30 every GELU value and derivative is its limit in `f32`; clamping
 /// there keeps `x²` finite and `x · 0` from turning into NaN at ±∞.
 const GELU_CLAMP: f32 = 30.0;
@@ -114,13 +123,34 @@ fn horner<S: Simd, const N: usize>(s: S, x: S::V, c: &[f32; N]) -> S::V {
     acc
 }
 
-/// `eˣ`, ≤ 1.5 ulp.
+/// `1.5·2²³`: adding it to a float of magnitude below 2²² rounds that float to
+/// an integer (ties to even) in the same operation.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// `eˣ`, ≤ 1.5 ulp. (The kernels only need `x ≤ 0`, through
+/// [`exp_nonpositive`]; this whole function is what the accuracy tests sweep.)
+#[cfg_attr(not(test), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn exp<S: Simd>(s: S, x: S::V) -> S::V {
     // Beyond these eˣ is 0 or ∞ in f32; clamping keeps n in range. `min`/`max`
     // return their second operand for NaN, so NaN passes through.
-    let x = s.max(s.splat(-104.0), s.min(s.splat(89.0), x));
-    let n = s.round(s.mul(x, s.splat(LOG2E)));
+    exp_clamped(s, s.max(s.splat(-104.0), s.min(s.splat(89.0), x)))
+}
+
+/// `eˣ` for `x ≤ 0` (or NaN): the upper clamp of [`exp`] is not needed.
+#[inline(always)]
+pub(crate) fn exp_nonpositive<S: Simd>(s: S, x: S::V) -> S::V {
+    exp_clamped(s, s.max(s.splat(-104.0), x))
+}
+
+/// `eˣ` for `x` in `[−104, 89]` or NaN.
+#[inline(always)]
+fn exp_clamped<S: Simd>(s: S, x: S::V) -> S::V {
+    // n = round(x·log₂e) in one FMA (the product is rounded once, to an
+    // integer, through the magic constant; |x·log₂e| < 151 ≪ 2²²) and one
+    // subtraction, instead of a multiply and a separate rounding instruction.
+    let magic = s.splat(ROUND_MAGIC);
+    let n = s.sub(s.fma(x, s.splat(LOG2E), magic), magic);
     // Exact: n·LN2_HI and x are multiples of ulp(x) (or n = 0) and |x − n·LN2_HI| < 0.5.
     let r = s.fnma(n, s.splat(LN2_HI), x);
     let r = s.fnma(n, s.splat(LN2_LO), r);
@@ -138,7 +168,7 @@ fn exp_neg_sq<S: Simd>(s: S, a: S::V, k: f32) -> S::V {
     let hi = s.mul(a, a);
     let lo = s.fma(a, a, s.sub(s.splat(0.0), hi));
     let kk = s.splat(k);
-    let e = exp(s, s.mul(s.sub(s.splat(0.0), kk), hi));
+    let e = exp_nonpositive(s, s.mul(s.sub(s.splat(0.0), kk), hi));
     // e^(−k(hi + lo)) = e^(−k·hi)·(1 − k·lo) to first order; k·lo < 2⁻²⁴·k·hi.
     s.fnma(e, s.mul(kk, lo), e)
 }
@@ -147,7 +177,7 @@ fn exp_neg_sq<S: Simd>(s: S, a: S::V, k: f32) -> S::V {
 /// `x ≥ 0` and `e·r` for `x < 0`; its derivative is `e·r²`.
 #[inline(always)]
 fn logistic_parts<S: Simd>(s: S, x: S::V) -> (S::V, S::V) {
-    let e = exp(s, s.sub(s.splat(0.0), s.abs(x)));
+    let e = exp_nonpositive(s, s.copysign(x, s.splat(-1.0)));
     let r = s.div(s.splat(1.0), s.add(s.splat(1.0), e));
     (e, r)
 }
@@ -155,8 +185,13 @@ fn logistic_parts<S: Simd>(s: S, x: S::V) -> (S::V, S::V) {
 /// `1/(1 + e^(−x))`, ≤ 3 ulp.
 #[inline(always)]
 pub(crate) fn sigmoid<S: Simd>(s: S, x: S::V) -> S::V {
-    let (e, r) = logistic_parts(s, x);
-    s.select(s.lt(x, s.splat(0.0)), s.mul(e, r), r)
+    // One division `(1 or e)/(1 + e)` with `e = e^(−|x|)`: the numerator is
+    // chosen before it, so the left side costs no extra multiply (and one
+    // rounding less than `e·(1/(1 + e))`).
+    let one = s.splat(1.0);
+    let e = exp_nonpositive(s, s.copysign(x, s.splat(-1.0)));
+    let num = s.select(s.lt(x, s.splat(0.0)), e, one);
+    s.div(num, s.add(one, e))
 }
 
 /// `σ'(x) = σ(x)(1 − σ(x))`.
@@ -172,7 +207,7 @@ pub(crate) fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
     let a = s.abs(x);
     let x2 = s.mul(x, x);
     let small = s.fma(s.mul(x, x2), horner(s, x2, &TANH_Q), x);
-    let e = exp(s, s.mul(a, s.splat(-2.0)));
+    let e = exp_nonpositive(s, s.mul(a, s.splat(-2.0)));
     let one = s.splat(1.0);
     let large = s.copysign(s.div(s.sub(one, e), s.add(one, e)), x);
     s.select(s.lt(a, s.splat(TANH_SMALL)), small, large)
@@ -181,7 +216,7 @@ pub(crate) fn tanh<S: Simd>(s: S, x: S::V) -> S::V {
 /// `1 − tanh² x`, as `4e/(1 + e)²` with `e = e^(−2|x|)` (no cancellation).
 #[inline(always)]
 pub(crate) fn tanh_derivative<S: Simd>(s: S, x: S::V) -> S::V {
-    let e = exp(s, s.mul(s.abs(x), s.splat(-2.0)));
+    let e = exp_nonpositive(s, s.mul(s.abs(x), s.splat(-2.0)));
     let r = s.div(s.splat(2.0), s.add(s.splat(1.0), e));
     s.mul(e, s.mul(r, r))
 }
@@ -267,9 +302,11 @@ pub(crate) fn gelu_erf_derivative<S: Simd>(s: S, x: S::V) -> S::V {
 /// since `½(1 + tanh(z/2)) = σ(z)`.
 #[inline(always)]
 fn gelu_tanh_arg<S: Simd>(s: S, x: S::V) -> S::V {
+    // x·(a + b·x²) with a = 2√(2/π), b = a·0.044715 (each rounded once): three
+    // operations, and no more roundings than x·a·(1 + 0.044715·x²).
     let x2 = s.mul(x, x);
-    let inner = s.fma(s.splat(GELU_CUBIC), x2, s.splat(1.0));
-    s.mul(s.mul(x, s.splat(2.0 * SQRT_2_OVER_PI)), inner)
+    let inner = s.fma(s.splat(GELU_TANH_B), x2, s.splat(2.0 * SQRT_2_OVER_PI));
+    s.mul(x, inner)
 }
 
 /// GELU, tanh form, as `x·σ(2u)`: no `1 + tanh` cancellation on the left.

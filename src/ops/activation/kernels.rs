@@ -8,8 +8,9 @@
 //!
 //! Measured (`cargo bench --bench elementwise`, AVX-512, one thread, 64 Ki
 //! elements, against a copy of the same bytes in the same run): ReLU forward
-//! 122 GB/s (102% of the copy), backward 70 GB/s (73%); sigmoid 27, tanh 19,
-//! GELU-tanh 16, GELU-erf 7 GB/s (8–24%: bound by the FMA ports), 20–57× the
+//! 122 GB/s (102% of the copy), backward 70 GB/s (73%). In a later, quieter
+//! run: sigmoid 54, tanh 39, GELU-tanh 39, GELU-erf 18.5 GB/s (25, 17, 16, 8%
+//! of that run's copy: bound by arithmetic, see `simd::math`), 22–53× the
 //! f64 reference.
 
 use super::Activation;
