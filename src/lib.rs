@@ -29,7 +29,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod capi;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod matrix;
 pub mod ops;
 mod parallel;
