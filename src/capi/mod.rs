@@ -463,3 +463,48 @@ pub extern "C" fn nnkern_force_isa(isa: c_int) -> c_int {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_a_status_and_a_message() {
+        let status = guard("test_entry", || panic!("deliberate"));
+        assert_eq!(status, NNKERN_ERR_PANIC);
+        let msg = last_error_string();
+        assert!(msg.contains("test_entry") && msg.contains("deliberate"), "{msg}");
+    }
+
+    #[test]
+    fn errors_map_to_their_status() {
+        assert_eq!(
+            guard("e", || Err(Error::invalid("x", "null pointer for 3 elements"))),
+            NNKERN_ERR_NULL_POINTER
+        );
+        assert_eq!(
+            guard("e", || Err(Error::shape("b", (1, 2), (2, 2)))),
+            NNKERN_ERR_SHAPE_MISMATCH
+        );
+        assert_eq!(guard("e", || Ok(())), NNKERN_OK);
+    }
+
+    #[test]
+    fn spans_reject_what_a_slice_cannot_hold() {
+        let x = [0.0f32; 4];
+        assert!(Span::new("x", x.as_ptr(), 4).is_ok());
+        assert!(Span::<f32>::new("x", std::ptr::null(), 0).is_ok());
+        assert!(Span::<f32>::new("x", std::ptr::null(), 1).is_err());
+        assert!(Span::new("x", x.as_ptr(), usize::MAX / 2).is_err());
+        let misaligned = (x.as_ptr() as usize + 1) as *const f32;
+        assert!(Span::new("x", misaligned, 1).is_err());
+        let a = Span::new("a", x.as_ptr(), 2).unwrap();
+        // SAFETY: offset 2 is within `x`.
+        let b = Span::new("b", unsafe { x.as_ptr().add(2) }, 2).unwrap();
+        // SAFETY: offset 1 is within `x`.
+        let c = Span::new("c", unsafe { x.as_ptr().add(1) }, 2).unwrap();
+        assert!(a.check_disjoint(&b).is_ok());
+        assert!(a.check_disjoint(&c).is_err());
+        assert!(Span::new("e", x.as_ptr(), 0).unwrap().check_disjoint(&a).is_ok());
+    }
+}
