@@ -106,12 +106,15 @@ pub fn status_of(e: &Error) -> c_int {
 pub(crate) fn set_last_error(msg: &str) {
     // Interior NULs cannot occur in our messages, but never panic over it.
     let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+    // try_with: a call from a thread-local destructor must not panic.
+    let _ = LAST_ERROR.try_with(|e| *e.borrow_mut() = c);
 }
 
 /// The message `nnkern_last_error()` returns, as a Rust string.
 pub fn last_error_string() -> String {
-    LAST_ERROR.with(|e| e.borrow().to_string_lossy().into_owned())
+    LAST_ERROR
+        .try_with(|e| e.borrow().to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -127,7 +130,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 /// Runs the body of an entry point: applies the ISA forced for this thread,
 /// turns an error into its status code and message, and stops any panic.
 pub(crate) fn guard(name: &str, body: impl FnOnce() -> crate::Result<()>) -> c_int {
-    let run = AssertUnwindSafe(|| match FORCED_ISA.with(|f| f.get()) {
+    let run = AssertUnwindSafe(|| match FORCED_ISA.try_with(|f| f.get()).ok().flatten() {
         Some(isa) => with_isa(isa, body).and_then(|r| r),
         None => body(),
     });
@@ -375,7 +378,10 @@ pub extern "C" fn nnkern_version() -> *const c_char {
 /// thread.
 #[no_mangle]
 pub extern "C" fn nnkern_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    catch_unwind(|| LAST_ERROR.try_with(|e| e.borrow().as_ptr()).ok())
+        .ok()
+        .flatten()
+        .unwrap_or(c"".as_ptr())
 }
 
 /// A static description of a status code.
