@@ -65,6 +65,7 @@ pub mod ops;
 mod parallel;
 pub mod simd;
 pub mod threads;
+pub mod train;
 
 pub use error::{Error, Result, Shape};
 pub use matrix::{MatMut, MatRef};
