@@ -34,6 +34,8 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("metrics", metrics),
     ("capi_args", capi_args),
     ("cblas_sgemm", cblas_sgemm),
+    ("idx", idx),
+    ("checkpoint", checkpoint),
 ];
 
 /// Unit roundoff of f32 (2⁻²⁴), the bound on one correctly rounded operation.
@@ -1297,5 +1299,94 @@ pub fn cblas_sgemm(data: &[u8]) {
         if !is_in {
             assert!(same(c[idx], c0[idx]), "cblas_sgemm wrote padding element {idx}");
         }
+    }
+}
+
+/// The IDX reader: the first byte picks the mode — bit 0 the dimension
+/// count (1 or 3), bit 1 gzip-compresses the rest first (so the fuzzer
+/// reaches the decompressing path with valid streams), bit 2 reads the rest
+/// as the four files of a dataset (split by three length bytes) instead.
+/// Bad files must be `Error::Data`; a parsed one must be consistent and
+/// survive a write/read round trip.
+pub fn idx(data: &[u8]) {
+    use crate::train::data::{parse_idx, write_idx};
+    use crate::train::Dataset;
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let compressed;
+    let bytes = if mode & 2 == 2 {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(rest).unwrap();
+        compressed = enc.finish().unwrap();
+        &compressed[..]
+    } else {
+        rest
+    };
+    if mode & 4 == 4 {
+        let (lens, files) = bytes.split_at(bytes.len().min(3));
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let mut files = files;
+        for &l in lens {
+            let (p, q) = files.split_at((l as usize).min(files.len()));
+            parts.push(p);
+            files = q;
+        }
+        parts.resize(3, &[]);
+        parts.push(files);
+        let names = ["ti", "tl", "si", "sl"];
+        match Dataset::from_bytes(
+            [
+                (names[0], parts[0]),
+                (names[1], parts[1]),
+                (names[2], parts[2]),
+                (names[3], parts[3]),
+            ],
+            "fuzz",
+        ) {
+            Ok(d) => {
+                assert!(d.classes >= 2 && !d.train.is_empty());
+                assert_eq!(d.train.images.len(), d.train.len() * d.train.features);
+                assert_eq!(d.test.images.len(), d.test.len() * d.test.features);
+                assert!(d.test.labels.iter().all(|&l| (l as usize) < d.classes));
+            }
+            Err(e) => assert!(matches!(e, crate::Error::Data { .. }), "{e:?}"),
+        }
+        return;
+    }
+    let ndims = if mode & 1 == 1 { 3 } else { 1 };
+    match parse_idx(bytes, "fuzz", ndims) {
+        Ok(f) => {
+            assert_eq!(f.dims.len(), ndims);
+            assert_eq!(f.data.len(), f.dims.iter().product::<usize>());
+            let again = parse_idx(&write_idx(&f.dims, &f.data), "again", ndims).unwrap();
+            assert_eq!(again, f);
+        }
+        Err(e) => assert!(matches!(e, crate::Error::Data { .. }), "{e:?}"),
+    }
+}
+
+/// The checkpoint reader: the first byte picks the mode — bit 0 appends a
+/// correct CRC-32 to the rest (so the fuzzer gets past the checksum to the
+/// structure). Bad files must be `Error::Data`; a parsed checkpoint must
+/// serialise back to bytes that parse to the same checkpoint.
+pub fn checkpoint(data: &[u8]) {
+    use crate::train::Checkpoint;
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut bytes = rest.to_vec();
+    if mode & 1 == 1 {
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+    }
+    match Checkpoint::from_bytes(&bytes, "fuzz") {
+        Ok(ck) => {
+            let out = ck.to_bytes();
+            let again = Checkpoint::from_bytes(&out, "again").expect("a written checkpoint reads back");
+            assert_eq!(again.to_bytes(), out);
+        }
+        Err(e) => assert!(matches!(e, crate::Error::Data { .. }), "{e:?}"),
     }
 }
