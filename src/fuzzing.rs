@@ -160,9 +160,7 @@ struct Stored {
 impl Stored {
     /// Row-major or column-major with a padded leading dimension.
     fn new(inp: &mut Input<'_>, rows: usize, cols: usize, col_major: bool, pad: usize, specials: bool) -> Self {
-        // Leading dimensions at least 1, as BLAS requires: the view checks
-        // reject a zero stride along an axis of length > 1 even when the
-        // other axis is empty.
+        // Leading dimensions at least 1, as BLAS requires.
         let (rs, cs) = if col_major {
             (1, (rows + pad).max(1))
         } else {

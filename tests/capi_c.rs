@@ -21,10 +21,18 @@ fn values(n: usize, salt: usize) -> Vec<f32> {
     (0..n).map(|i| value(i, salt)).collect()
 }
 
-/// `target/<profile>`, where cargo put `libnnkern.so` and `libnnkern.a`.
+/// Where this build's `libnnkern.so` and `libnnkern.a` are:
+/// `target/<profile>/deps`, beside this test binary (`cargo test` builds
+/// them there; only `cargo build` copies them up to `target/<profile>`,
+/// where an older build may have left stale ones).
 fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+    let deps = exe.parent().unwrap().to_path_buf();
+    if deps.join("libnnkern.so").is_file() {
+        deps
+    } else {
+        deps.parent().unwrap().to_path_buf()
+    }
 }
 
 fn root() -> &'static Path {

@@ -283,10 +283,10 @@ fn adam_config_layout_matches() {
 
 #[test]
 fn exported_symbols_are_in_the_shared_library() {
-    // The cdylib beside the test binary (target/<profile>/libnnkern.so).
+    // The cdylib `cargo test` built beside this test binary
+    // (target/<profile>/deps/libnnkern.so).
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let lib = dir.join("libnnkern.so");
+    let lib = exe.parent().unwrap().join("libnnkern.so");
     let Ok(bytes) = fs::read(&lib) else {
         eprintln!("skipped: {} not built", lib.display());
         return;
