@@ -853,7 +853,14 @@ pub fn capi_args(data: &[u8]) {
             let valid = la.is_some() && lb.is_some() && disjoint(lc, m, n, s[4], s[5]);
             // Valid but enormous loops (m = 2⁶², n = 0) are not memory tests.
             let huge = [la, lb, lc].iter().any(|l| l.is_some_and(|l| l > ARG_CAP)) || m.max(n).max(k) > 100_000;
-            if valid && huge {
+            // So are valid calls with little memory but much work (zero
+            // strides broadcasting one element over m·n·k).
+            let work = if valid {
+                m as u128 * n as u128 * k.max(1) as u128
+            } else {
+                0
+            };
+            if valid && (huge || work > 1 << 18) {
                 return;
             }
             let a = arg_buf(la, &mut inp);
