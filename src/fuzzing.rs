@@ -379,8 +379,20 @@ pub fn activation(data: &[u8]) {
             let tb = act_tol(act, x[i], dx_ref[i], dy[i]);
             close(&names[0], isa, i, y[i], y_ref[i], tf);
             close(&names[1], isa, i, yi[i], y_ref[i], tf);
-            close(&names[2], isa, i, dx[i], dx_ref[i], tb);
-            close(&names[3], isa, i, gi[i], dx_ref[i], tb);
+            if !dy[i].is_finite() && !dx_ref[i].is_finite() {
+                // An infinite upstream gradient times f'(x): NaN where f'(x)
+                // rounds to 0, ±∞ where it does not. The reference's f64
+                // derivative (1 − tanh² and the like) and a kernel's f32 one
+                // reach 0 at different |x|, so either non-finite value is right.
+                assert!(
+                    !dx[i].is_finite() && !gi[i].is_finite(),
+                    "{} [{isa}] element {i}",
+                    names[2]
+                );
+            } else {
+                close(&names[2], isa, i, dx[i], dx_ref[i], tb);
+                close(&names[3], isa, i, gi[i], dx_ref[i], tb);
+            }
         }
         // A length mismatch is an error on every path.
         if n > 0 {
