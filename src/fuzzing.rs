@@ -38,6 +38,9 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("checkpoint", checkpoint),
 ];
 
+/// The spacing of f32 subnormals, 2⁻¹⁴⁹.
+const SUBNORMAL_STEP: f64 = 1.401_298_464_324_817e-45;
+
 /// Unit roundoff of f32 (2⁻²⁴), the bound on one correctly rounded operation.
 const U: f64 = 1.0 / 16_777_216.0;
 
@@ -125,8 +128,15 @@ fn same(a: f32, b: f32) -> bool {
 /// Checks `got` against `want` with absolute tolerance `tol`; NaN must
 /// match NaN, infinities must match exactly.
 fn close(what: &str, isa: Isa, index: usize, got: f32, want: f32, tol: f64) {
-    // A tolerance made NaN by infinite inputs (∞·0) bounds nothing.
-    let tol = if tol.is_nan() { f64::INFINITY } else { tol };
+    // A tolerance made NaN by infinite inputs (∞·0) bounds nothing. Near
+    // the subnormal range each f32 operation errs by up to half a subnormal
+    // step (2⁻¹⁵⁰) absolutely, which no relative bound covers: allow 16 such
+    // steps.
+    let tol = if tol.is_nan() {
+        f64::INFINITY
+    } else {
+        tol + 16.0 * SUBNORMAL_STEP
+    };
     let ok = if want.is_nan() || got.is_nan() || want.is_infinite() || got.is_infinite() {
         same(got, want)
     } else {
