@@ -22,6 +22,33 @@
 //! # Ok::<(), nnkern::Error>(())
 //! ```
 //!
+//! ## A training step
+//!
+//! One dense layer with softmax-cross-entropy and Adam, batch of 2:
+//!
+//! ```
+//! use nnkern::{adam_step, bias_add, bias_grad, gemm, softmax_xent, AdamConfig, MatMut, MatRef, Targets};
+//! let x = [1.0f32, 0.0, 0.0, 1.0];                 // 2 samples × 2 features
+//! let (mut w, mut b) = (vec![0.0f32; 4], vec![0.0f32; 2]); // 2 features × 2 classes
+//! let (mut logits, mut dlogits) = ([0.0f32; 4], [0.0f32; 4]);
+//! gemm(1.0, MatRef::new(&x, 2, 2)?, MatRef::new(&w, 2, 2)?, 0.0, MatMut::new(&mut logits, 2, 2)?)?;
+//! bias_add(MatMut::new(&mut logits, 2, 2)?, &b)?;
+//! let loss = softmax_xent(MatRef::new(&logits, 2, 2)?, Targets::Labels(&[0, 1]), MatMut::new(&mut dlogits, 2, 2)?)?;
+//! assert!((loss - std::f32::consts::LN_2).abs() < 1e-6);  // uniform prediction
+//! let (mut dw, mut db) = ([0.0f32; 4], [0.0f32; 2]);
+//! let dl = MatRef::new(&dlogits, 2, 2)?;
+//! gemm(1.0, MatRef::new(&x, 2, 2)?.t(), dl, 0.0, MatMut::new(&mut dw, 2, 2)?)?; // dW = Xᵀ·dlogits
+//! bias_grad(dl, &mut db)?;
+//! let cfg = AdamConfig::default();
+//! let (mut m, mut v) = (vec![0.0f32; 4], vec![0.0f32; 4]);
+//! adam_step(&cfg, 1, &mut w, &dw, &mut m, &mut v)?;
+//! assert!(w[0] > 0.0 && w[1] < 0.0);               // class 0 now favoured for sample 0
+//! # let _ = &mut b;
+//! # Ok::<(), nnkern::Error>(())
+//! ```
+//!
+//! From C, C++ or Python: see [`capi`] and `include/nnkern.h`.
+//!
 //! ## Features
 //! - `cuda`: the GPU backend (hand-written PTX loaded through the CUDA driver
 //!   at run time; the crate builds without CUDA installed).
@@ -29,10 +56,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod capi;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod matrix;
 pub mod ops;
 mod parallel;
