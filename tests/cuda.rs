@@ -1,6 +1,6 @@
 //! The GPU kernels against the reference, on a CUDA device.
 //!
-//! Every test here is `#[ignore]`d: run them with
+//! Every test here is marked ignored (reason "needs a CUDA GPU"): run them with
 //! `REQUIRE_GPU=1 cargo test --release --features cuda -- --include-ignored`.
 //! Without a GPU they print why and pass, unless `REQUIRE_GPU=1`, where a
 //! missing GPU fails them (so they never pass silently on the GPU machine).
