@@ -136,7 +136,7 @@ fn blocking(ks: &KernelSet, k: usize) -> Blocking {
 
 /// Work below which a second thread costs more (waking it, splitting the
 /// packing) than it saves: ~12 µs of one core at full speed.
-const MIN_FLOPS_PER_THREAD: usize = 3_000_000;
+const MIN_FLOPS_PER_THREAD: usize = 32_000_000;
 
 /// A split call makes up to this many tasks per thread, each of at least
 /// `MIN_FLOPS_PER_THREAD / 2`: a helper that only gets a slice of a busy
