@@ -48,6 +48,8 @@ extern "C" {
 #define NNKERN_ERR_UNSUPPORTED 8
 #define NNKERN_ERR_DATA 9
 #define NNKERN_ERR_CUDA 10
+/* The system could not provide memory the call needs. */
+#define NNKERN_ERR_OUT_OF_MEMORY 11
 #define NNKERN_ERR_PANIC 99
 
 /* ---- ISA codes --------------------------------------------------------- */

@@ -72,8 +72,25 @@ pub enum Error {
         /// What was expected, e.g. "a finite value in [0, 1)".
         expected: &'static str,
     },
-    /// Any other invalid argument: null pointers, unknown enum values from the
-    /// C ABI, a forced ISA this CPU cannot run.
+    /// A required pointer is null (C ABI).
+    #[error("{arg}: null pointer for {len} elements")]
+    NullPointer {
+        /// The argument.
+        arg: &'static str,
+        /// Elements the pointer should address.
+        len: usize,
+    },
+    /// Something this CPU or this build cannot do, such as a forced ISA the
+    /// CPU lacks.
+    #[error("{arg}: {what}")]
+    Unsupported {
+        /// The argument.
+        arg: &'static str,
+        /// What is not supported.
+        what: String,
+    },
+    /// Any other invalid argument: unknown enum values from the C ABI,
+    /// negative sizes, misaligned pointers.
     #[error("{arg}: {what}")]
     InvalidArgument {
         /// The argument.
@@ -95,6 +112,22 @@ pub enum Error {
     /// A CUDA driver call failed, or a PTX module failed to JIT (with the log).
     #[error("CUDA error: {0}")]
     Cuda(String),
+    /// The system could not provide memory the call needs (scratch bounded
+    /// by the blocking, never by the problem size).
+    #[error("out of memory: {what} needs {bytes} bytes")]
+    OutOfMemory {
+        /// What the memory was for.
+        what: &'static str,
+        /// How much was asked for.
+        bytes: usize,
+    },
+    /// A bug inside the library, caught instead of crashing the caller (a
+    /// panic in a kernel task, on whichever thread it ran).
+    #[error("internal error: {what}")]
+    Internal {
+        /// What went wrong.
+        what: String,
+    },
 }
 
 /// A matrix shape (rows × cols) as printed in error messages.

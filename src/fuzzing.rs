@@ -848,6 +848,202 @@ fn arg_buf(len: Option<usize>, inp: &mut Input<'_>) -> Vec<f32> {
     (0..n).map(|_| inp.value(false)).collect()
 }
 
+/// A valid GEMM description too large to run: the C entry's validation and
+/// the plan must accept it (or report an overflow of the logical element
+/// count) and bound the scratch. Buffers are one element (zero strides) or
+/// never read: planning touches no element.
+fn plan_huge_gemm(
+    which: u8,
+    (m, n, k): (i64, i64, i64),
+    s: &[i64],
+    la: Option<usize>,
+    lb: Option<usize>,
+    lc: Option<usize>,
+) {
+    let a = vec![0.0f32; la.unwrap_or(0).clamp(1, ARG_CAP)];
+    let b = vec![0.0f32; lb.unwrap_or(0).clamp(1, ARG_CAP)];
+    let mut c = vec![0.0f32; lc.unwrap_or(0).clamp(1, ARG_CAP)];
+    let fits = |l: Option<usize>, have: usize| l.is_some_and(|l| l <= have);
+    if !(fits(la, a.len()) && fits(lb, b.len()) && fits(lc, c.len())) {
+        // The described buffers exceed what can be allocated here. The C
+        // entry runs in a dry run (every check, no slice formed, no element
+        // touched), then the driver plans the same shapes over zero-stride
+        // stand-ins.
+        let elem = if which == 0 { 4 } else { 2 };
+        let spans = [
+            (a.as_ptr() as usize, la.unwrap_or(0) * elem),
+            (b.as_ptr() as usize, lb.unwrap_or(0) * elem),
+            (c.as_ptr() as usize, lc.unwrap_or(0) * 4),
+        ];
+        let r = capi::dry_run(|| {
+            let (ah, bh) = (to_half::<bf16>(&a), to_half::<bf16>(&b));
+            let (af, bf) = (to_half::<f16>(&a), to_half::<f16>(&b));
+            // SAFETY: a dry run checks the descriptions and stops before it
+            // forms a slice; no pointer is dereferenced.
+            unsafe {
+                match which {
+                    0 => capi::nnkern_sgemm(
+                        m,
+                        n,
+                        k,
+                        1.0,
+                        a.as_ptr(),
+                        s[0],
+                        s[1],
+                        b.as_ptr(),
+                        s[2],
+                        s[3],
+                        0.0,
+                        c.as_mut_ptr(),
+                        s[4],
+                        s[5],
+                    ),
+                    1 => capi::nnkern_gemm_bf16(
+                        m,
+                        n,
+                        k,
+                        1.0,
+                        ah.as_ptr(),
+                        s[0],
+                        s[1],
+                        bh.as_ptr(),
+                        s[2],
+                        s[3],
+                        0.0,
+                        c.as_mut_ptr(),
+                        s[4],
+                        s[5],
+                    ),
+                    _ => capi::nnkern_gemm_f16(
+                        m,
+                        n,
+                        k,
+                        1.0,
+                        af.as_ptr(),
+                        s[0],
+                        s[1],
+                        bf.as_ptr(),
+                        s[2],
+                        s[3],
+                        0.0,
+                        c.as_mut_ptr(),
+                        s[4],
+                        s[5],
+                    ),
+                }
+            }
+        });
+        check_dry_run("gemm", r, &spans[2..], &spans[..2]);
+        let one = [0.0f32];
+        let (mu, nu, ku) = (m as usize, n as usize, k as usize);
+        let av = MatRef::from_strides(&one, mu, ku, 0, 0).expect("countable (model)");
+        let bv = MatRef::from_strides(&one, ku, nu, 0, 0).expect("countable (model)");
+        check_plan(crate::ops::gemm::plan_gemm(
+            crate::active_isa(),
+            3,
+            &av,
+            &bv,
+            (mu, nu, nu, 1),
+        ));
+        return;
+    }
+    let elem = which;
+    let cp = (c.as_mut_ptr(), s[4], s[5]);
+    // SAFETY: each pointer addresses at least the elements its view reaches
+    // (checked just above); planning reads none of them.
+    let r = unsafe {
+        match elem {
+            0 => capi::plan_gemm_c(
+                0.0f32,
+                (m, n, k),
+                1.0,
+                (a.as_ptr(), s[0], s[1]),
+                (b.as_ptr(), s[2], s[3]),
+                cp,
+            ),
+            1 => {
+                let (ah, bh) = (to_half::<bf16>(&a), to_half::<bf16>(&b));
+                capi::plan_gemm_c(
+                    bf16::ZERO,
+                    (m, n, k),
+                    1.0,
+                    (ah.as_ptr(), s[0], s[1]),
+                    (bh.as_ptr(), s[2], s[3]),
+                    cp,
+                )
+            }
+            _ => {
+                let (ah, bh) = (to_half::<f16>(&a), to_half::<f16>(&b));
+                capi::plan_gemm_c(
+                    f16::ZERO,
+                    (m, n, k),
+                    1.0,
+                    (ah.as_ptr(), s[0], s[1]),
+                    (bh.as_ptr(), s[2], s[3]),
+                    cp,
+                )
+            }
+        }
+    };
+    check_plan(r);
+}
+
+fn to_half<H: HalfConvert>(v: &[f32]) -> Vec<H> {
+    v.iter().map(|&x| H::from_f32(x)).collect()
+}
+
+/// f32 → bf16 / f16, for the planning harness.
+trait HalfConvert {
+    fn from_f32(x: f32) -> Self;
+}
+impl HalfConvert for bf16 {
+    fn from_f32(x: f32) -> Self {
+        bf16::from_f32(x)
+    }
+}
+impl HalfConvert for f16 {
+    fn from_f32(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+}
+
+/// A dry run of a description the model deems valid must pass every check,
+/// except that buffers described far beyond the real allocations may overlap
+/// in address space (the entry then reports aliasing, rightly).
+fn check_dry_run(what: &str, r: Result<(), c_int>, outputs: &[(usize, usize)], inputs: &[(usize, usize)]) {
+    let overlap = |(a0, al): (usize, usize), (b0, bl): (usize, usize)| {
+        let (a1, b1) = (a0.saturating_add(al), b0.saturating_add(bl));
+        al > 0 && bl > 0 && a0 < b1 && b0 < a1
+    };
+    match r {
+        Ok(()) => {}
+        Err(NNKERN_ERR_ALIASING)
+            if outputs
+                .iter()
+                .enumerate()
+                .any(|(i, &o)| outputs[i + 1..].iter().chain(inputs).any(|&x| overlap(o, x))) => {}
+        Err(status) => panic!(
+            "{what}: a valid description failed its dry run with status {status}: {}",
+            capi::last_error_string()
+        ),
+    }
+}
+
+/// The plan of a valid description: accepted, and within the bound.
+fn check_plan(r: crate::Result<Option<crate::ops::gemm::PlanSummary>>) {
+    match r {
+        Ok(None) => {}
+        Ok(Some(p)) => {
+            assert!(
+                p.scratch.0 <= p.scratch_bound.0 && p.scratch.1 <= p.scratch_bound.1,
+                "scratch beyond the blocking bound: {p:?}"
+            );
+            assert!(p.tasks >= 1, "{p:?}");
+        }
+        Err(e) => panic!("a valid description was refused: {e}"),
+    }
+}
+
 /// The C ABI's argument validation: arbitrary sizes, strides, enum codes,
 /// NULL and overlapping pointers into the `nnkern_*` entries. A call the
 /// model deems invalid must fail with a status, a message, and untouched
@@ -872,17 +1068,24 @@ pub fn capi_args(data: &[u8]) {
                 l.is_some()
                     && crate::matrix::strides_are_disjoint(rows as usize, cols as usize, rs as usize, cs as usize)
             };
-            let valid = la.is_some() && lb.is_some() && disjoint(lc, m, n, s[4], s[5]);
-            // Valid but enormous loops (m = 2⁶², n = 0) are not memory tests.
+            // The logical element count of every view must fit in isize.
+            let countable = [(m, k), (k, n), (m, n)]
+                .iter()
+                .all(|&(r, c)| r as u128 * c as u128 <= isize::MAX as u128);
+            let valid = la.is_some() && lb.is_some() && disjoint(lc, m, n, s[4], s[5]) && countable;
+            // Valid calls with much work (zero strides broadcasting one element
+            // over m·n·k, or huge loops over empty dimensions) are not skipped:
+            // they go through the entry's whole validation and the driver's
+            // planning, which sizes everything without touching an element;
+            // their scratch must stay within the blocking's bound.
             let huge = [la, lb, lc].iter().any(|l| l.is_some_and(|l| l > ARG_CAP)) || m.max(n).max(k) > 100_000;
-            // So are valid calls with little memory but much work (zero
-            // strides broadcasting one element over m·n·k).
             let work = if valid {
                 m as u128 * n as u128 * k.max(1) as u128
             } else {
                 0
             };
             if valid && (huge || work > 1 << 18) {
+                plan_huge_gemm(which, (m, n, k), &s, la, lb, lc);
                 return;
             }
             let a = arg_buf(la, &mut inp);
@@ -1014,6 +1217,26 @@ pub fn capi_args(data: &[u8]) {
             let len = model_span(1, n, 0, 1, 4);
             let valid_act = (0..6).contains(&act);
             if len.is_some_and(|l| l > ARG_CAP) {
+                // Too large to allocate: the entries' checks in a dry run.
+                let (x, mut out, dy) = ([0.0f32], [0.0f32], [0.0f32]);
+                let bytes = len.unwrap_or(0) * 4;
+                let spans = [(x.as_ptr() as usize, bytes), (dy.as_ptr() as usize, bytes)];
+                let outs = [(out.as_ptr() as usize, bytes)];
+                let expect = valid_act;
+                // SAFETY: dry runs stop before forming any slice.
+                let r1 =
+                    capi::dry_run(|| unsafe { capi::nnkern_activation_forward(act, x.as_ptr(), out.as_mut_ptr(), n) });
+                // SAFETY: as above.
+                let r2 = capi::dry_run(|| unsafe {
+                    capi::nnkern_activation_backward(act, x.as_ptr(), dy.as_ptr(), out.as_mut_ptr(), n)
+                });
+                for r in [r1, r2] {
+                    if expect {
+                        check_dry_run("activation", r, &outs, &spans);
+                    } else {
+                        assert!(r.is_err(), "activation code {act} accepted");
+                    }
+                }
                 return;
             }
             let x = arg_buf(len, &mut inp);
@@ -1056,6 +1279,33 @@ pub fn capi_args(data: &[u8]) {
             let ok_y = ly.is_some()
                 && crate::matrix::strides_are_disjoint(rows as usize, cols as usize, s[2] as usize, s[3] as usize);
             if [lx, ly].iter().any(|l| l.is_some_and(|l| l > ARG_CAP)) || rows > 1000 || cols > 1000 {
+                // Too large to allocate or to run: the entries' checks in a
+                // dry run, against the model.
+                let (x, mut y) = ([0.0f32], [0.0f32]);
+                let mut idx = [0u32];
+                let ins = [(x.as_ptr() as usize, lx.unwrap_or(0) * 4)];
+                let outs = [(y.as_ptr() as usize, ly.unwrap_or(0) * 4)];
+                // SAFETY: dry runs stop before forming any slice.
+                let r = capi::dry_run(|| unsafe {
+                    capi::nnkern_softmax(rows, cols, x.as_ptr(), s[0], s[1], y.as_mut_ptr(), s[2], s[3])
+                });
+                let countable = rows >= 0 && cols >= 0 && rows as u128 * cols as u128 <= isize::MAX as u128;
+                if lx.is_some() && ok_y && countable {
+                    check_dry_run("softmax", r, &outs, &ins);
+                } else {
+                    assert!(r.is_err(), "softmax {rows}x{cols} {s:?} accepted");
+                }
+                let rows_ok = rows >= 0 && rows as u128 * 4 <= isize::MAX as u128;
+                // SAFETY: as above.
+                let r = capi::dry_run(|| unsafe {
+                    capi::nnkern_argmax_rows(rows, cols, x.as_ptr(), s[0], s[1], idx.as_mut_ptr())
+                });
+                let idx_out = [(idx.as_ptr() as usize, rows.max(0) as usize * 4)];
+                if lx.is_some() && rows_ok && countable {
+                    check_dry_run("argmax_rows", r, &idx_out, &ins);
+                } else {
+                    assert!(r.is_err(), "argmax {rows}x{cols} {s:?} accepted");
+                }
                 return;
             }
             let x = arg_buf(lx, &mut inp);
@@ -1113,9 +1363,6 @@ pub fn capi_args(data: &[u8]) {
             // Optimizer entries with arbitrary config codes and overlap.
             let n = int_arg(&mut inp, 30);
             let len = model_span(1, n, 0, 1, 4);
-            if len.is_some_and(|l| l > ARG_CAP) {
-                return;
-            }
             let mut cfg = capi::nnkern_adam_config {
                 lr: 1e-3,
                 beta1: 0.9,
@@ -1127,6 +1374,43 @@ pub fn capi_args(data: &[u8]) {
             };
             if inp.u8().is_multiple_of(4) {
                 cfg.beta1 = 1.0;
+            }
+            let cfg_ok = cfg.decay < 2 && cfg.epsilon < 2 && cfg.beta1 < 1.0;
+            if len.is_some_and(|l| l > ARG_CAP) {
+                // Too large to allocate: the entries' checks in a dry run.
+                let (mut w, g, mut m, mut v) = ([0.0f32], [0.0f32], [0.0f32], [0.0f32]);
+                let bytes = len.unwrap_or(0) * 4;
+                let outs = [
+                    (w.as_ptr() as usize, bytes),
+                    (m.as_ptr() as usize, bytes),
+                    (v.as_ptr() as usize, bytes),
+                ];
+                let ins = [(g.as_ptr() as usize, bytes), (&cfg as *const _ as usize, 1)];
+                // SAFETY: the config is real; the dry run stops before forming
+                // a slice of the (far too large) buffers.
+                let r = capi::dry_run(|| unsafe {
+                    capi::nnkern_adam_step(&cfg, 1, w.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr(), n)
+                });
+                if cfg_ok {
+                    check_dry_run("adam_step", r, &outs, &ins);
+                } else {
+                    assert!(r.is_err(), "adam config {cfg:?} accepted");
+                }
+                let mut g2 = [0.0f32];
+                let lens = [n, n];
+                let ptrs = [g2.as_mut_ptr(), w.as_mut_ptr()];
+                let mut norm = 0.0f32;
+                // SAFETY: the pointer and length lists are real; as above.
+                let r = capi::dry_run(|| unsafe {
+                    capi::nnkern_clip_global_norm(ptrs.as_ptr(), lens.as_ptr(), 2, 1.0, &mut norm)
+                });
+                let outs = [
+                    (g2.as_ptr() as usize, bytes),
+                    (w.as_ptr() as usize, bytes),
+                    (&norm as *const f32 as usize, 4),
+                ];
+                check_dry_run("clip_global_norm", r, &outs, &[]);
+                return;
             }
             let mut w = arg_buf(len, &mut inp);
             let g = arg_buf(len, &mut inp);
@@ -1146,12 +1430,7 @@ pub fn capi_args(data: &[u8]) {
             // SAFETY: as above.
             let st =
                 unsafe { capi::nnkern_adam_step(cfg_ptr, 1, w.as_mut_ptr(), g.as_ptr(), m_ptr, v.as_mut_ptr(), n) };
-            let expect_ok = len.is_some()
-                && cfg.decay < 2
-                && cfg.epsilon < 2
-                && cfg.beta1 < 1.0
-                && null_case != 1
-                && !(alias && len.is_some_and(|l| l > 0));
+            let expect_ok = len.is_some() && cfg_ok && null_case != 1 && !(alias && len.is_some_and(|l| l > 0));
             assert_eq!(st == NNKERN_OK, expect_ok, "adam_step n={n} {cfg:?} -> {st}");
             if !expect_ok {
                 assert!(w.iter().zip(&w0).all(|(p, q)| same(*p, *q)));
@@ -1253,6 +1532,44 @@ pub fn cblas_sgemm(data: &[u8]) {
         (1, 1, 1)
     };
     if la.max(lb).max(lc) > ARG_CAP || m.max(n).max(k) > 100_000 {
+        // Too large to allocate or to run: a valid description must pass
+        // every check in a dry run (a C described past the real buffers may
+        // overlap them in address space: position 13, rightly).
+        let (a, b, mut c) = ([0.0f32], [0.0f32], [0.0f32]);
+        capi::nnkern_set_cblas_error_handler(Some(record_cblas_error));
+        let _ = last_cblas_param();
+        let r = capi::dry_run(|| {
+            // SAFETY: the dry run stops before forming any slice.
+            unsafe {
+                capi::cblas_sgemm(
+                    order,
+                    ta,
+                    tb,
+                    m,
+                    n,
+                    k,
+                    1.0,
+                    a.as_ptr(),
+                    lda,
+                    b.as_ptr(),
+                    ldb,
+                    0.5,
+                    c.as_mut_ptr(),
+                    ldc,
+                )
+            };
+            last_cblas_param().max(0)
+        });
+        let overlap = |(p0, l0): (usize, usize), (p1, l1): (usize, usize)| {
+            l0 > 0 && l1 > 0 && p0 < p1.saturating_add(l1) && p1 < p0.saturating_add(l0)
+        };
+        let cs = (c.as_ptr() as usize, lc * 4);
+        let aliased = overlap(cs, (a.as_ptr() as usize, la * 4)) || overlap(cs, (b.as_ptr() as usize, lb * 4));
+        match r {
+            Ok(()) => assert!(valid, "cblas_sgemm accepted an invalid call (parameter {expected_bad})"),
+            Err(13) if aliased => {}
+            Err(p) => assert_eq!(p, expected_bad, "cblas_sgemm dry run reported parameter {p}"),
+        }
         return;
     }
     let a = inp.values(la, false);

@@ -53,14 +53,67 @@ fn validate(
     row_stride: usize,
     col_stride: usize,
 ) -> Result<()> {
-    let needed = required_len(rows, cols, row_stride, col_stride).ok_or(Error::Overflow {
-        arg,
-        what: "(rows-1)*row_stride + (cols-1)*col_stride",
-    })?;
+    // A view may hold more logical elements than memory (zero strides
+    // broadcast), but never more than an `isize` can count: every size the
+    // kernels derive from the shape (products, offsets, loop bounds) then
+    // fits in `usize` with room to spare, as ndarray requires too.
+    if rows.checked_mul(cols).is_none_or(|n| n > isize::MAX as usize) {
+        return Err(Error::Overflow {
+            arg,
+            what: "rows*cols (the logical element count, which must not exceed isize::MAX)",
+        });
+    }
+    let needed = required_len(rows, cols, row_stride, col_stride)
+        .filter(|&n| n <= isize::MAX as usize)
+        .ok_or(Error::Overflow {
+            arg,
+            what: "(rows-1)*row_stride + (cols-1)*col_stride",
+        })?;
     if needed > len {
         return Err(Error::BufferTooShort { arg, len, needed });
     }
     Ok(())
+}
+
+/// The checks [`MatRef::from_strides`] (and with `output`,
+/// [`MatMut::from_strides`]) make, on a buffer length instead of a slice, so
+/// a description of foreign memory can be checked before any slice is made.
+pub(crate) fn check_view(
+    arg: &'static str,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+    output: bool,
+) -> Result<()> {
+    validate(arg, len, rows, cols, row_stride, col_stride)?;
+    if output && !strides_are_disjoint(rows, cols, row_stride, col_stride) {
+        return Err(aliasing(arg, rows, cols, row_stride, col_stride));
+    }
+    Ok(())
+}
+
+fn aliasing(arg: &'static str, rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Error {
+    Error::Aliasing {
+        arg,
+        what: format!("strides ({row_stride}, {col_stride}) of a {rows}x{cols} output map two elements to one address"),
+    }
+}
+
+/// The strides a view keeps: the stride of a dimension with at most one
+/// element is never used to reach an element, so it is stored as 0 and no
+/// offset computed from it can be negative or wrap; an empty view keeps
+/// none. Every other stride is at most `len - 1 <= isize::MAX` (it reaches
+/// an element inside the slice).
+fn normalise(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> (usize, usize) {
+    if rows == 0 || cols == 0 {
+        return (0, 0);
+    }
+    (
+        if rows == 1 { 0 } else { row_stride },
+        if cols == 1 { 0 } else { col_stride },
+    )
 }
 
 /// A read-only matrix view: `rows × cols` elements of `T`, element `(i, j)`
@@ -119,6 +172,7 @@ impl<'a, T> MatRef<'a, T> {
         col_stride: usize,
     ) -> Result<Self> {
         validate(arg, data.len(), rows, cols, row_stride, col_stride)?;
+        let (row_stride, col_stride) = normalise(rows, cols, row_stride, col_stride);
         Ok(MatRef {
             data,
             rows,
@@ -143,6 +197,7 @@ impl<'a, T> MatRef<'a, T> {
     /// The `rows × cols` block starting at `(row0, col0)`.
     pub fn submatrix(self, row0: usize, col0: usize, rows: usize, cols: usize) -> Result<Self> {
         let (start, rows, cols) = sub_bounds(self.shape(), self.strides(), row0, col0, rows, cols)?;
+        let (rs, cs) = normalise(rows, cols, self.row_stride, self.col_stride);
         Ok(MatRef {
             data: if rows == 0 || cols == 0 {
                 &[]
@@ -151,8 +206,8 @@ impl<'a, T> MatRef<'a, T> {
             },
             rows,
             cols,
-            row_stride: self.row_stride,
-            col_stride: self.col_stride,
+            row_stride: rs,
+            col_stride: cs,
         })
     }
 
@@ -301,15 +356,8 @@ impl<'a, T> MatMut<'a, T> {
         row_stride: usize,
         col_stride: usize,
     ) -> Result<Self> {
-        validate(arg, data.len(), rows, cols, row_stride, col_stride)?;
-        if !strides_are_disjoint(rows, cols, row_stride, col_stride) {
-            return Err(Error::Aliasing {
-                arg,
-                what: format!(
-                    "strides ({row_stride}, {col_stride}) of a {rows}x{cols} output map two elements to one address"
-                ),
-            });
-        }
+        check_view(arg, data.len(), rows, cols, row_stride, col_stride, true)?;
+        let (row_stride, col_stride) = normalise(rows, cols, row_stride, col_stride);
         Ok(MatMut {
             data,
             rows,
@@ -356,6 +404,7 @@ impl<'a, T> MatMut<'a, T> {
     /// The `rows × cols` block starting at `(row0, col0)`.
     pub fn submatrix(self, row0: usize, col0: usize, rows: usize, cols: usize) -> Result<Self> {
         let (start, rows, cols) = sub_bounds(self.shape(), self.strides(), row0, col0, rows, cols)?;
+        let (rs, cs) = normalise(rows, cols, self.row_stride, self.col_stride);
         Ok(MatMut {
             data: if rows == 0 || cols == 0 {
                 &mut []
@@ -364,8 +413,8 @@ impl<'a, T> MatMut<'a, T> {
             },
             rows,
             cols,
-            row_stride: self.row_stride,
-            col_stride: self.col_stride,
+            row_stride: rs,
+            col_stride: cs,
         })
     }
 
@@ -481,6 +530,47 @@ mod tests {
             Err(Error::Overflow { .. })
         ));
         assert!(MatRef::new(&a[..0], 0, 1_000_000).is_ok());
+    }
+
+    #[test]
+    fn logical_element_counts_beyond_isize_are_overflow() {
+        let one = [0.0f32];
+        // 1 × 2^61 with zero strides: one element of memory, a valid view.
+        assert!(MatRef::from_strides(&one, 1, 1 << 61, 0, 0).is_ok());
+        // 64 × 2^58 = 2^64 logical elements: not countable.
+        assert!(matches!(
+            MatRef::from_strides(&one, 64, 1 << 58, 0, 0),
+            Err(Error::Overflow { .. })
+        ));
+        // 2^32 × 2^31 = 2^63 > isize::MAX.
+        assert!(matches!(
+            MatRef::from_strides(&one, 1 << 32, 1 << 31, 0, 0),
+            Err(Error::Overflow { .. })
+        ));
+        assert!(MatRef::from_strides(&one, 1 << 31, 1 << 31, 0, 0).is_ok());
+        let mut c = [0.0f32];
+        assert!(matches!(
+            MatMut::from_strides(&mut c, 1 << 40, 1 << 40, 0, 0),
+            Err(Error::Overflow { .. })
+        ));
+    }
+
+    #[test]
+    fn strides_of_unit_extents_are_normalised() {
+        let a = [1.0f32, 2.0, 3.0];
+        let r = MatRef::from_strides(&a, 1, 3, usize::MAX, 1).unwrap();
+        assert_eq!(r.strides(), (0, 1));
+        assert_eq!(r.t().strides(), (1, 0));
+        let c = MatRef::from_strides(&a, 3, 1, 1, usize::MAX - 7).unwrap();
+        assert_eq!(c.strides(), (1, 0));
+        let e = MatRef::from_strides(&a[..0], 0, 3, 99, usize::MAX).unwrap();
+        assert_eq!(e.strides(), (0, 0));
+        let s = MatRef::new(&a, 1, 3).unwrap().submatrix(0, 1, 1, 1).unwrap();
+        assert_eq!(s.strides(), (0, 0));
+        assert_eq!(s[(0, 0)], 2.0);
+        let mut m = [0.0f32; 3];
+        let mm = MatMut::from_strides(&mut m, 1, 3, usize::MAX, 1).unwrap();
+        assert_eq!(mm.strides(), (0, 1));
     }
 
     #[test]

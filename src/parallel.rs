@@ -1,140 +1,360 @@
-//! Splitting work over threads.
+//! The thread team: splitting one call's work over threads.
 //!
 //! Kernels split their work into a fixed number of tasks chosen from the
-//! problem size and [`crate::num_threads`], so the split — and therefore every
+//! problem size and the thread bound, so the split — and therefore every
 //! result, bit for bit — depends only on the inputs and the thread count,
 //! never on scheduling.
 //!
-//! The calling thread never waits for a helper that has not started: it
-//! claims tasks from a shared counter itself, helpers on rayon's pool claim
-//! from the same counter when (if) they get a core, and once every task is
-//! claimed the caller only waits for tasks already running. On a machine
-//! whose other cores are busy a split call therefore costs about what one
-//! thread costs, instead of waiting for a core to free up.
+//! The team is a set of worker threads owned by the library (never a pool
+//! shared with the application), started the first time a call wants them
+//! and kept for the life of the process. A call publishes its tasks in one
+//! atomic word (a generation and the next unclaimed task index); the caller
+//! and the workers claim tasks from that word, so:
+//!
+//! - **the caller never waits for a thread that has not started**: it claims
+//!   every task nobody else has claimed, and then waits only for tasks that
+//!   are running on another thread;
+//! - **nothing is allocated per call**: the job lives in the team's static
+//!   state; only starting a worker allocates (its stack), once;
+//! - **a panic in a task becomes an error** ([`Error::Internal`]) returned by
+//!   the call that ran it, whichever thread the task ran on — never an abort,
+//!   never a hang, never a helper left running with the caller's borrows;
+//! - workers that find no work spin for a short while (a call that follows
+//!   another finds them awake) and then sleep on a condition variable.
+//!
+//! One call owns the team at a time. A call made while another owns it
+//! (another application thread, or a task calling a kernel) runs its tasks
+//! on its own thread: same split, same result, no deadlock.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use crate::error::{Error, Result};
+use std::cell::{Cell, UnsafeCell};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-/// What the caller shares with its helpers. `f` points at the caller's
-/// closure; it is only called while `closed` is false, and the caller waits
-/// for `active` to drop to zero after closing, so it never outlives the call.
-struct Shared {
-    next: AtomicUsize,
-    tasks: usize,
-    active: AtomicUsize,
-    closed: AtomicBool,
-    f: *const (dyn Fn(usize) + Sync),
+/// Most tasks one call may make (the task index has this many bits).
+const TASK_BITS: u32 = 24;
+const TASK_MASK: u64 = (1 << TASK_BITS) - 1;
+/// Most tasks one call may make.
+pub(crate) const MAX_TASKS: usize = TASK_MASK as usize;
+/// Most worker threads the team starts (beyond this, calls use fewer threads
+/// than asked for; the split, and so the result, does not change).
+const MAX_WORKERS: usize = 255;
+/// How long an idle worker spins before it sleeps.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// The calling function of one job, with its borrows erased.
+type TaskFn = *const (dyn Fn(usize) + Sync);
+
+struct Team {
+    /// `generation << TASK_BITS | next unclaimed task`.
+    word: AtomicU64,
+    /// Tasks of the current generation.
+    tasks: AtomicUsize,
+    /// Workers `0..helpers` may claim tasks of the current generation.
+    helpers: AtomicUsize,
+    /// Tasks of the current generation that have finished (or panicked).
+    done: AtomicUsize,
+    /// The current job's function. Written only by the call that owns the
+    /// team (`busy`), before it publishes a new generation; read only by a
+    /// thread that has claimed a task of that generation.
+    f: UnsafeCell<Option<TaskFn>>,
+    /// The first panic message of the current job.
+    panic: Mutex<Option<String>>,
+    /// Held by the call that owns the team.
+    busy: AtomicBool,
+    /// Workers started so far.
+    workers: Mutex<usize>,
+    /// Workers asleep on `wake` (under `sleep`).
+    sleepers: AtomicUsize,
+    sleep: Mutex<()>,
+    wake: Condvar,
 }
 
-// SAFETY: `f` is a `Sync` closure, and the protocol above keeps it alive
-// whenever a helper thread can call it.
-unsafe impl Send for Shared {}
-// SAFETY: as above; everything else is atomic.
-unsafe impl Sync for Shared {}
+// SAFETY: `f` is the only non-Sync field; the protocol on it (written by the
+// owner of `busy` before a Release publication of a new generation, read by a
+// thread only after an Acquire claim of a task of that generation, and the
+// owner waits until every claimed task is done before writing it again or
+// letting the closure die) makes every access race-free.
+unsafe impl Sync for Team {}
+// SAFETY: the team is only ever reached through a `&'static`; `f` is a
+// plain address whose use the protocol above governs on every thread.
+unsafe impl Send for Team {}
 
-impl Shared {
-    /// Claims and runs tasks until none are left.
+fn team() -> &'static Team {
+    static TEAM: OnceLock<Team> = OnceLock::new();
+    TEAM.get_or_init(|| Team {
+        word: AtomicU64::new(0),
+        tasks: AtomicUsize::new(0),
+        helpers: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+        f: UnsafeCell::new(None),
+        panic: Mutex::new(None),
+        busy: AtomicBool::new(false),
+        workers: Mutex::new(0),
+        sleepers: AtomicUsize::new(0),
+        sleep: Mutex::new(()),
+        wake: Condvar::new(),
+    })
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-text payload".to_string()
+    }
+}
+
+impl Team {
+    /// Claims the next task of generation `gen`, or `None` when there is none
+    /// left (or the generation has moved on).
+    fn claim(&self, gen: u64, tasks: usize) -> Option<usize> {
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            let next = (w & TASK_MASK) as usize;
+            if w >> TASK_BITS != gen || next >= tasks {
+                return None;
+            }
+            match self
+                .word
+                .compare_exchange_weak(w, w + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(next),
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    /// Runs task `t` of the current job, recording a panic instead of
+    /// unwinding, then counts it done.
     ///
     /// # Safety
-    /// `self.f` must be alive (the caller's frame, or a helper registered
-    /// in `active` before `closed` was set).
-    unsafe fn drain(&self) {
-        loop {
-            let t = self.next.fetch_add(1, Ordering::Relaxed);
-            if t >= self.tasks {
-                return;
+    /// `t` must have been claimed (by [`Team::claim`]) from the current
+    /// generation by this thread, so the owner is still waiting and `f` alive.
+    unsafe fn run(&self, t: usize) {
+        // SAFETY: the claim orders this read after the owner's write of `f`
+        // (Release publication, Acquire claim), and the owner does not
+        // rewrite it before this task is counted done.
+        let f = unsafe { *self.f.get() };
+        // SAFETY: the owner's closure is alive until every claimed task is
+        // counted done (it waits for `done == tasks`).
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            if let Some(f) = f {
+                unsafe { (*f)(t) }
             }
-            // SAFETY: the function's contract.
-            unsafe { (*self.f)(t) };
+        }));
+        if let Err(p) = r {
+            let mut slot = self.panic.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(panic_text(&*p));
+            }
+        }
+        self.done.fetch_add(1, Ordering::Release);
+    }
+
+    /// Starts workers until there are `want` (at most [`MAX_WORKERS`]).
+    fn ensure_workers(&'static self, want: usize) -> usize {
+        let mut n = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        while *n < want.min(MAX_WORKERS) {
+            let index = *n;
+            let started = std::thread::Builder::new()
+                .name(format!("nnkern-worker-{index}"))
+                .spawn(move || self.worker(index));
+            if started.is_err() {
+                break; // run with the workers there are
+            }
+            *n += 1;
+        }
+        *n
+    }
+
+    fn worker(&'static self, index: usize) {
+        // Size this thread's kernel scratch now, so no task allocates later.
+        crate::ops::gemm::prepare_thread_scratch();
+        let mut seen = self.word.load(Ordering::Acquire) >> TASK_BITS;
+        loop {
+            let gen = self.wait_for_new_generation(seen);
+            seen = gen;
+            if index >= self.helpers.load(Ordering::Acquire) {
+                continue;
+            }
+            let tasks = self.tasks.load(Ordering::Acquire);
+            while let Some(t) = self.claim(gen, tasks) {
+                // SAFETY: claimed from generation `gen` just now.
+                unsafe { self.run(t) };
+            }
+        }
+    }
+
+    /// Spins, then sleeps, until the generation differs from `seen`.
+    fn wait_for_new_generation(&self, seen: u64) -> u64 {
+        let gen_now = || self.word.load(Ordering::Acquire) >> TASK_BITS;
+        let start = Instant::now();
+        let mut spins = 0u32;
+        loop {
+            let g = gen_now();
+            if g != seen {
+                return g;
+            }
+            spins = spins.wrapping_add(1);
+            if spins.is_multiple_of(64) {
+                if start.elapsed() > SPIN {
+                    break;
+                }
+                // Let another runnable thread have this core.
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+        let mut guard = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let g = self.word.load(Ordering::SeqCst) >> TASK_BITS;
+            if g != seen {
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                return g;
+            }
+            guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
         }
     }
 }
 
-/// Runs `f(0) .. f(tasks - 1)` on the calling thread and on up to
-/// `tasks - 1` helpers from the pool, and returns when all are done.
-pub(crate) fn run_tasks<F>(tasks: usize, f: F)
+thread_local! {
+    /// Test hook: a lowered split threshold for calls from this thread.
+    static FORCED_MIN_PER_TASK: Cell<Option<usize>> = const { Cell::new(None) };
+    /// Tasks the last split call from this thread made.
+    static LAST_TASKS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Runs `f(0) .. f(tasks - 1)`, each once, on the calling thread and on up
+/// to `threads - 1` workers, and returns when all are done.
+///
+/// A task that panics makes the call return [`Error::Internal`] with its
+/// message (after every other task has finished or been skipped).
+pub(crate) fn run_tasks<F>(tasks: usize, threads: usize, f: F) -> Result<()>
 where
     F: Fn(usize) + Sync,
 {
-    match tasks {
-        0 => {}
-        1 => f(0),
-        _ => {
-            let f_dyn: &(dyn Fn(usize) + Sync) = &f;
-            // SAFETY: erases the closure's lifetime; `Shared`'s protocol
-            // guarantees no call after this function returns.
-            let f_static: &'static (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f_dyn) };
-            let shared = Arc::new(Shared {
-                next: AtomicUsize::new(0),
-                tasks,
-                active: AtomicUsize::new(0),
-                closed: AtomicBool::new(false),
-                f: f_static,
-            });
-            for _ in 1..tasks {
-                let s = Arc::clone(&shared);
-                rayon::spawn(move || {
-                    // Register before checking `closed`: the caller closes,
-                    // then waits for `active` to be zero, so either it sees
-                    // this helper or this helper sees `closed`.
-                    s.active.fetch_add(1, Ordering::SeqCst);
-                    if !s.closed.load(Ordering::SeqCst) {
-                        // SAFETY: registered while open, so the caller is
-                        // still waiting and `f` is alive.
-                        unsafe { s.drain() };
-                    }
-                    s.active.fetch_sub(1, Ordering::SeqCst);
-                });
-            }
-            /// Closes the shared state and waits for running helpers, also
-            /// when `f` panics on this thread, so no helper outlives `f`.
-            struct Close<'a>(&'a Shared);
-            impl Drop for Close<'_> {
-                fn drop(&mut self) {
-                    self.0.closed.store(true, Ordering::SeqCst);
-                    // Helpers still running hold at most one task each.
-                    let mut spins = 0u32;
-                    while self.0.active.load(Ordering::SeqCst) != 0 {
-                        spins += 1;
-                        if spins < 4096 {
-                            std::hint::spin_loop();
-                        } else {
-                            std::thread::yield_now();
-                        }
-                    }
-                }
-            }
-            let _close = Close(&shared);
-            // SAFETY: `f` lives in this frame.
-            unsafe { shared.drain() };
+    LAST_TASKS.with(|c| c.set(tasks));
+    let helpers = threads.min(tasks).saturating_sub(1);
+    let t = team();
+    if helpers == 0 || tasks > MAX_TASKS || t.busy.swap(true, Ordering::Acquire) {
+        return run_here(tasks, &f);
+    }
+    /// Releases the team when the call ends, however it ends.
+    struct Release(&'static Team);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            self.0.busy.store(false, Ordering::Release);
         }
+    }
+    let _release = Release(t);
+    let workers = t.ensure_workers(helpers);
+    if workers == 0 {
+        return run_here(tasks, &f);
+    }
+    let f_dyn: &(dyn Fn(usize) + Sync) = &f;
+    // SAFETY: erases the closure's lifetime. It is called only by threads
+    // that claimed a task of this generation, and this function returns only
+    // after every task is done, so no call outlives `f`.
+    let f_erased: TaskFn = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), TaskFn>(f_dyn) };
+    // SAFETY: this call owns the team (`busy`), and every task of the previous
+    // generation was done before its owner released it, so nobody reads `f`.
+    unsafe { *t.f.get() = Some(f_erased) };
+    *t.panic.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    t.tasks.store(tasks, Ordering::Relaxed);
+    t.helpers.store(helpers.min(workers), Ordering::Relaxed);
+    t.done.store(0, Ordering::Relaxed);
+    let gen = (t.word.load(Ordering::Relaxed) >> TASK_BITS).wrapping_add(1) & (u64::MAX >> TASK_BITS);
+    t.word.store(gen << TASK_BITS, Ordering::SeqCst);
+    if t.sleepers.load(Ordering::SeqCst) > 0 {
+        let _g = t.sleep.lock().unwrap_or_else(|e| e.into_inner());
+        t.wake.notify_all();
+    }
+    while let Some(task) = t.claim(gen, tasks) {
+        // SAFETY: claimed from this call's generation.
+        unsafe { t.run(task) };
+    }
+    // Every task is claimed; wait for those running elsewhere.
+    let mut spins = 0u32;
+    while t.done.load(Ordering::Acquire) < tasks {
+        spins = spins.wrapping_add(1);
+        if spins < 1 << 12 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    let panic = t.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+    match panic {
+        Some(what) => Err(Error::Internal {
+            what: format!("a kernel task panicked: {what}"),
+        }),
+        None => Ok(()),
     }
 }
 
-/// How many tasks to split `work` units into so that each has at least
-/// `min_per_task` units, bounded by the configured thread count.
-#[allow(dead_code)] // for the elementwise kernels
-pub(crate) fn task_count(work: usize, min_per_task: usize) -> usize {
-    task_count_max(work, min_per_task, crate::num_threads())
+/// Every task on the calling thread, panics caught as in [`run_tasks`].
+fn run_here(tasks: usize, f: &(dyn Fn(usize) + Sync)) -> Result<()> {
+    let mut first = None;
+    for t in 0..tasks {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(t))) {
+            first.get_or_insert_with(|| panic_text(&*p));
+        }
+    }
+    match first {
+        Some(what) => Err(Error::Internal {
+            what: format!("a kernel task panicked: {what}"),
+        }),
+        None => Ok(()),
+    }
 }
 
-/// As [`task_count`], bounded by `max_tasks` instead of the configured
-/// thread count (for calls that take an explicit thread count).
+/// The per-task minimum a kernel should use: `default`, unless a test
+/// lowered it for this thread with [`force_min_per_task`].
+pub(crate) fn min_per_task(default: usize) -> usize {
+    FORCED_MIN_PER_TASK.with(|c| c.get()).unwrap_or(default)
+}
+
+/// Test hook: makes every splitting kernel called from this thread split
+/// once each task has at least `min` units of work (FLOPs for GEMM,
+/// elements for the streams); `None` restores the tuned thresholds.
+pub fn force_min_per_task(min: Option<usize>) {
+    FORCED_MIN_PER_TASK.with(|c| c.set(min.map(|m| m.max(1))));
+}
+
+/// How many tasks the last splitting call from this thread made (1 when it
+/// did not split), so tests can check that a threaded path really ran.
+pub fn last_task_count() -> usize {
+    LAST_TASKS.with(|c| c.get())
+}
+
+/// How many tasks to split `work` units into so that each has at least
+/// `min_per_task` units, bounded by `max_tasks`.
 pub(crate) fn task_count_max(work: usize, min_per_task: usize, max_tasks: usize) -> usize {
     let by_size = work / min_per_task.max(1);
-    by_size.clamp(1, max_tasks.max(1))
+    by_size.clamp(1, max_tasks.clamp(1, MAX_TASKS))
 }
 
 /// The half-open range of `0..len` that task `t` of `tasks` owns, in whole
 /// multiples of `align` (except the last range, which takes the remainder).
 pub(crate) fn task_range(len: usize, tasks: usize, t: usize, align: usize) -> std::ops::Range<usize> {
     let align = align.max(1);
+    let tasks = tasks.max(1);
     let units = len.div_ceil(align);
     let per = units / tasks;
     let extra = units % tasks;
+    // t < tasks, so start_unit <= units and end_unit <= units: no overflow,
+    // and `* align` stays within len rounded up to a multiple of align,
+    // which the min() below brings back (units * align < len + align).
     let start_unit = t * per + t.min(extra);
     let end_unit = start_unit + per + usize::from(t < extra);
-    (start_unit * align).min(len)..(end_unit * align).min(len)
+    (start_unit.saturating_mul(align)).min(len)..(end_unit.saturating_mul(align)).min(len)
 }
 
 #[cfg(test)]
@@ -157,17 +377,105 @@ mod tests {
                 }
             }
         }
+        // Near the top of usize the ranges still tile without wrapping.
+        let len = usize::MAX - 3;
+        let r = task_range(len, 3, 2, 16);
+        assert_eq!(r.end, len);
+        assert!(r.start < r.end);
     }
 
     #[test]
-    fn every_task_runs_once() {
-        let hits = AtomicUsize::new(0);
-        let mask = AtomicUsize::new(0);
-        run_tasks(5, |t| {
-            hits.fetch_add(1, Ordering::Relaxed);
-            mask.fetch_or(1 << t, Ordering::Relaxed);
+    fn every_task_runs_once_on_any_thread_count() {
+        for threads in [1, 2, 3, 8] {
+            for tasks in [0, 1, 2, 5, 64] {
+                let hits = AtomicUsize::new(0);
+                let mask = AtomicU64::new(0);
+                run_tasks(tasks, threads, |t| {
+                    hits.fetch_add(1, Ordering::Relaxed);
+                    mask.fetch_or(1 << t, Ordering::Relaxed);
+                })
+                .unwrap();
+                assert_eq!(hits.load(Ordering::Relaxed), tasks);
+                let want = if tasks == 64 { u64::MAX } else { (1u64 << tasks) - 1 };
+                assert_eq!(mask.load(Ordering::Relaxed), want);
+            }
+        }
+    }
+
+    #[test]
+    fn a_panicking_task_is_an_error_on_every_thread() {
+        for threads in [1, 2, 4] {
+            // Every task panics, so whichever thread runs one (caller or
+            // worker) the panic must come back as an error, not an abort.
+            let r = run_tasks(8, threads, |t| panic!("task {t} fails"));
+            match r {
+                Err(Error::Internal { what }) => assert!(what.contains("fails"), "{what}"),
+                other => panic!("expected Error::Internal, got {other:?}"),
+            }
+            // The team is usable again afterwards.
+            let hits = AtomicUsize::new(0);
+            run_tasks(8, threads, |_| {
+                hits.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+            assert_eq!(hits.load(Ordering::Relaxed), 8);
+        }
+    }
+
+    #[test]
+    fn a_panic_on_a_worker_is_caught_there() {
+        // The caller is held in task 0 until a worker has run task 1, so the
+        // panic of task 1 happens on a worker thread.
+        let on_worker = AtomicBool::new(false);
+        let r = run_tasks(2, 2, |t| {
+            if t == 0 {
+                let start = Instant::now();
+                while !on_worker.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(20) {
+                    std::thread::yield_now();
+                }
+            } else {
+                let name = std::thread::current().name().unwrap_or("").to_string();
+                on_worker.store(true, Ordering::Release);
+                panic!("on thread {name}");
+            }
         });
-        assert_eq!(hits.load(Ordering::Relaxed), 5);
-        assert_eq!(mask.load(Ordering::Relaxed), 0b11111);
+        let what = match r {
+            Err(Error::Internal { what }) => what,
+            other => panic!("expected Error::Internal, got {other:?}"),
+        };
+        if on_worker.load(Ordering::Acquire) {
+            assert!(what.contains("on thread"), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_call_from_inside_a_task_runs_there() {
+        let hits = AtomicUsize::new(0);
+        run_tasks(4, 2, |_| {
+            run_tasks(3, 2, |_| {
+                hits.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap();
+        })
+        .unwrap();
+        assert_eq!(hits.load(Ordering::Relaxed), 12);
+    }
+
+    #[test]
+    fn concurrent_callers_each_get_every_task() {
+        let total = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..200 {
+                        run_tasks(6, 3, |_| {
+                            total.fetch_add(1, Ordering::Relaxed);
+                        })
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(total.load(Ordering::Relaxed), 4 * 200 * 6);
     }
 }

@@ -6,10 +6,16 @@
 //! bound, never a promise.
 
 use crate::error::{Error, Result};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 static SET: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// A bound set for the calling thread by [`with_threads`] (0: none).
+    static LOCAL: Cell<usize> = const { Cell::new(0) };
+}
 
 fn default_threads() -> usize {
     static DEFAULT: OnceLock<usize> = OnceLock::new();
@@ -22,12 +28,40 @@ fn default_threads() -> usize {
     })
 }
 
-/// The upper bound on threads a kernel uses.
+/// The upper bound on threads a kernel called from this thread uses: the
+/// bound of an enclosing [`with_threads`], else the process-wide one.
 pub fn num_threads() -> usize {
+    let local = LOCAL.try_with(|c| c.get()).unwrap_or(0);
+    if local > 0 {
+        return local;
+    }
     match SET.load(Ordering::Relaxed) {
         0 => default_threads(),
         n => n,
     }
+}
+
+/// Runs `f` with at most `n` threads for every kernel it calls on this
+/// thread, whatever the process-wide bound is (`n` must be at least 1).
+/// Bounds nest; the previous one is restored when `f` returns or panics.
+///
+/// ```
+/// let two = nnkern::with_threads(2, nnkern::num_threads)?;
+/// assert_eq!(two, 2);
+/// # Ok::<(), nnkern::Error>(())
+/// ```
+pub fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> Result<R> {
+    if n == 0 {
+        return Err(Error::invalid("threads", "at least 1 thread expected, got 0"));
+    }
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = LOCAL.try_with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(LOCAL.with(|c| c.replace(n)));
+    Ok(f())
 }
 
 /// Sets the upper bound on threads for every later call, process-wide.

@@ -2,20 +2,18 @@
 //! and thread count give bitwise-identical results from every kernel,
 //! wherever the buffers lie in memory and however often it is called.
 //!
-//! Each kernel runs on every ISA this CPU supports, with 1 and 2 threads,
-//! on shapes large enough to take the multi-threaded and blocked paths;
+//! Each kernel runs on every ISA this CPU supports, with 1, 2 and 4 threads
+//! (the split threshold lowered so the threaded paths run), on shapes large
+//! enough to take the blocked paths;
 //! the inputs are copied to a buffer at another alignment for the second
 //! call, and the outputs start from different garbage.
 
+use nnkern::testing::force_min_per_task;
 use nnkern::{
     activation_backward, activation_forward, adam_step, bias_add_activation, bias_grad, clip_global_norm, gemm,
-    global_norm, log_softmax, set_num_threads, sgd_step, softmax, softmax_xent, with_isa, Activation, AdamConfig, Isa,
+    global_norm, log_softmax, sgd_step, softmax, softmax_xent, with_isa, with_threads, Activation, AdamConfig, Isa,
     MatMut, MatRef, SgdConfig, Targets,
 };
-use std::sync::Mutex;
-
-/// The thread count is process-wide; tests in this file take turns.
-static THREADS: Mutex<()> = Mutex::new(());
 
 fn data(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -43,12 +41,13 @@ fn bits(v: &[f32]) -> Vec<u32> {
 
 /// Runs `f(shift, garbage)` twice per ISA and thread count and compares.
 fn check(name: &str, f: impl Fn(usize, f32) -> Vec<u32>) {
-    let _guard = THREADS.lock().unwrap_or_else(|e| e.into_inner());
     for isa in Isa::supported() {
-        for threads in [1, 2] {
-            set_num_threads(threads).unwrap();
-            let first = with_isa(isa, || f(0, 0.0)).unwrap();
-            let second = with_isa(isa, || f(3, f32::NAN)).unwrap();
+        for threads in [1, 2, 4] {
+            force_min_per_task((threads > 1).then_some(4096));
+            let run = |shift, garbage| with_threads(threads, || with_isa(isa, || f(shift, garbage)).unwrap()).unwrap();
+            let first = run(0, 0.0);
+            let second = run(3, f32::NAN);
+            force_min_per_task(None);
             assert!(first == second, "{name} [{isa}, {threads} threads] not reproducible");
         }
     }

@@ -12,6 +12,7 @@
 //! absolute term covers results that underflow.
 
 use nnkern::ops::gemm::{force_plan, tiling};
+use nnkern::testing::{force_min_per_task, last_task_count};
 use nnkern::{bf16, f16, gemm_with_threads, reference, with_isa, GemmInput, Isa, MatMut, MatRef};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -264,18 +265,36 @@ proptest! {
     }
 
     #[test]
-    fn threads_give_identical_bits(case in case(), threads in 2..5usize) {
-        // Large enough that the split really happens.
+    fn threads_give_identical_bits(case in case()) {
+        // Large enough for two tiles in either direction, so a split exists.
         let case = Case { m: case.m * 2 + 20, n: case.n * 2 + 20, k: case.k * 2 + 60, ..case };
         for isa in Isa::supported() {
-            with_isa(isa, || -> Result<(), TestCaseError> {
-                let one = check(&case, 1, |x| x)?;
-                let many = check(&case, threads, |x| x)?;
-                prop_assert!(one.iter().zip(&many).all(|(x, y)| x.to_bits() == y.to_bits()));
-                Ok(())
-            }).unwrap()?;
+            with_isa(isa, || check_threaded(&case, &format!("{isa}"))).unwrap()?;
         }
     }
+}
+
+/// Runs `case` on 1, 2 and 4 threads with the split threshold lowered so the
+/// threaded path really runs (more than one task, checked), each against the
+/// reference, and requires the three results to be bit-for-bit equal.
+fn check_threaded(case: &Case, what: &str) -> Result<(), TestCaseError> {
+    let one = check(case, 1, |x| x)?;
+    for threads in [2, 4] {
+        force_min_per_task(Some(1));
+        let many = check(case, threads, |x| x);
+        let tasks = last_task_count();
+        force_min_per_task(None);
+        let many = many?;
+        prop_assert!(
+            tasks > 1,
+            "{what}: the split did not happen ({tasks} task) for {threads} threads ({case:?})"
+        );
+        prop_assert!(
+            one.iter().zip(&many).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{what}: {threads} threads differ from 1 ({case:?})"
+        );
+    }
+    Ok(())
 }
 
 fn fixed(m: usize, n: usize, k: usize, a_t: bool, b_t: bool) -> Case {
@@ -295,31 +314,30 @@ fn fixed(m: usize, n: usize, k: usize, a_t: bool, b_t: bool) -> Case {
 }
 
 /// Sizes that cross each blocking boundary (KC, MC, NC) of every ISA, which
-/// random small sizes do not reach.
+/// random small sizes do not reach, on 1, 2 and 4 threads (split forced).
 #[test]
 fn crossing_block_boundaries() {
     for isa in Isa::supported() {
-        let [mr, nr, kc, mc, _] = tiling(isa, 1);
-        // NC depends on k.
-        let nc = |k: usize| tiling(isa, k)[4];
+        let [mr, nr, kc, mc, nc] = tiling(isa);
         let shapes = [
             (mr + 1, nr + 1, kc + 1),
             (2 * mr - 1, 2 * nr - 1, 2 * kc + 3),
             (mc + 1, nr, 5),
             (mc + mr + 3, 3, kc + 1),
-            (3, nc(4) + 1, 4),
-            (2, nc(kc - 1) + nr + 1, kc - 1),
-            (2, nc(2 * kc + 1) + 1, 2 * kc + 1),
+            (3, nc + 1, 4),
+            (2, nc + nr + 1, kc - 1),
+            (2, nc + 1, 2 * kc + 1),
         ];
         for (m, n, k) in shapes {
             for (a_t, b_t) in [(false, false), (true, true), (false, true)] {
                 for plan in [None, Some((false, true, true)), Some((true, true, true))] {
                     let case = fixed(m, n, k, a_t, b_t);
                     force_plan(plan);
-                    let r = with_isa(isa, || check(&case, 2, |x| x)).unwrap();
+                    let what = format!("{isa} {plan:?} ({m},{n},{k}) a_t={a_t} b_t={b_t}");
+                    let r = with_isa(isa, || check_threaded(&case, &what)).unwrap();
                     force_plan(None);
                     if let Err(e) = r {
-                        panic!("{isa} {plan:?} ({m},{n},{k}) a_t={a_t} b_t={b_t}: {e}");
+                        panic!("{e}");
                     }
                 }
             }

@@ -127,8 +127,6 @@ fn set_threads(threads: Option<usize>) -> Result<(), Error> {
             return Err(Error::invalid("--threads", "0: expected at least 1"));
         }
         nnkern::set_num_threads(n)?;
-        // Size rayon's pool to match, so no more threads exist than asked for.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     }
     Ok(())
 }

@@ -51,7 +51,7 @@ pub unsafe extern "C" fn nnkern_activation_forward(act: c_int, x: *const f32, y:
         let ys = Span::new("y", y as *const f32, n)?;
         ys.check_disjoint(&xs)?;
         // SAFETY: validated spans, y exclusive.
-        unsafe { crate::activation_forward(act, xs.slice(), ys.slice_mut()) }
+        unsafe { crate::activation_forward(act, xs.slice()?, ys.slice_mut()?) }
     })
 }
 
@@ -65,7 +65,7 @@ pub unsafe extern "C" fn nnkern_activation_forward_inplace(act: c_int, x: *mut f
         let act = activation_from_code(act)?;
         let xs = Span::new("x", x as *const f32, size("n", n)?)?;
         // SAFETY: validated span, the only one of the call.
-        unsafe { crate::activation_forward_inplace(act, xs.slice_mut()) }
+        unsafe { crate::activation_forward_inplace(act, xs.slice_mut()?) }
     })
 }
 
@@ -91,7 +91,7 @@ pub unsafe extern "C" fn nnkern_activation_backward(
         dxs.check_disjoint(&xs)?;
         dxs.check_disjoint(&dys)?;
         // SAFETY: validated spans, dx exclusive.
-        unsafe { crate::activation_backward(act, xs.slice(), dys.slice(), dxs.slice_mut()) }
+        unsafe { crate::activation_backward(act, xs.slice()?, dys.slice()?, dxs.slice_mut()?) }
     })
 }
 
@@ -114,7 +114,7 @@ pub unsafe extern "C" fn nnkern_activation_backward_inplace(
         let gs = Span::new("grad", grad as *const f32, n)?;
         gs.check_disjoint(&xs)?;
         // SAFETY: validated spans, grad exclusive.
-        unsafe { crate::activation_backward_inplace(act, xs.slice(), gs.slice_mut()) }
+        unsafe { crate::activation_backward_inplace(act, xs.slice()?, gs.slice_mut()?) }
     })
 }
 
@@ -137,7 +137,7 @@ pub unsafe extern "C" fn nnkern_bias_add(
         let bs = Span::new("bias", bias, cols)?;
         xm.span.check_disjoint(&bs)?;
         // SAFETY: validated, x exclusive.
-        unsafe { crate::bias_add(xm.view_mut()?, bs.slice()) }
+        unsafe { crate::bias_add(xm.view_mut()?, bs.slice()?) }
     })
 }
 
@@ -166,7 +166,7 @@ pub unsafe extern "C" fn nnkern_bias_add_activation(
         let bs = Span::new("bias", bias, cols)?;
         check_outputs_disjoint(&[xm.span.bytes(), ym.span.bytes()], &[bs.bytes()])?;
         // SAFETY: validated, outputs pairwise disjoint and disjoint from bias.
-        unsafe { crate::bias_add_activation(act, xm.view_mut()?, bs.slice(), ym.view_mut()?) }
+        unsafe { crate::bias_add_activation(act, xm.view_mut()?, bs.slice()?, ym.view_mut()?) }
     })
 }
 
@@ -189,7 +189,7 @@ pub unsafe extern "C" fn nnkern_bias_grad(
         let ds = Span::new("dbias", dbias as *const f32, cols)?;
         ds.check_disjoint(&dym.span)?;
         // SAFETY: validated, dbias exclusive.
-        unsafe { crate::bias_grad(dym.view()?, ds.slice_mut()) }
+        unsafe { crate::bias_grad(dym.view()?, ds.slice_mut()?) }
     })
 }
 
@@ -319,8 +319,8 @@ pub unsafe extern "C" fn nnkern_softmax_xent_labels(
         check_outputs_disjoint(&[dm.span.bytes(), out.bytes()], &[lm.span.bytes(), ls.bytes()])?;
         // SAFETY: validated; outputs exclusive.
         unsafe {
-            let value = crate::softmax_xent(lm.view()?, Targets::Labels(ls.slice()), dm.view_mut()?)?;
-            out.slice_mut()[0] = value;
+            let value = crate::softmax_xent(lm.view()?, Targets::Labels(ls.slice()?), dm.view_mut()?)?;
+            out.slice_mut()?[0] = value;
         }
         Ok(())
     })
@@ -363,7 +363,7 @@ pub unsafe extern "C" fn nnkern_softmax_xent_soft(
         // SAFETY: validated; outputs exclusive.
         unsafe {
             let value = crate::softmax_xent(lm.view()?, Targets::Soft(tm.view()?), dm.view_mut()?)?;
-            out.slice_mut()[0] = value;
+            out.slice_mut()?[0] = value;
         }
         Ok(())
     })
@@ -392,8 +392,8 @@ pub unsafe extern "C" fn nnkern_softmax_xent_loss_labels(
         check_outputs_disjoint(&[out.bytes()], &[lm.span.bytes(), ls.bytes()])?;
         // SAFETY: validated; loss exclusive.
         unsafe {
-            let value = crate::softmax_xent_loss(lm.view()?, Targets::Labels(ls.slice()))?;
-            out.slice_mut()[0] = value;
+            let value = crate::softmax_xent_loss(lm.view()?, Targets::Labels(ls.slice()?))?;
+            out.slice_mut()?[0] = value;
         }
         Ok(())
     })
@@ -419,7 +419,7 @@ pub unsafe extern "C" fn nnkern_argmax_rows(
         let os = Span::new("out", out as *const u32, r)?;
         check_outputs_disjoint(&[os.bytes()], &[xm.span.bytes()])?;
         // SAFETY: validated; out exclusive.
-        unsafe { crate::argmax_rows(xm.view()?, os.slice_mut()) }
+        unsafe { crate::argmax_rows(xm.view()?, os.slice_mut()?) }
     })
 }
 
@@ -447,8 +447,8 @@ pub unsafe extern "C" fn nnkern_count_correct(
         check_outputs_disjoint(&[out.bytes()], &[lm.span.bytes(), ls.bytes()])?;
         // SAFETY: validated; correct exclusive.
         unsafe {
-            let n = crate::count_correct(lm.view()?, ls.slice())?;
-            out.slice_mut()[0] = n as i64;
+            let n = crate::count_correct(lm.view()?, ls.slice()?)?;
+            out.slice_mut()?[0] = n as i64;
         }
         Ok(())
     })

@@ -29,6 +29,69 @@ pub(crate) unsafe fn gemm_c<T: GemmInput>(
     c_rs: i64,
     c_cs: i64,
 ) -> crate::Result<()> {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_views(
+            zero,
+            (m, n, k),
+            alpha,
+            (a, a_rs, a_cs),
+            (b, b_rs, b_cs),
+            (c, c_rs, c_cs),
+            |av, bv, cv| crate::gemm(alpha, av, bv, beta, cv),
+        )
+    }
+}
+
+/// Runs the C entries' whole validation of a GEMM description, then plans
+/// the call the driver would make instead of running it (for fuzzing sizes
+/// far too large to compute: the arithmetic of every size is exercised, no
+/// element is touched).
+///
+/// # Safety
+/// As [`gemm_c`]; no element is read or written.
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn plan_gemm_c<T: GemmInput>(
+    zero: T,
+    (m, n, k): (i64, i64, i64),
+    alpha: f32,
+    a: (*const T, i64, i64),
+    b: (*const T, i64, i64),
+    c: (*mut f32, i64, i64),
+) -> crate::Result<Option<crate::ops::gemm::PlanSummary>> {
+    let mut out = None;
+    // SAFETY: forwarded contract; the closure never touches the elements.
+    unsafe {
+        with_views(zero, (m, n, k), alpha, a, b, c, |av, bv, cv| {
+            let (rs, cs) = cv.strides();
+            out = crate::ops::gemm::plan_gemm(
+                crate::active_isa(),
+                crate::num_threads(),
+                &av,
+                &bv,
+                (cv.rows(), cv.cols(), rs, cs),
+            )?;
+            Ok(())
+        })?;
+    }
+    Ok(out)
+}
+
+/// Validates a C GEMM description and hands the views to `f`.
+///
+/// # Safety
+/// As [`gemm_c`].
+#[allow(clippy::type_complexity)]
+unsafe fn with_views<T: GemmInput>(
+    zero: T,
+    (m, n, k): (i64, i64, i64),
+    alpha: f32,
+    (a, a_rs, a_cs): (*const T, i64, i64),
+    (b, b_rs, b_cs): (*const T, i64, i64),
+    (c, c_rs, c_cs): (*mut f32, i64, i64),
+    f: impl FnOnce(crate::MatRef<'_, T>, crate::MatRef<'_, T>, crate::MatMut<'_, f32>) -> crate::Result<()>,
+) -> crate::Result<()> {
     let (m, n, k) = (size("m", m)?, size("n", n)?, size("k", k)?);
     let unread = alpha == 0.0 || k == 0;
     let dummy = [zero];
@@ -50,7 +113,7 @@ pub(crate) unsafe fn gemm_c<T: GemmInput>(
     // SAFETY: spans validated above; C overlaps neither input, so the one
     // mutable slice is exclusive; the rest is the caller's contract.
     let (av, bv, cv) = unsafe { (am.view()?, bm.view()?, cm.view_mut()?) };
-    crate::gemm(alpha, av, bv, beta, cv)
+    f(av, bv, cv)
 }
 
 /// `C = alpha·A·B + beta·C`, f32, with `A` `m×k`, `B` `k×n`, `C` `m×n`,

@@ -63,6 +63,8 @@ pub const NNKERN_ERR_UNSUPPORTED: c_int = 8;
 pub const NNKERN_ERR_DATA: c_int = 9;
 /// CUDA is unavailable or a CUDA call failed.
 pub const NNKERN_ERR_CUDA: c_int = 10;
+/// The system could not provide memory the call needs.
+pub const NNKERN_ERR_OUT_OF_MEMORY: c_int = 11;
 /// A Rust panic was caught at the boundary (a bug in nnkern; please report it).
 pub const NNKERN_ERR_PANIC: c_int = 99;
 
@@ -80,6 +82,49 @@ pub const NNKERN_ISA_NEON: c_int = 3;
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
     static FORCED_ISA: Cell<Option<Isa>> = const { Cell::new(None) };
+    static DRY_RUN: Cell<bool> = const { Cell::new(false) };
+    static DRY_RUN_REACHED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The message an entry stops with in a [`dry_run`].
+const DRY_RUN_STOP: &str = "dry run: every argument check passed";
+
+fn stop_if_dry() -> crate::Result<()> {
+    if DRY_RUN.try_with(|d| d.get()).unwrap_or(false) {
+        let _ = DRY_RUN_REACHED.try_with(|r| r.set(true));
+        return Err(Error::Internal {
+            what: DRY_RUN_STOP.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Runs `call` (one C entry) with every entry stopping after its argument
+/// checks, before it forms any slice from a pointer: `Ok(())` if the checks
+/// passed, else `Err(status)` of the failed check (for `cblas_sgemm`, which
+/// has no status, `call` returns the reported parameter position or 0). For
+/// fuzzing descriptions of buffers far larger than memory: the sizing
+/// arithmetic of the entry runs, no element is touched.
+#[doc(hidden)]
+pub fn dry_run(call: impl FnOnce() -> c_int) -> Result<(), c_int> {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let _ = DRY_RUN.try_with(|d| d.set(false));
+        }
+    }
+    DRY_RUN.with(|d| d.set(true));
+    DRY_RUN_REACHED.with(|r| r.set(false));
+    let _reset = Reset;
+    let status = call();
+    if DRY_RUN_REACHED.with(|r| r.get()) {
+        Ok(())
+    } else if status == NNKERN_OK {
+        // Entries without buffers (or with only empty ones) finish normally.
+        Ok(())
+    } else {
+        Err(status)
+    }
 }
 
 /// The status code of an error.
@@ -93,13 +138,13 @@ pub fn status_of(e: &Error) -> c_int {
         Error::Aliasing { .. } => NNKERN_ERR_ALIASING,
         Error::LabelOutOfRange { .. } => NNKERN_ERR_LABEL_OUT_OF_RANGE,
         Error::InvalidValue { .. } => NNKERN_ERR_INVALID_VALUE,
-        Error::InvalidArgument { what, .. } if what.contains("null pointer") => NNKERN_ERR_NULL_POINTER,
-        Error::InvalidArgument { what, .. } if what.contains("not supported by this CPU") => NNKERN_ERR_UNSUPPORTED,
+        Error::NullPointer { .. } => NNKERN_ERR_NULL_POINTER,
+        Error::Unsupported { .. } => NNKERN_ERR_UNSUPPORTED,
         Error::InvalidArgument { .. } => NNKERN_ERR_INVALID_ARGUMENT,
         Error::Data { .. } => NNKERN_ERR_DATA,
         Error::NoCuda(_) | Error::Cuda(_) => NNKERN_ERR_CUDA,
-        #[allow(unreachable_patterns)]
-        _ => NNKERN_ERR_INVALID_ARGUMENT,
+        Error::OutOfMemory { .. } => NNKERN_ERR_OUT_OF_MEMORY,
+        Error::Internal { .. } => NNKERN_ERR_PANIC,
     }
 }
 
@@ -185,7 +230,7 @@ impl<T> Span<T> {
             return Ok(Span { arg, ptr, len });
         }
         if ptr.is_null() {
-            return Err(Error::invalid(arg, format!("null pointer for {len} elements")));
+            return Err(Error::NullPointer { arg, len });
         }
         if !(ptr as usize).is_multiple_of(std::mem::align_of::<T>()) {
             return Err(Error::invalid(
@@ -243,18 +288,34 @@ impl<T> Span<T> {
         Ok(())
     }
 
-    /// The elements as a slice.
+    /// The elements as a slice (every argument check of the entry is done
+    /// by then; in a [`dry_run`] the call stops here instead).
     ///
     /// # Safety
     /// The caller's contract: `ptr` points to `len` initialised elements that
     /// nobody writes during the call.
-    pub(crate) unsafe fn slice<'a>(&self) -> &'a [T] {
+    pub(crate) unsafe fn slice<'a>(&self) -> crate::Result<&'a [T]> {
+        stop_if_dry()?;
         if self.len == 0 {
-            return &[];
+            return Ok(&[]);
         }
         // SAFETY: non-null and aligned (checked in `new`), extent within
         // isize (checked in `new`); validity and no concurrent writes are the
         // caller's contract.
+        Ok(unsafe { std::slice::from_raw_parts(self.ptr, self.len) })
+    }
+
+    /// A small argument the entry must read to finish its checks (a config
+    /// struct, a list of buffer pointers and lengths): a slice even in a
+    /// [`dry_run`], which needs these to be real.
+    ///
+    /// # Safety
+    /// As [`Span::slice`].
+    pub(crate) unsafe fn meta_slice<'a>(&self) -> &'a [T] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: as in `slice`.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 
@@ -264,13 +325,14 @@ impl<T> Span<T> {
     /// As [`Span::slice`], and the caller has checked (with
     /// [`Span::check_disjoint`]) that no other slice made for this call
     /// overlaps it.
-    pub(crate) unsafe fn slice_mut<'a>(&self) -> &'a mut [T] {
+    pub(crate) unsafe fn slice_mut<'a>(&self) -> crate::Result<&'a mut [T]> {
+        stop_if_dry()?;
         if self.len == 0 {
-            return &mut [];
+            return Ok(&mut []);
         }
         // SAFETY: as in `slice`; exclusivity is checked by the caller
         // against every other buffer of the call.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr as *mut T, self.len) }
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.ptr as *mut T, self.len) })
     }
 }
 
@@ -304,19 +366,35 @@ impl<T> CMat<T> {
         })
     }
 
+    /// The view's own checks (logical element count, extent, and for an
+    /// output, distinct addresses) on the span's length, before any slice.
+    fn check(&self, output: bool) -> crate::Result<()> {
+        crate::matrix::check_view(
+            self.span.arg,
+            self.span.len,
+            self.rows,
+            self.cols,
+            self.rs,
+            self.cs,
+            output,
+        )
+    }
+
     /// # Safety
     /// As [`Span::slice`].
     pub(crate) unsafe fn view<'a>(&self) -> crate::Result<MatRef<'a, T>> {
+        self.check(false)?;
         // SAFETY: forwarded contract.
-        let data = unsafe { self.span.slice() };
+        let data = unsafe { self.span.slice()? };
         MatRef::from_strides_named(self.span.arg, data, self.rows, self.cols, self.rs, self.cs)
     }
 
     /// # Safety
     /// As [`Span::slice_mut`].
     pub(crate) unsafe fn view_mut<'a>(&self) -> crate::Result<MatMut<'a, T>> {
+        self.check(true)?;
         // SAFETY: forwarded contract.
-        let data = unsafe { self.span.slice_mut() };
+        let data = unsafe { self.span.slice_mut()? };
         MatMut::from_strides_named(self.span.arg, data, self.rows, self.cols, self.rs, self.cs)
     }
 }
@@ -399,6 +477,7 @@ pub extern "C" fn nnkern_status_string(status: c_int) -> *const c_char {
         NNKERN_ERR_UNSUPPORTED => c"not supported by this CPU",
         NNKERN_ERR_DATA => c"bad data file",
         NNKERN_ERR_CUDA => c"CUDA error",
+        NNKERN_ERR_OUT_OF_MEMORY => c"out of memory",
         NNKERN_ERR_PANIC => c"internal error",
         _ => c"unknown status",
     };
@@ -463,7 +542,10 @@ pub extern "C" fn nnkern_force_isa(isa: c_int) -> c_int {
         }
         let chosen = isa_from_code(isa).ok_or_else(|| Error::invalid("isa", format!("unknown ISA code {isa}")))?;
         if !chosen.is_supported() {
-            return Err(Error::invalid("isa", format!("{chosen} is not supported by this CPU")));
+            return Err(Error::Unsupported {
+                arg: "isa",
+                what: format!("{chosen} is not supported by this CPU"),
+            });
         }
         FORCED_ISA.with(|f| f.set(Some(chosen)));
         Ok(())
@@ -485,8 +567,24 @@ mod tests {
     #[test]
     fn errors_map_to_their_status() {
         assert_eq!(
-            guard("e", || Err(Error::invalid("x", "null pointer for 3 elements"))),
+            guard("e", || Err(Error::NullPointer { arg: "x", len: 3 })),
             NNKERN_ERR_NULL_POINTER
+        );
+        // The status comes from the variant, never from the message text.
+        assert_eq!(
+            guard("e", || Err(Error::invalid("x", "null pointer for 3 elements"))),
+            NNKERN_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            guard("e", || Err(Error::Unsupported {
+                arg: "isa",
+                what: "reworded".into()
+            })),
+            NNKERN_ERR_UNSUPPORTED
+        );
+        assert_eq!(
+            guard("e", || Err(Error::Internal { what: "task".into() })),
+            NNKERN_ERR_PANIC
         );
         assert_eq!(
             guard("e", || Err(Error::shape("b", (1, 2), (2, 2)))),

@@ -98,7 +98,7 @@ pub unsafe extern "C" fn nnkern_adam_config_default(cfg: *mut nnkern_adam_config
             other => return Err(Error::invalid("adamw", format!("expected 0 or 1, got {other}"))),
         };
         // SAFETY: validated span of one element.
-        unsafe { s.slice_mut()[0] = nnkern_adam_config::from_config(&value) };
+        unsafe { s.slice_mut()?[0] = nnkern_adam_config::from_config(&value) };
         Ok(())
     })
 }
@@ -123,7 +123,7 @@ pub unsafe extern "C" fn nnkern_adam_step(
     guard("nnkern_adam_step", || {
         let cs = Span::new("cfg", cfg, 1)?;
         // SAFETY: validated span of one element.
-        let config = unsafe { cs.slice()[0] }.to_config()?;
+        let config = unsafe { cs.meta_slice()[0] }.to_config()?;
         let n = size("n", n)?;
         let ws = Span::new("w", w as *const f32, n)?;
         let gs = Span::new("g", g, n)?;
@@ -136,10 +136,10 @@ pub unsafe extern "C" fn nnkern_adam_step(
             crate::adam_step(
                 &config,
                 step,
-                ws.slice_mut(),
-                gs.slice(),
-                ms.slice_mut(),
-                vs.slice_mut(),
+                ws.slice_mut()?,
+                gs.slice()?,
+                ms.slice_mut()?,
+                vs.slice_mut()?,
             )
         }
     })
@@ -172,7 +172,7 @@ pub unsafe extern "C" fn nnkern_sgd_step(
         let bs = Span::new("buf", buf as *const f32, n)?;
         check_outputs_disjoint(&[ws.bytes(), bs.bytes()], &[gs.bytes()])?;
         // SAFETY: validated; outputs disjoint.
-        unsafe { crate::sgd_step(&cfg, ws.slice_mut(), gs.slice(), bs.slice_mut()) }
+        unsafe { crate::sgd_step(&cfg, ws.slice_mut()?, gs.slice()?, bs.slice_mut()?) }
     })
 }
 
@@ -182,7 +182,7 @@ fn grad_spans(grads: *const *const f32, lens: *const i64, count: i64) -> crate::
     let ps = Span::new("grads", grads, count)?;
     let ls = Span::new("lens", lens, count)?;
     // SAFETY: validated spans of `count` elements, read only.
-    let (ptrs, lens) = unsafe { (ps.slice(), ls.slice()) };
+    let (ptrs, lens) = unsafe { (ps.meta_slice(), ls.meta_slice()) };
     ptrs.iter()
         .zip(lens)
         .map(|(&p, &l)| Span::new("grads[i]", p, size("lens[i]", l)?))
@@ -209,8 +209,8 @@ pub unsafe extern "C" fn nnkern_global_norm(
         check_outputs_disjoint(&[out.bytes()], &inputs)?;
         // SAFETY: validated spans; the output is disjoint from them.
         unsafe {
-            let slices: Vec<&[f32]> = spans.iter().map(|s| s.slice()).collect();
-            out.slice_mut()[0] = crate::global_norm(&slices);
+            let slices: Vec<&[f32]> = spans.iter().map(|s| s.slice()).collect::<crate::Result<_>>()?;
+            out.slice_mut()?[0] = crate::global_norm(&slices);
         }
         Ok(())
     })
@@ -239,7 +239,7 @@ pub unsafe extern "C" fn nnkern_clip_global_norm(
         check_outputs_disjoint(&outputs, &[])?;
         // SAFETY: validated spans, pairwise disjoint.
         unsafe {
-            let mut slices: Vec<&mut [f32]> = spans.iter().map(|s| s.slice_mut()).collect();
+            let mut slices: Vec<&mut [f32]> = spans.iter().map(|s| s.slice_mut()).collect::<crate::Result<_>>()?;
             let value = crate::clip_global_norm(&mut slices, max_norm)?;
             if !norm.is_null() {
                 *norm = value;

@@ -153,7 +153,10 @@ pub fn active_isa() -> Isa {
 /// ```
 pub fn with_isa<R>(isa: Isa, f: impl FnOnce() -> R) -> Result<R> {
     if !isa.is_supported() {
-        return Err(Error::invalid("isa", format!("{isa} is not supported by this CPU")));
+        return Err(Error::Unsupported {
+            arg: "isa",
+            what: format!("{isa} is not supported by this CPU"),
+        });
     }
     struct Restore(Option<Isa>);
     impl Drop for Restore {

@@ -14,7 +14,7 @@
 //! f64 reference.
 
 use super::Activation;
-use crate::parallel::{run_tasks, task_count, task_range};
+use crate::parallel::{min_per_task, run_tasks, task_count_max, task_range};
 use crate::simd::math;
 use crate::simd::vector::{dispatch, Simd};
 use crate::simd::Isa;
@@ -266,13 +266,16 @@ impl<T> SyncPtr<T> {
 }
 
 /// Runs `f(range)` over `0..n`, split over threads when each task gets at
-/// least `min_per_task` elements; ranges are multiples of 16 elements (64 bytes).
-pub(crate) fn for_ranges(n: usize, min_per_task: usize, f: impl Fn(Range<usize>) + Sync) {
-    let tasks = task_count(n, min_per_task);
+/// least `min` elements (or the test hook's lowered threshold); ranges are
+/// multiples of 16 elements (64 bytes). Errors only when a task panicked.
+pub(crate) fn for_ranges(n: usize, min: usize, f: impl Fn(Range<usize>) + Sync) -> crate::Result<()> {
+    let threads = crate::num_threads();
+    let tasks = task_count_max(n, min_per_task(min), threads);
     if tasks <= 1 {
         f(0..n);
+        Ok(())
     } else {
-        run_tasks(tasks, |t| f(task_range(n, tasks, t, 16)));
+        run_tasks(tasks, threads, |t| f(task_range(n, tasks, t, 16)))
     }
 }
 
@@ -311,43 +314,43 @@ fn backward_inplace_kernel<S: Simd>(s: S, act: Activation, x: &[f32], grad: &mut
 dispatch!(fn backward_inplace_isa(act: Activation, x: &[f32], grad: &mut [f32]) => backward_inplace_kernel);
 
 /// `y = f(x)`, lengths already checked equal.
-pub(crate) fn forward(isa: Isa, act: Activation, x: &[f32], y: &mut [f32]) {
+pub(crate) fn forward(isa: Isa, act: Activation, x: &[f32], y: &mut [f32]) -> crate::Result<()> {
     let yp = SyncPtr(y.as_mut_ptr());
     for_ranges(x.len(), PAR_MIN_PER_TASK, |r| {
         // SAFETY: ranges of distinct tasks are disjoint and inside `y`, which outlives the tasks.
         let y = unsafe { std::slice::from_raw_parts_mut(yp.get().add(r.start), r.len()) };
         forward_isa(isa, act, &x[r], y);
-    });
+    })
 }
 
 /// `x = f(x)`.
-pub(crate) fn forward_inplace(isa: Isa, act: Activation, x: &mut [f32]) {
+pub(crate) fn forward_inplace(isa: Isa, act: Activation, x: &mut [f32]) -> crate::Result<()> {
     let xp = SyncPtr(x.as_mut_ptr());
     for_ranges(x.len(), PAR_MIN_PER_TASK, |r| {
         // SAFETY: ranges of distinct tasks are disjoint and inside `x`, which outlives the tasks.
         let x = unsafe { std::slice::from_raw_parts_mut(xp.get().add(r.start), r.len()) };
         forward_inplace_isa(isa, act, x);
-    });
+    })
 }
 
 /// `dx = dy · f'(x)`, lengths already checked equal.
-pub(crate) fn backward(isa: Isa, act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+pub(crate) fn backward(isa: Isa, act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) -> crate::Result<()> {
     let dp = SyncPtr(dx.as_mut_ptr());
     for_ranges(x.len(), PAR_MIN_PER_TASK, |r| {
         // SAFETY: ranges of distinct tasks are disjoint and inside `dx`, which outlives the tasks.
         let dx = unsafe { std::slice::from_raw_parts_mut(dp.get().add(r.start), r.len()) };
         backward_isa(isa, act, &x[r.clone()], &dy[r], dx);
-    });
+    })
 }
 
 /// `grad = grad · f'(x)`, lengths already checked equal.
-pub(crate) fn backward_inplace(isa: Isa, act: Activation, x: &[f32], grad: &mut [f32]) {
+pub(crate) fn backward_inplace(isa: Isa, act: Activation, x: &[f32], grad: &mut [f32]) -> crate::Result<()> {
     let gp = SyncPtr(grad.as_mut_ptr());
     for_ranges(x.len(), PAR_MIN_PER_TASK, |r| {
         // SAFETY: ranges of distinct tasks are disjoint and inside `grad`, which outlives the tasks.
         let g = unsafe { std::slice::from_raw_parts_mut(gp.get().add(r.start), r.len()) };
         backward_inplace_isa(isa, act, &x[r], g);
-    });
+    })
 }
 
 #[cfg(test)]
@@ -370,7 +373,8 @@ mod tests {
                     // SAFETY: disjoint ranges inside `split`, which outlives the tasks.
                     let y = unsafe { std::slice::from_raw_parts_mut(yp.get().add(r.start), r.len()) };
                     forward_isa(isa, act, &x[r], y);
-                });
+                })
+                .unwrap();
                 assert!(
                     one.iter().zip(&split).all(|(a, b)| a.to_bits() == b.to_bits()),
                     "{isa} {act}"

@@ -96,27 +96,23 @@ pub(crate) fn check_same_len(arg: &'static str, got: usize, expected: usize) -> 
 /// ```
 pub fn activation_forward(act: Activation, x: &[f32], y: &mut [f32]) -> Result<()> {
     check_same_len("y", y.len(), x.len())?;
-    kernels::forward(active_isa(), act, x, y);
-    Ok(())
+    kernels::forward(active_isa(), act, x, y)
 }
 
 /// `x[i] = f(x[i])` in place.
 pub fn activation_forward_inplace(act: Activation, x: &mut [f32]) -> Result<()> {
-    kernels::forward_inplace(active_isa(), act, x);
-    Ok(())
+    kernels::forward_inplace(active_isa(), act, x)
 }
 
 /// `dx[i] = dy[i] · f'(x[i])`.
 pub fn activation_backward(act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<()> {
     check_same_len("dy", dy.len(), x.len())?;
     check_same_len("dx", dx.len(), x.len())?;
-    kernels::backward(active_isa(), act, x, dy, dx);
-    Ok(())
+    kernels::backward(active_isa(), act, x, dy, dx)
 }
 
 /// `grad[i] = grad[i] · f'(x[i])` in place (`grad` holds `dy` in, `dx` out).
 pub fn activation_backward_inplace(act: Activation, x: &[f32], grad: &mut [f32]) -> Result<()> {
     check_same_len("grad", grad.len(), x.len())?;
-    kernels::backward_inplace(active_isa(), act, x, grad);
-    Ok(())
+    kernels::backward_inplace(active_isa(), act, x, grad)
 }

@@ -21,7 +21,7 @@ use super::kernel::{KernelSet, Tile};
 use super::pack::{pack_panel, Scratch};
 use super::GemmInput;
 use crate::cpu::cache_sizes;
-use crate::parallel::{run_tasks, task_count_max, task_range};
+use crate::parallel::{run_tasks, task_range};
 use crate::simd::Isa;
 use std::cell::RefCell;
 
@@ -113,25 +113,43 @@ fn kernels(isa: Isa) -> &'static KernelSet {
 }
 
 /// Cache blocking of one kernel set.
-#[derive(Clone, Copy, Debug)]
-struct Blocking {
-    kc: usize,
-    mc: usize,
-    nc: usize,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Blocking {
+    pub kc: usize,
+    pub mc: usize,
+    pub nc: usize,
 }
 
-fn blocking(ks: &KernelSet, k: usize) -> Blocking {
+/// Most k steps per packed block.
+const KC_MAX: usize = 512;
+/// Most NR-wide column panels per packed B block.
+const NC_PANELS_MAX: usize = 256;
+
+/// The blocking of one kernel set on this CPU. It depends on the caches and
+/// the tile only, never on the product's sizes, so the packing scratch is
+/// bounded by it (see [`Blocking::scratch_floats`]).
+fn blocking(ks: &KernelSet) -> Blocking {
     let caches = cache_sizes();
     let nr = ks.nr();
     // One B micro-panel (KC × NR floats) in two thirds of L1, leaving room
     // for the A micro-panel streaming through (KC = 256 with a 48 KiB L1;
     // measured 0–5% faster than half of L1 on squares ≥ 512).
-    let kc = (caches.l1d * 2 / 3 / (nr * 4)).clamp(64, 512) / 8 * 8;
+    let kc = (caches.l1d / 3 * 2 / (nr * 4)).clamp(64, KC_MAX) / 8 * 8;
     // The A block (MC × KC) in half of L2.
-    let mc = ((caches.l2 / 2 / (kc * 4)) / ks.mr).max(1) * ks.mr;
-    // The packed B (all of k × NC) in a quarter of the (shared) last level.
-    let nc = ((caches.l3 / 4 / (k.max(1) * 4)) / nr).clamp(1, 256) * nr;
+    let mc = ((caches.l2 / 2 / (kc * 4)) / ks.mr).clamp(1, 4096) * ks.mr;
+    // The packed B block (KC × NC) in a quarter of the (shared) last level.
+    let nc = ((caches.l3 / 4 / (kc * 4)) / nr).clamp(1, NC_PANELS_MAX) * nr;
     Blocking { kc, mc, nc }
+}
+
+impl Blocking {
+    /// Floats of packing scratch one thread needs, at most, for A and for B:
+    /// `MC × KC` and `KC × NC`. With `KC ≤ 512`, `MC ≤ 4096·MR` and
+    /// `NC ≤ 256·NR` these are below 2³⁰ floats for any tile up to 32 × 64,
+    /// whatever `m`, `n` and `k` are.
+    pub(crate) fn scratch_floats(&self) -> (usize, usize) {
+        (self.mc * self.kc, self.kc * self.nc)
+    }
 }
 
 /// Work below which a second thread costs more (waking it, splitting the
@@ -144,13 +162,106 @@ const MIN_FLOPS_PER_THREAD: usize = 32_000_000;
 /// product (the caller claims the rest; see `parallel::run_tasks`).
 const TASKS_PER_THREAD: usize = 4;
 
+/// Everything the driver decides for one call before it touches memory:
+/// orientation, packing, blocking, the split over threads and the scratch
+/// each task needs. A pure function of the sizes, strides, element type and
+/// thread bound, so it can be examined (and fuzzed) for sizes far too large
+/// to run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct CallPlan {
+    pub plan: Plan,
+    pub block: Blocking,
+    /// `m`, `n` after the orientation (swapped when `plan.swap`).
+    pub m: usize,
+    pub n: usize,
+    pub tasks: usize,
+    pub split_cols: bool,
+    /// Floats of scratch one task packs into (A, B); 0 when not packed.
+    pub scratch: (usize, usize),
+}
+
+/// Plans an `m × n × k` product (`m, n, k` as the caller gave them, with
+/// `a`, `b`, `c` the caller's strides). Needs `m, n ≥ 1` and `k ≥ 1`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn plan_call(
+    isa: Isa,
+    threads: usize,
+    (m, n, k): (usize, usize, usize),
+    is_f32: bool,
+    a: (isize, isize),
+    b: (isize, isize),
+    c: (isize, isize),
+) -> CallPlan {
+    let ks = kernels(isa);
+    let block = blocking(ks);
+    let plan = Plan::choose(ks, block, m, n, k, is_f32, a, b, c);
+    let (m, n, a, b) = if plan.swap {
+        (n, m, (b.1, b.0), (a.1, a.0))
+    } else {
+        (m, n, a, b)
+    };
+    // 2·m·n·k can exceed u64 for valid views (m·n and k are each below
+    // 2⁶³): count in f64, which is exact enough for a threshold.
+    let flops = 2.0 * m as f64 * n as f64 * k as f64;
+    let nr = ks.nr();
+    let (col_tiles, row_tiles) = (n.div_ceil(nr), m.div_ceil(ks.mr));
+    let split_cols = col_tiles >= row_tiles;
+    let units = if split_cols { col_tiles } else { row_tiles };
+    // Each task packs its own copy of the operand that is not split; more
+    // tasks than threads only while that duplicated packing stays under
+    // ~5% of the arithmetic (about 64 FLOP per cycle).
+    let per_elem = |contiguous: bool| if contiguous { 0.25 } else { 1.0 };
+    let duplicated = match (split_cols, plan.pack_a, plan.pack_b) {
+        (true, true, _) => m as f64 * k as f64 * per_elem(a.0 == 1),
+        (false, _, true) => k as f64 * n as f64 * per_elem(b.1 == 1),
+        _ => 0.0,
+    };
+    let by_packing = if duplicated > 0.0 {
+        // A float-to-integer `as` saturates, so any ratio is a valid count.
+        (flops / 64.0 * 0.05 / duplicated) as usize
+    } else {
+        usize::MAX
+    };
+    let min_flops = crate::parallel::min_per_task(MIN_FLOPS_PER_THREAD);
+    let tasks = if threads <= 1 || flops < 2.0 * min_flops as f64 {
+        1
+    } else {
+        let most = threads.saturating_mul(TASKS_PER_THREAD).min(by_packing).max(threads);
+        let by_size = (flops / (min_flops as f64 / 2.0).max(1.0)) as usize;
+        by_size.clamp(1, most.min(crate::parallel::MAX_TASKS))
+    }
+    .min(units);
+    let (mr, nr) = (ks.mr, ks.nr());
+    let kc = block.kc.min(k);
+    let scratch_a = if plan.pack_a {
+        block.mc.min(m.div_ceil(mr) * mr) * kc
+    } else {
+        0
+    };
+    let scratch_b = if plan.pack_b {
+        block.nc.min(n.div_ceil(nr) * nr) * kc
+    } else {
+        0
+    };
+    CallPlan {
+        plan,
+        block,
+        m,
+        n,
+        tasks,
+        split_cols,
+        scratch: (scratch_a, scratch_b),
+    }
+}
+
 /// `C = alpha·A·B + beta·C` for an `m × n × k` product.
 ///
 /// # Safety
 /// Every `(i, p)` with `i < m, p < k` must be readable through `a`, every
 /// `(p, j)` with `p < k, j < n` through `b`, every `(i, j)` of `c` readable
 /// and writable, distinct `(i, j)` of `c` distinct addresses, C overlapping
-/// neither A nor B; `isa` must be supported by this CPU.
+/// neither A nor B; `isa` must be supported by this CPU; the strides of the
+/// three views at most `isize::MAX` (true of validated views).
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm<T: GemmInput>(
     isa: Isa,
@@ -161,51 +272,34 @@ pub(crate) unsafe fn gemm<T: GemmInput>(
     b: View<T>,
     beta: f32,
     c: ViewMut,
-) {
+) -> crate::Result<()> {
     if m == 0 || n == 0 {
-        return;
+        return Ok(());
     }
     if k == 0 || alpha == 0.0 {
         // SAFETY: the caller's contract on C.
         unsafe { scale_c(m, n, beta, c) };
-        return;
+        return Ok(());
     }
     let ks = kernels(isa);
-    let plan = Plan::choose::<T>(ks, m, n, k, &a, &b, &c);
-    let (m, n, a, b, c) = if plan.swap {
+    let cp = plan_call(
+        isa,
+        threads,
+        (m, n, k),
+        T::IS_F32,
+        (a.rs, a.cs),
+        (b.rs, b.cs),
+        (c.rs, c.cs),
+    );
+    let (m, n, a, b, c) = if cp.plan.swap {
         (n, m, b.t(), a.t(), c.t())
     } else {
         (m, n, a, b, c)
     };
-    let flops = 2 * m * n * k;
-    let nr = ks.nr();
-    let (col_tiles, row_tiles) = (n.div_ceil(nr), m.div_ceil(ks.mr));
-    let split_cols = col_tiles >= row_tiles;
-    let units = if split_cols { col_tiles } else { row_tiles };
-    // Each task packs its own copy of the operand that is not split; more
-    // tasks than threads only while that duplicated packing stays under
-    // ~5% of the arithmetic (about 64 FLOP per cycle).
-    let per_elem = |contiguous: bool| if contiguous { 0.25 } else { 1.0 };
-    let duplicated = match (split_cols, plan.pack_a, plan.pack_b) {
-        (true, true, _) => (m * k) as f64 * per_elem(a.rs == 1),
-        (false, _, true) => (k * n) as f64 * per_elem(b.cs == 1),
-        _ => 0.0,
-    };
-    let by_packing = if duplicated > 0.0 {
-        (flops as f64 / 64.0 * 0.05 / duplicated) as usize
-    } else {
-        usize::MAX
-    };
-    let tasks = if threads <= 1 || flops < 2 * MIN_FLOPS_PER_THREAD {
-        1
-    } else {
-        let most = (threads * TASKS_PER_THREAD).min(by_packing).max(threads);
-        task_count_max(flops, MIN_FLOPS_PER_THREAD / 2, most)
-    }
-    .min(units);
-    let block = blocking(ks, k);
-    run_tasks(tasks, |t| {
-        let (mm, nn, aa, bb, cc) = if split_cols {
+    let (tasks, nr) = (cp.tasks, ks.nr());
+    let no_memory = std::sync::atomic::AtomicBool::new(false);
+    run_tasks(tasks, threads, |t| {
+        let (mm, nn, aa, bb, cc) = if cp.split_cols {
             let r = task_range(n, tasks, t, nr);
             // SAFETY: r lies inside 0..n, so these points are inside the views
             // (or one past the end for an empty range, never dereferenced).
@@ -219,8 +313,18 @@ pub(crate) unsafe fn gemm<T: GemmInput>(
             return;
         }
         // SAFETY: a sub-problem of the caller's, on disjoint rows/columns of C.
-        unsafe { gemm_block::<T>(ks, block, plan, (mm, nn, k), alpha, aa, bb, beta, cc) };
-    });
+        if !unsafe { gemm_block::<T>(ks, cp.block, cp.plan, (mm, nn, k), alpha, aa, bb, beta, cc) } {
+            no_memory.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    })?;
+    if no_memory.into_inner() {
+        let (sa, sb) = cp.scratch;
+        return Err(crate::Error::OutOfMemory {
+            what: "GEMM packing scratch",
+            bytes: (sa + sb) * 4,
+        });
+    }
+    Ok(())
 }
 
 impl<T> View<T> {
@@ -228,7 +332,7 @@ impl<T> View<T> {
     /// Column `j` must be inside the view or one past it (then unused).
     unsafe fn offset_cols(self, j: usize) -> Self {
         View {
-            ptr: self.ptr.wrapping_offset(j as isize * self.cs),
+            ptr: self.ptr.wrapping_offset((j as isize).wrapping_mul(self.cs)),
             ..self
         }
     }
@@ -236,7 +340,7 @@ impl<T> View<T> {
     /// Row `i` must be inside the view or one past it (then unused).
     unsafe fn offset_rows(self, i: usize) -> Self {
         View {
-            ptr: self.ptr.wrapping_offset(i as isize * self.rs),
+            ptr: self.ptr.wrapping_offset((i as isize).wrapping_mul(self.rs)),
             ..self
         }
     }
@@ -245,13 +349,13 @@ impl<T> View<T> {
 impl ViewMut {
     unsafe fn offset_cols(self, j: usize) -> Self {
         ViewMut {
-            ptr: self.ptr.wrapping_offset(j as isize * self.cs),
+            ptr: self.ptr.wrapping_offset((j as isize).wrapping_mul(self.cs)),
             ..self
         }
     }
     unsafe fn offset_rows(self, i: usize) -> Self {
         ViewMut {
-            ptr: self.ptr.wrapping_offset(i as isize * self.rs),
+            ptr: self.ptr.wrapping_offset((i as isize).wrapping_mul(self.rs)),
             ..self
         }
     }
@@ -275,11 +379,11 @@ unsafe fn scale_c(m: usize, n: usize, beta: f32, c: ViewMut) {
 
 /// Orientation and packing decisions for one call.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Plan {
+pub(crate) struct Plan {
     /// Compute `Cᵀ = Bᵀ·Aᵀ` instead.
-    swap: bool,
-    pack_a: bool,
-    pack_b: bool,
+    pub swap: bool,
+    pub pack_a: bool,
+    pub pack_b: bool,
 }
 
 thread_local! {
@@ -293,35 +397,39 @@ pub(crate) fn force_plan(plan: Option<(bool, bool, bool)>) {
     FORCED_PLAN.with(|f| f.set(plan));
 }
 
-/// Tile and block sizes of one ISA's kernels on this CPU, for a product
-/// with `k` steps (NC depends on k).
-pub(crate) fn tiling(isa: Isa, k: usize) -> [usize; 5] {
+/// Tile and block sizes of one ISA's kernels on this CPU.
+pub(crate) fn tiling(isa: Isa) -> [usize; 5] {
     let ks = kernels(isa);
-    let bl = blocking(ks, k);
+    let bl = blocking(ks);
     [ks.mr, ks.nr(), bl.kc, bl.mc, bl.nc]
 }
 
 impl Plan {
-    fn choose<T: GemmInput>(
+    /// Strides are `(row, col)` of A (m × k), B (k × n) and C (m × n).
+    #[allow(clippy::too_many_arguments)]
+    fn choose(
         ks: &KernelSet,
+        block: Blocking,
         m: usize,
         n: usize,
         k: usize,
-        a: &View<T>,
-        b: &View<T>,
-        c: &ViewMut,
+        is_f32: bool,
+        a: (isize, isize),
+        b: (isize, isize),
+        c: (isize, isize),
     ) -> Plan {
         if let Some((swap, pack_a, pack_b)) = FORCED_PLAN.with(|f| f.get()) {
-            let b_cs = if swap { a.rs } else { b.cs };
+            let b_cs = if swap { a.0 } else { b.1 };
             let b_cols = if swap { m } else { n };
             return Plan {
                 swap,
-                pack_a: pack_a || !T::IS_F32,
-                pack_b: pack_b || !T::IS_F32 || !(b_cs == 1 || b_cols == 1),
+                pack_a: pack_a || !is_f32,
+                pack_b: pack_b || !is_f32 || !(b_cs == 1 || b_cols == 1),
             };
         }
-        let keep = Self::estimate::<T>(ks, m, n, k, a, b, c);
-        let swap = Self::estimate::<T>(ks, n, m, k, &b.t(), &a.t(), &c.t());
+        let t = |(r, c): (isize, isize)| (c, r);
+        let keep = Self::estimate(ks, block, m, n, k, is_f32, a, b, c);
+        let swap = Self::estimate(ks, block, n, m, k, is_f32, t(b), t(a), t(c));
         if swap.1 < keep.1 {
             Plan { swap: true, ..swap.0 }
         } else {
@@ -330,43 +438,48 @@ impl Plan {
     }
 
     /// The packing decision for one orientation and its estimated cost in
-    /// cycles of one core (arithmetic, packing and stores).
-    fn estimate<T: GemmInput>(
+    /// cycles of one core (arithmetic, packing and stores). Counted in f64:
+    /// products of three sizes can exceed any integer type's range.
+    #[allow(clippy::too_many_arguments)]
+    fn estimate(
         ks: &KernelSet,
+        block: Blocking,
         m: usize,
         n: usize,
         k: usize,
-        a: &View<T>,
-        b: &View<T>,
-        c: &ViewMut,
+        is_f32: bool,
+        a: (isize, isize),
+        b: (isize, isize),
+        c: (isize, isize),
     ) -> (Plan, f64) {
-        let l2_floats = cache_sizes().l2 / 4;
+        let l2_floats = (cache_sizes().l2 / 4) as f64;
         let nr = ks.nr();
         let row_tiles = m.div_ceil(ks.mr);
         let col_tiles = n.div_ceil(nr);
+        let (mf, nf, kf) = (m as f64, n as f64, k as f64);
         // B is read in place only when its rows are contiguous (vector
         // loads) and few row tiles reuse it; A (broadcast loads, any stride)
         // when it is small or used by few column panels.
-        let pack_b = !T::IS_F32 || !(b.cs == 1 || n == 1) || row_tiles > 4;
+        let pack_b = !is_f32 || !(b.1 == 1 || n == 1) || row_tiles > 4;
         // Rows of A read in place conflict in L1 when their stride is a
         // multiple of a large power of two (many rows map to one cache set);
         // with unit column stride and a stride that spreads the rows over
         // eight or more sets, reading in place is as fast as a packed panel
         // and saves the packing.
-        let spread_rows = a.cs == 1 && gcd((a.rs as usize).wrapping_mul(4), 4096) <= 512;
-        let pack_a = !T::IS_F32 || (col_tiles > 2 && m * k > l2_floats / 2 && !spread_rows);
+        let spread_rows = a.1 == 1 && gcd((a.0 as usize).wrapping_mul(4), 4096) <= 512;
+        let pack_a = !is_f32 || (col_tiles > 2 && mf * kf > l2_floats / 2.0 && !spread_rows);
         let per_elem = |contiguous: bool| if contiguous { 0.25 } else { 1.0 };
         let mut cost = 0.0;
         if pack_b {
-            cost += (k * n) as f64 * per_elem(b.cs == 1);
+            cost += kf * nf * per_elem(b.1 == 1);
         }
         if pack_a {
-            cost += (m * k) as f64 * per_elem(a.rs == 1);
+            cost += mf * kf * per_elem(a.0 == 1);
         }
         // A C with non-unit column stride is written element by element:
         // cheap while C stays in cache, a cache line per element beyond.
-        let scattered = if m * n <= l2_floats / 4 { 0.5 } else { 4.0 };
-        cost += (m * n) as f64 * if c.cs == 1 { 2.0 / ks.lanes as f64 } else { scattered };
+        let scattered = if mf * nf <= l2_floats / 4.0 { 0.5 } else { 4.0 };
+        cost += mf * nf * if c.1 == 1 { 2.0 / ks.lanes as f64 } else { scattered };
         // Cycles per k step of one tile: M·NV FMAs and M broadcasts (which
         // cost about half an FMA slot each on current x86 cores) over two
         // ports, but at least the 4-cycle FMA latency each accumulator chain
@@ -376,19 +489,25 @@ impl Plan {
             ((h * nv) as f64 + h as f64 / 2.0).max(8.0) / 2.0
         };
         const CALL_CYCLES: f64 = 30.0;
-        let full_cols = n / nr;
+        let full_cols = (n / nr) as f64;
         let rem_cols = n % nr;
+        // The row tiles come in at most two heights (see `tile_rows`).
+        let tiles = row_tiles.max(1);
+        let (base, extra) = (m / tiles, m % tiles);
         let mut per_k = 0.0;
-        for t in 0..row_tiles {
-            let h = tile_rows(m, ks.mr, t).1;
-            per_k += full_cols as f64 * tile_cycles(h, nr);
-            if rem_cols > 0 {
-                per_k += tile_cycles(h, rem_cols);
+        for (count, h) in [(extra, base + 1), (tiles - extra, base)] {
+            if count == 0 || h == 0 {
+                continue;
             }
+            let mut one = full_cols * tile_cycles(h, nr);
+            if rem_cols > 0 {
+                one += tile_cycles(h, rem_cols);
+            }
+            per_k += count as f64 * one;
         }
-        let calls = (row_tiles * col_tiles * k.div_ceil(blocking(ks, k).kc)) as f64;
+        let calls = row_tiles as f64 * col_tiles as f64 * k.div_ceil(block.kc) as f64;
         cost += calls * CALL_CYCLES;
-        cost += per_k * k as f64;
+        cost += per_k * kf;
         (
             Plan {
                 swap: false,
@@ -422,7 +541,32 @@ thread_local! {
     static PACK_B: RefCell<Scratch> = const { RefCell::new(Scratch::new()) };
 }
 
+/// Sizes this thread's packing scratch for the largest blocking of any ISA
+/// this CPU runs, so that no later GEMM on it allocates. The pages are not
+/// touched here (the memory comes zeroed from the system), so a thread that
+/// only ever runs small products stays small in resident memory.
+pub(crate) fn prepare_thread_scratch() {
+    let (mut a, mut b) = (0, 0);
+    for isa in Isa::ALL {
+        if isa.is_supported() {
+            let (sa, sb) = blocking(kernels(isa)).scratch_floats();
+            a = a.max(sa);
+            b = b.max(sb);
+        }
+    }
+    let _ = PACK_A.try_with(|s| s.borrow_mut().reserve(a));
+    let _ = PACK_B.try_with(|s| s.borrow_mut().reserve(b));
+}
+
 /// One thread's share: the blocked loops over an `m × n × k` product.
+///
+/// Loops, outermost first: `jc` over NC columns, `pc` over KC steps of k
+/// (the KC × NC block of B packed here, when packed), `ic` over MC rows (the
+/// MC × KC block of A packed here, when packed), then NR-column panels and
+/// row tiles, each a microkernel call. The scratch is therefore at most one
+/// A block and one B block, whatever `m`, `n` and `k` are.
+///
+/// Returns false, having written nothing, when its scratch cannot be had.
 ///
 /// # Safety
 /// As [`gemm`], for this sub-problem.
@@ -437,65 +581,51 @@ unsafe fn gemm_block<T: GemmInput>(
     b: View<T>,
     beta: f32,
     c: ViewMut,
-) {
+) -> bool {
     let (mr, nr) = (ks.mr, ks.nr());
+    // The blocking bounds every block, so these products are below the
+    // bounds of `Blocking::scratch_floats` (no overflow).
     let kc_max = bl.kc.min(k);
     let mc_max = bl.mc.min(m.div_ceil(mr) * mr);
     let nc_max = bl.nc.min(n.div_ceil(nr) * nr);
     PACK_A.with_borrow_mut(|abuf| {
         PACK_B.with_borrow_mut(|bbuf| {
-            let abuf = if plan.pack_a {
-                abuf.get(mc_max.div_ceil(mr) * mr * kc_max)
-            } else {
-                std::ptr::null_mut()
+            let abuf = match plan.pack_a {
+                true => abuf.get(mc_max * kc_max),
+                false => Some(std::ptr::null_mut()),
             };
-            let bbuf = if plan.pack_b {
-                bbuf.get(nc_max * k)
-            } else {
-                std::ptr::null_mut()
+            let bbuf = match plan.pack_b {
+                true => bbuf.get(nc_max * kc_max),
+                false => Some(std::ptr::null_mut()),
+            };
+            let (Some(abuf), Some(bbuf)) = (abuf, bbuf) else {
+                return false;
             };
             for jc in (0..n).step_by(bl.nc) {
                 let ncb = bl.nc.min(n - jc);
-                // The whole k extent of this column block of B is packed
-                // once, block after block of KC rows, so that the row blocks
-                // of C can then stay in cache while all of k runs over them
-                // (C is revisited k/KC times, from L2/L3 instead of memory).
-                let nc_pad = ncb.div_ceil(nr) * nr;
-                if plan.pack_b {
-                    for pc in (0..k).step_by(bl.kc) {
-                        let kcb = bl.kc.min(k - pc);
+                for pc in (0..k).step_by(bl.kc) {
+                    let kcb = bl.kc.min(k - pc);
+                    let beta_eff = if pc == 0 { beta } else { 1.0 };
+                    if plan.pack_b {
                         for q in 0..ncb.div_ceil(nr) {
                             let w = nr.min(ncb - q * nr);
                             // SAFETY: rows pc..pc+kcb and columns jc+q·nr.. +w
-                            // are inside B; block pc starts at pc·nc_pad and
-                            // its panel q ends at pc·nc_pad + (q+1)·nr·kcb,
-                            // within the k·nc_max floats of the buffer.
+                            // are inside B; panel q ends at (q+1)·nr·kcb ≤
+                            // nc_max·kc_max floats, the buffer's length.
                             unsafe {
-                                pack_panel(
-                                    b.at(pc, jc + q * nr),
-                                    b.rs,
-                                    b.cs,
-                                    w,
-                                    kcb,
-                                    bbuf.add(pc * nc_pad + q * nr * kcb),
-                                    nr,
-                                );
+                                pack_panel(b.at(pc, jc + q * nr), b.rs, b.cs, w, kcb, bbuf.add(q * nr * kcb), nr);
                             }
                         }
                     }
-                }
-                for ic in (0..m).step_by(bl.mc) {
-                    let mcb = bl.mc.min(m - ic);
-                    let tiles = mcb.div_ceil(mr);
-                    for pc in (0..k).step_by(bl.kc) {
-                        let kcb = bl.kc.min(k - pc);
-                        let beta_eff = if pc == 0 { beta } else { 1.0 };
+                    for ic in (0..m).step_by(bl.mc) {
+                        let mcb = bl.mc.min(m - ic);
+                        let tiles = mcb.div_ceil(mr);
                         if plan.pack_a {
                             for t in 0..tiles {
                                 let (start, h) = tile_rows(mcb, mr, t);
                                 // SAFETY: rows ic+start.. +h and k steps
                                 // pc.. +kcb are inside A; panel t ends at
-                                // (t+1)·mr·kcb, within the buffer.
+                                // (t+1)·mr·kcb ≤ mc_max·kc_max floats.
                                 unsafe {
                                     pack_panel(a.at(ic + start, pc), a.cs, a.rs, h, kcb, abuf.add(t * mr * kcb), mr);
                                 }
@@ -506,10 +636,7 @@ unsafe fn gemm_block<T: GemmInput>(
                             let w = nr.min(ncb - q * nr);
                             let (bp, rsb) = if plan.pack_b {
                                 // SAFETY: inside the buffer (see packing above).
-                                (
-                                    unsafe { bbuf.add(pc * nc_pad + q * nr * kcb) }.cast_const(),
-                                    nr as isize,
-                                )
+                                (unsafe { bbuf.add(q * nr * kcb) }.cast_const(), nr as isize)
                             } else {
                                 // SAFETY: (pc, j) is inside B; T is f32 whenever
                                 // B is read in place (Plan never skips packing
@@ -551,6 +678,7 @@ unsafe fn gemm_block<T: GemmInput>(
                     }
                 }
             }
+            true
         })
-    });
+    })
 }

@@ -156,20 +156,22 @@ unsafe fn k_loop<
         // 0..7 and 7..14) plus a loop-invariant byte offset that x86 folds
         // into the address (0, R, 2R, 3R, 4R, 5R, 6R from R, 3R and 5R), so
         // the rows cost no chain of dependent adds per step of k.
-        let rb = rsa * 4;
-        let (rb3, rb5) = (3 * rb, 5 * rb);
+        // Wrapping: only the offsets of rows below M are used, and those are
+        // inside A; the others may be out of range for a huge row stride.
+        let rb = rsa.wrapping_mul(4);
+        let (rb3, rb5) = (rb.wrapping_mul(3), rb.wrapping_mul(5));
         let row_off = |i: usize| -> isize {
             match i % 7 {
                 0 => 0,
                 1 => rb,
-                2 => 2 * rb,
+                2 => rb.wrapping_mul(2),
                 3 => rb3,
-                4 => 4 * rb,
+                4 => rb.wrapping_mul(4),
                 5 => rb5,
-                _ => 2 * rb3,
+                _ => rb3.wrapping_mul(2),
             }
         };
-        let mut a7 = a.wrapping_offset(7 * rsa);
+        let mut a7 = a.wrapping_offset(rsa.wrapping_mul(7));
         for _ in 0..t.k {
             let mut bv = [V::zero(); NV];
             for (v, x) in bv.iter_mut().enumerate() {
@@ -193,9 +195,11 @@ unsafe fn k_loop<
                     *x = V::fmadd(av, *bx, *x);
                 }
             }
-            a = a.offset(csa);
+            // Wrapping: after the last step these point one step past the
+            // operands (never dereferenced), which `offset` would make UB.
+            a = a.wrapping_offset(csa);
             a7 = a7.wrapping_offset(csa);
-            b = b.offset(t.rsb);
+            b = b.wrapping_offset(t.rsb);
         }
         acc
     }

@@ -83,12 +83,85 @@ impl GemmInput for f16 {
     }
 }
 
-/// The GEMM's tile and block sizes for `isa` on this CPU and a product
-/// with `k` steps: `[MR, NR, KC, MC, NC]` (tests use them to cross every
-/// boundary).
+/// The GEMM's tile and block sizes for `isa` on this CPU:
+/// `[MR, NR, KC, MC, NC]` (tests use them to cross every boundary). They
+/// depend on the caches, never on the product's sizes.
 #[doc(hidden)]
-pub fn tiling(isa: crate::Isa, k: usize) -> [usize; 5] {
-    driver::tiling(isa, k)
+pub fn tiling(isa: crate::Isa) -> [usize; 5] {
+    driver::tiling(isa)
+}
+
+/// What the driver plans for a call, for tests and fuzzing: the plan is a
+/// pure function of the sizes and strides, so sizes far too large to run can
+/// be checked for arithmetic that wraps and scratch that grows with them.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanSummary {
+    /// `C = Bᵀ·Aᵀ` orientation.
+    pub swap: bool,
+    /// A packed.
+    pub pack_a: bool,
+    /// B packed.
+    pub pack_b: bool,
+    /// Tasks the call splits into.
+    pub tasks: usize,
+    /// Floats of packing scratch one task uses for A and for B.
+    pub scratch: (usize, usize),
+    /// The most scratch any call of this ISA may use, for A and for B.
+    pub scratch_bound: (usize, usize),
+}
+
+/// Plans the call `gemm` would make for these views (validated like
+/// [`gemm`]), without touching any element.
+#[doc(hidden)]
+pub fn plan_gemm<T: GemmInput>(
+    isa: crate::Isa,
+    threads: usize,
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
+    c: (usize, usize, usize, usize),
+) -> Result<Option<PlanSummary>> {
+    let (m, k) = a.shape();
+    let (kb, n) = b.shape();
+    if kb != k {
+        return Err(Error::shape("b", (kb, n), (k, n)));
+    }
+    if (c.0, c.1) != (m, n) {
+        return Err(Error::shape("c", (c.0, c.1), (m, n)));
+    }
+    if !isa.is_supported() {
+        return Err(Error::Unsupported {
+            arg: "isa",
+            what: format!("{isa} is not supported by this CPU"),
+        });
+    }
+    if m == 0 || n == 0 || k == 0 {
+        return Ok(None);
+    }
+    let s = |(r, c): (usize, usize)| (r as isize, c as isize);
+    let cp = driver::plan_call(
+        isa,
+        threads.max(1),
+        (m, n, k),
+        T::IS_F32,
+        s(a.strides()),
+        s(b.strides()),
+        s((c.2, c.3)),
+    );
+    Ok(Some(PlanSummary {
+        swap: cp.plan.swap,
+        pack_a: cp.plan.pack_a,
+        pack_b: cp.plan.pack_b,
+        tasks: cp.tasks,
+        scratch: cp.scratch,
+        scratch_bound: cp.block.scratch_floats(),
+    }))
+}
+
+/// Sizes the calling thread's GEMM scratch once for every ISA (see
+/// `driver::prepare_thread_scratch`).
+pub(crate) fn prepare_thread_scratch() {
+    driver::prepare_thread_scratch()
 }
 
 /// Forces the orientation and packing `(swap, pack_a, pack_b)` of GEMMs
@@ -164,10 +237,11 @@ pub fn gemm_with_threads<T: GemmInput>(
     let (rsc, csc) = c.strides();
     let c_ptr = c.as_mut_slice().as_mut_ptr();
     // SAFETY: the views were validated at construction (every (i, j) inside
-    // the shape lies in its slice) and check_gemm matched their shapes, so
-    // every address the driver forms is inside the three slices; C's strides
-    // are disjoint (MatMut invariant), so tiles written by different threads
-    // never share an element, and C cannot alias A or B (a &mut slice).
+    // the shape lies in its slice, strides at most isize::MAX) and check_gemm
+    // matched their shapes, so every address the driver forms is inside the
+    // three slices; C's strides are disjoint (MatMut invariant), so tiles
+    // written by different threads never share an element, and C cannot
+    // alias A or B (a &mut slice).
     unsafe {
         driver::gemm(
             isa,
@@ -178,7 +252,6 @@ pub fn gemm_with_threads<T: GemmInput>(
             driver::View::new(b.as_ptr(), b.strides()),
             beta,
             driver::ViewMut::new(c_ptr, (rsc, csc)),
-        );
+        )
     }
-    Ok(())
 }

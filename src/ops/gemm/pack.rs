@@ -65,28 +65,91 @@ pub(crate) unsafe fn pack_panel<T: GemmInput>(
     }
 }
 
-/// A reusable, 64-byte-aligned scratch buffer of f32, one per thread and
-/// purpose, so repeated calls neither allocate nor page-fault.
+/// A reusable, page-aligned scratch buffer of f32, one per thread and
+/// purpose, so repeated calls neither allocate nor page-fault. It only grows,
+/// and only to the sizes the driver's blocking bounds (see
+/// `Blocking::scratch_floats`).
 pub(crate) struct Scratch {
-    buf: Vec<f32>,
+    ptr: *mut f32,
+    /// Floats allocated (0: nothing allocated, `ptr` dangling).
+    cap: usize,
 }
+
+/// Alignment of scratch buffers: a page, so a block never straddles more
+/// pages (and TLB entries) than it must, and every cache line is whole.
+const SCRATCH_ALIGN: usize = 4096;
 
 impl Scratch {
     pub(crate) const fn new() -> Self {
-        Scratch { buf: Vec::new() }
+        Scratch {
+            ptr: std::ptr::null_mut(),
+            cap: 0,
+        }
     }
 
-    /// A pointer to at least `len` writable floats, aligned to 64 bytes,
-    /// valid until the next call on this buffer.
-    pub(crate) fn get(&mut self, len: usize) -> *mut f32 {
-        const PAD: usize = 16;
-        if self.buf.len() < len + PAD {
-            self.buf = vec![0.0; len + PAD];
+    fn layout(floats: usize) -> Option<std::alloc::Layout> {
+        let bytes = floats.checked_mul(4)?;
+        std::alloc::Layout::from_size_align(bytes, SCRATCH_ALIGN).ok()
+    }
+
+    /// Makes room for at least `len` floats. Returns false (and keeps the
+    /// old buffer) when the system cannot provide them.
+    pub(crate) fn reserve(&mut self, len: usize) -> bool {
+        if len <= self.cap {
+            return true;
         }
-        let p = self.buf.as_mut_ptr();
-        let misalign = (p as usize / 4) % PAD;
-        // SAFETY: the offset is below PAD, and PAD floats of slack were
-        // allocated past `len`.
-        unsafe { p.add((PAD - misalign) % PAD) }
+        let Some(layout) = Self::layout(len) else { return false };
+        // SAFETY: `layout` has a non-zero size (len > cap >= 0).
+        let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
+        if p.is_null() {
+            return false;
+        }
+        self.release();
+        self.ptr = p;
+        self.cap = len;
+        true
+    }
+
+    fn release(&mut self) {
+        if self.cap > 0 {
+            if let Some(layout) = Self::layout(self.cap) {
+                // SAFETY: allocated in `reserve` with this very layout.
+                unsafe { std::alloc::dealloc(self.ptr.cast(), layout) };
+            }
+            self.ptr = std::ptr::null_mut();
+            self.cap = 0;
+        }
+    }
+
+    /// A pointer to at least `len` writable floats, page-aligned, valid until
+    /// the next call on this buffer; `None` when the system has no memory
+    /// for it.
+    pub(crate) fn get(&mut self, len: usize) -> Option<*mut f32> {
+        self.reserve(len.max(1)).then_some(self.ptr)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scratch_grows_only_and_stays_page_aligned() {
+        let mut s = Scratch::new();
+        let p = s.get(10).unwrap();
+        assert_eq!(p as usize % SCRATCH_ALIGN, 0);
+        assert_eq!(s.get(5), Some(p), "a smaller request reuses the buffer");
+        let q = s.get(100_000).unwrap();
+        assert_eq!(q as usize % SCRATCH_ALIGN, 0);
+        assert!(s.cap >= 100_000);
+        assert!(!s.reserve(usize::MAX), "an impossible size is refused, not a panic");
+        assert_eq!(s.get(usize::MAX / 2), None);
+        assert_eq!(s.get(1), Some(q));
     }
 }

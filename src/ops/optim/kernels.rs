@@ -134,7 +134,14 @@ fn adam_kernel<S: Simd>(s: S, c: AdamScalars, w: &mut [f32], g: &[f32], m: &mut 
 dispatch!(fn adam_isa(c: AdamScalars, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) => adam_kernel);
 
 /// One Adam step over equal-length slices, threaded when large.
-pub(crate) fn adam(isa: Isa, c: AdamScalars, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+pub(crate) fn adam(
+    isa: Isa,
+    c: AdamScalars,
+    w: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) -> crate::Result<()> {
     let (wp, mp, vp) = (
         SyncPtr(w.as_mut_ptr()),
         SyncPtr(m.as_mut_ptr()),
@@ -150,7 +157,7 @@ pub(crate) fn adam(isa: Isa, c: AdamScalars, w: &mut [f32], g: &[f32], m: &mut [
             )
         };
         adam_isa(isa, c, w, &g[r], m, v);
-    });
+    })
 }
 
 #[inline(always)]
@@ -187,7 +194,15 @@ fn sgd_kernel<S: Simd>(s: S, lr: f32, momentum: f32, wd: f32, w: &mut [f32], g: 
 dispatch!(fn sgd_isa(lr: f32, momentum: f32, wd: f32, w: &mut [f32], g: &[f32], b: &mut [f32]) => sgd_kernel);
 
 /// One SGD-momentum step over equal-length slices, threaded when large.
-pub(crate) fn sgd(isa: Isa, lr: f32, momentum: f32, wd: f32, w: &mut [f32], g: &[f32], b: &mut [f32]) {
+pub(crate) fn sgd(
+    isa: Isa,
+    lr: f32,
+    momentum: f32,
+    wd: f32,
+    w: &mut [f32],
+    g: &[f32],
+    b: &mut [f32],
+) -> crate::Result<()> {
     let (wp, bp) = (SyncPtr(w.as_mut_ptr()), SyncPtr(b.as_mut_ptr()));
     for_ranges(w.len(), PAR_MIN_PER_TASK, |r| {
         // SAFETY: ranges of distinct tasks are disjoint and inside the slices, which outlive the tasks.
@@ -198,7 +213,7 @@ pub(crate) fn sgd(isa: Isa, lr: f32, momentum: f32, wd: f32, w: &mut [f32], g: &
             )
         };
         sgd_isa(isa, lr, momentum, wd, w, &g[r], b);
-    });
+    })
 }
 
 /// `Σ x²`: four vector accumulators of `f32`, each taking 16 terms before

@@ -222,8 +222,7 @@ pub fn adam_step(cfg: &AdamConfig, step: u64, w: &mut [f32], g: &[f32], m: &mut 
         a: a as f32,
         eps: cfg.eps,
     };
-    kernels::adam(active_isa(), scalars, w, g, m, v);
-    Ok(())
+    kernels::adam(active_isa(), scalars, w, g, m, v)
 }
 
 /// One SGD-with-momentum step over parameters `w`, gradients `g` and momentum buffer `buf`.
@@ -234,8 +233,7 @@ pub fn sgd_step(cfg: &SgdConfig, w: &mut [f32], g: &[f32], buf: &mut [f32]) -> R
             return Err(Error::shape(arg, (len, 1), (w.len(), 1)));
         }
     }
-    kernels::sgd(active_isa(), cfg.lr, cfg.momentum, cfg.weight_decay, w, g, buf);
-    Ok(())
+    kernels::sgd(active_isa(), cfg.lr, cfg.momentum, cfg.weight_decay, w, g, buf)
 }
 
 /// The Euclidean norm of all gradients together.

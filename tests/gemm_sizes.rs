@@ -1,0 +1,236 @@
+//! Sizes at the edge of what a view can describe: shapes whose element count
+//! cannot be counted are errors at the boundary; valid shapes with enormous
+//! work and almost no memory (zero strides) run without faulting, with
+//! packing scratch bounded by the blocking, not by `m`, `n` or `k`.
+
+use nnkern::capi::{self, NNKERN_ERR_OVERFLOW, NNKERN_OK};
+use nnkern::testing::plan_gemm;
+use nnkern::{bf16, f16, Error, GemmInput, Isa, MatMut, MatRef};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// The environment variable under which this test binary, run again by a
+/// test below, performs one enormous call instead of the tests.
+const CHILD: &str = "NNKERN_GEMM_SIZES_CHILD";
+
+fn enormous_rust_call() {
+    let one = [bf16::ONE];
+    let a = MatRef::from_strides(&one, 1, 1 << 61, 0, 0).unwrap();
+    let b = MatRef::from_strides(&one, 1 << 61, 1, 0, 0).unwrap();
+    let mut c = [0.0f32];
+    nnkern::gemm(1.0, a, b, 0.0, MatMut::new(&mut c, 1, 1).unwrap()).unwrap();
+}
+
+fn enormous_c_call() {
+    let one = [bf16::ONE];
+    let mut c = [0.0f32];
+    // SAFETY: zero strides, so one element of each input is all the call reads.
+    let status = unsafe {
+        capi::nnkern_gemm_bf16(
+            1,
+            1,
+            1 << 61,
+            1.0,
+            one.as_ptr(),
+            0,
+            0,
+            one.as_ptr(),
+            0,
+            0,
+            0.0,
+            c.as_mut_ptr(),
+            1,
+            1,
+        )
+    };
+    assert_eq!(status, NNKERN_OK);
+}
+
+/// Runs the enormous call in a child process for `secs` seconds: it must
+/// still be computing then (not have faulted or panicked), and is killed.
+fn runs_without_fault(which: &str) {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .env(CHILD, which)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the enormous {which} call ended early with {status} (it should run for years)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+}
+
+/// Entry point of the child process (does nothing in a normal test run).
+#[test]
+fn child_entry() {
+    match std::env::var(CHILD).as_deref() {
+        Ok("rust") => enormous_rust_call(),
+        Ok("c") => enormous_c_call(),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_enormous_bf16_call_runs_without_faulting() {
+    runs_without_fault("rust");
+}
+
+#[test]
+fn the_enormous_bf16_call_through_the_c_abi_runs_without_faulting() {
+    runs_without_fault("c");
+}
+
+#[test]
+fn uncountable_shapes_are_overflow_errors() {
+    let one = [1.0f32];
+    for (rows, cols) in [
+        (64usize, 1usize << 58),
+        (1 << 58, 64),
+        (usize::MAX, 2),
+        (1 << 32, 1 << 31),
+    ] {
+        assert!(
+            matches!(
+                MatRef::from_strides(&one, rows, cols, 0, 0),
+                Err(Error::Overflow { .. })
+            ),
+            "{rows} x {cols}"
+        );
+    }
+    // The C twins: NNKERN_ERR_OVERFLOW, C untouched.
+    let a = [bf16::ONE];
+    let ah = [f16::ONE];
+    let mut c = [7.0f32];
+    // SAFETY: zero strides; the calls must fail before reading anything.
+    let statuses = unsafe {
+        [
+            capi::nnkern_gemm_bf16(
+                64,
+                1,
+                1 << 58,
+                1.0,
+                a.as_ptr(),
+                0,
+                0,
+                a.as_ptr(),
+                0,
+                0,
+                0.0,
+                c.as_mut_ptr(),
+                0,
+                1,
+            ),
+            capi::nnkern_gemm_f16(
+                64,
+                1,
+                1 << 58,
+                1.0,
+                ah.as_ptr(),
+                0,
+                0,
+                ah.as_ptr(),
+                0,
+                0,
+                0.0,
+                c.as_mut_ptr(),
+                0,
+                1,
+            ),
+            capi::nnkern_sgemm(
+                64,
+                1,
+                1 << 58,
+                1.0,
+                one.as_ptr(),
+                0,
+                0,
+                one.as_ptr(),
+                0,
+                0,
+                0.0,
+                c.as_mut_ptr(),
+                0,
+                1,
+            ),
+        ]
+    };
+    for s in statuses {
+        assert_eq!(s, NNKERN_ERR_OVERFLOW, "{}", capi::last_error_string());
+    }
+    assert_eq!(c, [7.0]);
+}
+
+/// Every ISA and thread count: planning huge products neither overflows nor
+/// asks for scratch beyond the blocking's bound.
+fn plans_are_bounded<T: GemmInput>(one: T) {
+    let data = [one];
+    let huge = 1usize << 61;
+    let shapes: [(usize, usize, usize); 6] = [
+        (1, huge, 1),
+        (1, 1, huge),
+        (1 << 30, 1 << 30, 1 << 30),
+        (3, 1 << 59, 7),
+        (isize::MAX as usize, 1, 1),
+        (1, 1 << 20, 1 << 40),
+    ];
+    for isa in Isa::supported() {
+        for threads in [1, 2, 4, 1 << 20] {
+            for (m, k, n) in shapes {
+                for (ta, tb) in [(false, false), (true, true)] {
+                    let a = if ta {
+                        MatRef::from_strides(&data, k, m, 0, 0).unwrap().t()
+                    } else {
+                        MatRef::from_strides(&data, m, k, 0, 0).unwrap()
+                    };
+                    let b = if tb {
+                        MatRef::from_strides(&data, n, k, 0, 0).unwrap().t()
+                    } else {
+                        MatRef::from_strides(&data, k, n, 0, 0).unwrap()
+                    };
+                    let p = plan_gemm(isa, threads, &a, &b, (m, n, n, 1)).unwrap().unwrap();
+                    let (sa, sb) = p.scratch;
+                    let (ba, bb) = p.scratch_bound;
+                    assert!(sa <= ba && sb <= bb, "{isa} {threads} ({m},{k},{n}): {p:?}");
+                    assert!(ba + bb < 1 << 28, "bound itself too large: {p:?}");
+                    assert!(p.tasks >= 1 && p.tasks <= threads.max(1) * 4, "{p:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn plans_of_enormous_products_are_bounded() {
+    plans_are_bounded(1.0f32);
+    plans_are_bounded(bf16::ONE);
+    plans_are_bounded(f16::ONE);
+}
+
+/// A long-k zero-stride product that can finish: 2²⁶ steps of 1·1 sum to
+/// 2²⁶ exactly (partial sums stay on multiples of the block length).
+#[test]
+fn long_zero_stride_products_compute_the_exact_sum() {
+    let k = 1usize << 26;
+    let one = [bf16::ONE];
+    for isa in Isa::supported() {
+        let mut c = [f32::NAN];
+        nnkern::with_isa(isa, || {
+            nnkern::gemm(
+                1.0,
+                MatRef::from_strides(&one, 1, k, 0, 0).unwrap(),
+                MatRef::from_strides(&one, k, 1, 0, 0).unwrap(),
+                0.0,
+                MatMut::new(&mut c, 1, 1).unwrap(),
+            )
+            .unwrap()
+        })
+        .unwrap();
+        assert_eq!(c[0], k as f32, "{isa}");
+    }
+}

@@ -1,0 +1,139 @@
+//! The threaded paths, really taken: with the split threshold lowered (a
+//! test hook), every kernel that can split over threads runs on 1, 2 and 4
+//! threads, the split is checked to have happened (more than one task), and
+//! the results are compared bit for bit with one thread and with the
+//! reference. GEMM splits over rows or columns of C without changing any
+//! element's summation order, and the streams split over disjoint ranges, so
+//! every thread count gives the same bits.
+
+use nnkern::testing::{force_min_per_task, last_task_count};
+use nnkern::{
+    activation_backward, activation_forward, activation_forward_inplace, adam_step, reference, sgd_step, with_isa,
+    with_threads, Activation, AdamConfig, Isa, MatMut, MatRef, SgdConfig,
+};
+
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 4.0
+        })
+        .collect()
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Runs `f` on every ISA with 1, 2 and 4 threads; for more than one thread
+/// the split threshold is `min` units per task and the call must split.
+/// Returns nothing; panics naming the kernel, ISA and thread count.
+fn across_threads(name: &str, min: usize, f: impl Fn() -> Vec<u32>) {
+    for isa in Isa::supported() {
+        let one = with_threads(1, || with_isa(isa, &f).unwrap()).unwrap();
+        for threads in [2, 4] {
+            force_min_per_task(Some(min));
+            let many = with_threads(threads, || with_isa(isa, &f).unwrap()).unwrap();
+            let tasks = last_task_count();
+            force_min_per_task(None);
+            assert!(tasks > 1, "{name} [{isa}, {threads} threads]: did not split");
+            assert!(
+                one == many,
+                "{name} [{isa}, {threads} threads]: differs from one thread"
+            );
+        }
+    }
+}
+
+#[test]
+fn gemm_splits_give_the_bits_of_one_thread_and_match_the_reference() {
+    // Rows split (tall) and columns split (wide), transposed views, k across
+    // several KC blocks.
+    for (m, n, k, ta) in [(301, 37, 700, false), (29, 411, 517, true), (64, 64, 1030, false)] {
+        let a = data(m * k, 1);
+        let b = data(k * n, 2);
+        let c0 = data(m * n, 3);
+        let av = if ta {
+            MatRef::new(&a, k, m).unwrap().t()
+        } else {
+            MatRef::new(&a, m, k).unwrap()
+        };
+        let bv = MatRef::new(&b, k, n).unwrap();
+        let mut want = c0.clone();
+        reference::gemm(0.75, av, bv, 0.5, MatMut::new(&mut want, m, n).unwrap()).unwrap();
+        let scale = reference::gemm_error_scale(0.75, av, bv, 0.5, MatRef::new(&c0, m, n).unwrap());
+        let gamma = (k as f64 + 2.0) * f64::from(f32::EPSILON) / 2.0 * 1.01;
+        across_threads(&format!("gemm ({m},{n},{k}) ta={ta}"), 1, || {
+            let mut c = c0.clone();
+            nnkern::gemm(0.75, av, bv, 0.5, MatMut::new(&mut c, m, n).unwrap()).unwrap();
+            for (i, (g, w)) in c.iter().zip(&want).enumerate() {
+                let tol = gamma * scale[i] + 1e-30;
+                assert!(
+                    (f64::from(*g) - f64::from(*w)).abs() <= tol,
+                    "C[{i}] = {g}, reference {w} (tolerance {tol:e})"
+                );
+            }
+            bits(&c)
+        });
+    }
+}
+
+#[test]
+fn activation_splits_give_the_bits_of_one_thread() {
+    let n = 50_021;
+    let x = data(n, 4);
+    let dy = data(n, 5);
+    for act in Activation::ALL {
+        across_threads(&format!("{act} forward"), 1000, || {
+            let mut y = vec![f32::NAN; n];
+            activation_forward(act, &x, &mut y).unwrap();
+            bits(&y)
+        });
+        across_threads(&format!("{act} forward in place"), 1000, || {
+            let mut y = x.clone();
+            activation_forward_inplace(act, &mut y).unwrap();
+            bits(&y)
+        });
+        across_threads(&format!("{act} backward"), 1000, || {
+            let mut dx = vec![f32::NAN; n];
+            activation_backward(act, &x, &dy, &mut dx).unwrap();
+            bits(&dx)
+        });
+    }
+    // ReLU is exact, so the split result is the reference's, bit for bit.
+    let mut want = vec![0.0; n];
+    reference::activation_forward(Activation::Relu, &x, &mut want).unwrap();
+    across_threads("relu vs reference", 1000, || {
+        let mut y = vec![f32::NAN; n];
+        activation_forward(Activation::Relu, &x, &mut y).unwrap();
+        assert_eq!(bits(&y), bits(&want));
+        bits(&y)
+    });
+}
+
+#[test]
+fn optimizer_splits_give_the_bits_of_one_thread() {
+    let n = 40_003;
+    let w0 = data(n, 9);
+    let g = data(n, 10);
+    let m0 = data(n, 11);
+    let v0: Vec<f32> = data(n, 12).iter().map(|v| v.abs()).collect();
+    for cfg in [AdamConfig::default(), AdamConfig::adamw(), AdamConfig::keras()] {
+        across_threads("adam_step", 1000, || {
+            let (mut w, mut m, mut v) = (w0.clone(), m0.clone(), v0.clone());
+            adam_step(&cfg, 3, &mut w, &g, &mut m, &mut v).unwrap();
+            w.extend(m);
+            w.extend(v);
+            bits(&w)
+        });
+    }
+    across_threads("sgd_step", 1000, || {
+        let (mut w, mut b) = (w0.clone(), m0.clone());
+        sgd_step(&SgdConfig::default(), &mut w, &g, &mut b).unwrap();
+        w.extend(b);
+        bits(&w)
+    });
+}
