@@ -85,13 +85,8 @@ pub use ops::softmax_xent::{log_softmax, softmax, softmax_xent, softmax_xent_los
 pub use simd::{active_isa, with_isa, Isa};
 pub use threads::{num_threads, set_num_threads, with_threads};
 
-/// Hooks for tests and fuzzing: lowering the threads' split threshold,
-/// forcing a GEMM plan, planning without running. Not part of the stable API.
 #[doc(hidden)]
-pub mod testing {
-    pub use crate::ops::gemm::{force_plan, plan_gemm, tiling, PlanSummary};
-    pub use crate::parallel::{force_min_per_task, last_task_count};
-}
+pub mod testing;
 
 /// Re-exports of the `half` element types GEMM accepts.
 pub use half::{bf16, f16};

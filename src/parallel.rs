@@ -66,6 +66,8 @@ struct Team {
     busy: AtomicBool,
     /// Workers started so far.
     workers: Mutex<usize>,
+    /// Workers that have finished starting (their own allocations done).
+    ready: AtomicUsize,
     /// Workers asleep on `wake` (under `sleep`).
     sleepers: AtomicUsize,
     sleep: Mutex<()>,
@@ -93,6 +95,7 @@ fn team() -> &'static Team {
         panic: Mutex::new(None),
         busy: AtomicBool::new(false),
         workers: Mutex::new(0),
+        ready: AtomicUsize::new(0),
         sleepers: AtomicUsize::new(0),
         sleep: Mutex::new(()),
         wake: Condvar::new(),
@@ -169,12 +172,20 @@ impl Team {
             }
             *n += 1;
         }
+        // Wait until every started worker has made its own allocations
+        // (thread bookkeeping, scratch), so that they belong to the call that
+        // started it and no later call sees a worker still starting up.
+        while self.ready.load(Ordering::Acquire) < *n {
+            std::thread::yield_now();
+        }
         *n
     }
 
     fn worker(&'static self, index: usize) {
         // Size this thread's kernel scratch now, so no task allocates later.
         crate::ops::gemm::prepare_thread_scratch();
+        let _ = std::thread::current().name();
+        self.ready.fetch_add(1, Ordering::Release);
         let mut seen = self.word.load(Ordering::Acquire) >> TASK_BITS;
         loop {
             let gen = self.wait_for_new_generation(seen);

@@ -13,7 +13,7 @@
 
 use nnkern::ops::gemm::{force_plan, tiling};
 use nnkern::testing::{force_min_per_task, last_task_count};
-use nnkern::{bf16, f16, gemm_with_threads, reference, with_isa, GemmInput, Isa, MatMut, MatRef};
+use nnkern::{bf16, f16, gemm_with_threads, reference, with_isa, GemmInput, MatMut, MatRef};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
@@ -234,7 +234,7 @@ fn for_every_path(mut f: impl FnMut() -> Result<(), TestCaseError>) -> Result<()
         Some((false, true, false)),
         Some((true, false, true)),
     ];
-    for isa in Isa::supported() {
+    for isa in nnkern::testing::test_isas() {
         for plan in plans {
             force_plan(plan);
             let r = with_isa(isa, &mut f).unwrap();
@@ -255,7 +255,7 @@ proptest! {
 
     #[test]
     fn bf16_and_f16_match_reference(case in case()) {
-        for isa in Isa::supported() {
+        for isa in nnkern::testing::test_isas() {
             with_isa(isa, || -> Result<(), TestCaseError> {
                 check(&case, 1, bf16::from_f32)?;
                 check(&case, 1, f16::from_f32)?;
@@ -268,7 +268,7 @@ proptest! {
     fn threads_give_identical_bits(case in case()) {
         // Large enough for two tiles in either direction, so a split exists.
         let case = Case { m: case.m * 2 + 20, n: case.n * 2 + 20, k: case.k * 2 + 60, ..case };
-        for isa in Isa::supported() {
+        for isa in nnkern::testing::test_isas() {
             with_isa(isa, || check_threaded(&case, &format!("{isa}"))).unwrap()?;
         }
     }
@@ -317,7 +317,7 @@ fn fixed(m: usize, n: usize, k: usize, a_t: bool, b_t: bool) -> Case {
 /// random small sizes do not reach, on 1, 2 and 4 threads (split forced).
 #[test]
 fn crossing_block_boundaries() {
-    for isa in Isa::supported() {
+    for isa in nnkern::testing::test_isas() {
         let [mr, nr, kc, mc, nc] = tiling(isa);
         let shapes = [
             (mr + 1, nr + 1, kc + 1),
@@ -360,7 +360,7 @@ fn training_shapes() {
         (32, 500, 10, false, false),
         (32, 500, 10, false, true),
     ];
-    for isa in Isa::supported() {
+    for isa in nnkern::testing::test_isas() {
         for (m, n, k, a_t, b_t) in shapes {
             for threads in [1, 2] {
                 let case = fixed(m, n, k, a_t, b_t);
@@ -374,7 +374,7 @@ fn training_shapes() {
 
 #[test]
 fn nan_and_inf_propagate() {
-    for isa in Isa::supported() {
+    for isa in nnkern::testing::test_isas() {
         with_isa(isa, || {
             let (m, n, k) = (20, 40, 30);
             let mut a = values(m * k, 1);

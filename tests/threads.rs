@@ -9,7 +9,7 @@
 use nnkern::testing::{force_min_per_task, last_task_count};
 use nnkern::{
     activation_backward, activation_forward, activation_forward_inplace, adam_step, reference, sgd_step, with_isa,
-    with_threads, Activation, AdamConfig, Isa, MatMut, MatRef, SgdConfig,
+    with_threads, Activation, AdamConfig, MatMut, MatRef, SgdConfig,
 };
 
 fn data(n: usize, seed: u64) -> Vec<f32> {
@@ -32,7 +32,7 @@ fn bits(v: &[f32]) -> Vec<u32> {
 /// the split threshold is `min` units per task and the call must split.
 /// Returns nothing; panics naming the kernel, ISA and thread count.
 fn across_threads(name: &str, min: usize, f: impl Fn() -> Vec<u32>) {
-    for isa in Isa::supported() {
+    for isa in nnkern::testing::test_isas() {
         let one = with_threads(1, || with_isa(isa, &f).unwrap()).unwrap();
         for threads in [2, 4] {
             force_min_per_task(Some(min));

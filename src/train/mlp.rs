@@ -72,6 +72,7 @@ pub fn param_layout(dims: &[usize]) -> Result<(Vec<DenseLayout>, usize)> {
             inputs: i,
             outputs: o,
             w,
+            // i·o + o was checked above, so i·o and w + i·o ≤ off fit.
             b: w + i * o,
         });
     }
@@ -191,13 +192,22 @@ impl<B: Backend> Mlp<B> {
         let mut z = Vec::with_capacity(n_layers);
         let mut a = Vec::with_capacity(n_layers - 1);
         let mut g = Vec::with_capacity(n_layers);
+        // Buffer sizes: batch rows × layer width, checked (a "full" batch
+        // of a large data set times a wide layer could wrap).
+        let elems = |r: usize, w: usize| {
+            r.checked_mul(w).ok_or(Error::Overflow {
+                arg: "batch-size",
+                what: "batch rows × layer width",
+            })
+        };
         for (i, l) in layers.iter().enumerate() {
-            z.push(be.alloc(rows * l.outputs)?);
+            z.push(be.alloc(elems(rows, l.outputs)?)?);
             if i + 1 < n_layers {
-                a.push(be.alloc(rows * l.outputs)?);
+                a.push(be.alloc(elems(rows, l.outputs)?)?);
             }
-            g.push(be.alloc(train_rows * l.outputs)?);
+            g.push(be.alloc(elems(train_rows, l.outputs)?)?);
         }
+        let x = be.alloc(elems(rows, dims[0])?)?;
         Ok(Mlp {
             dims: dims.to_vec(),
             act,
@@ -209,7 +219,7 @@ impl<B: Backend> Mlp<B> {
             params: p,
             opt,
             step: 0,
-            x: be.alloc(rows * dims[0])?,
+            x,
             labels: be.alloc_labels(rows)?,
             z,
             a,

@@ -546,7 +546,11 @@ impl<B: Backend> Trainer<B> {
         let n = self.test_labels.len();
         let mut pred = vec![0u32; n];
         let chunk = self.eval_rows.len();
-        let mut logits = vec![0.0f32; chunk * self.classes];
+        let len = chunk.checked_mul(self.classes).ok_or(Error::Overflow {
+            arg: "eval rows",
+            what: "rows × classes",
+        })?;
+        let mut logits = vec![0.0f32; len];
         let mut start = 0;
         while start < n {
             let m = chunk.min(n - start);

@@ -363,7 +363,7 @@ mod tests {
     fn split_over_tasks_matches_one_task() {
         let n = 100_003;
         let x: Vec<f32> = (0..n).map(|i| (i % 997) as f32 / 50.0 - 10.0).collect();
-        for isa in Isa::supported() {
+        for isa in crate::testing::test_isas() {
             for act in Activation::ALL {
                 let mut one = vec![f32::NAN; n];
                 forward_isa(isa, act, &x, &mut one);
