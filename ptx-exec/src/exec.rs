@@ -385,9 +385,7 @@ impl<'a> Exec<'a> {
             // every thread now waits at a barrier, is blocked (sm_90 waits) or has exited
             if self.hop.is_some() && self.st.contains(&BLOCKED) {
                 if self.hop.as_mut().is_some_and(|h| std::mem::take(&mut h.event)) {
-                    for s in self.st.iter_mut().filter(|s| **s == BLOCKED) {
-                        *s = RUNNING;
-                    }
+                    self.hop_wake();
                     continue;
                 }
                 return Err(self.deadlock());

@@ -31,9 +31,10 @@
 //! - **mbarriers** are objects at 8-byte aligned shared offsets, created by
 //!   `mbarrier.init` and removed by `mbarrier.inval`: phase, expected and
 //!   pending arrivals, tx-count. A phase completes when pending arrivals and
-//!   tx-count are both zero. `try_wait` on an incomplete phase blocks the
-//!   thread until something happens that may complete it; `test_wait`
-//!   returns false and lets the other warps run. When every thread left is
+//!   tx-count are both zero. `try_wait` on an incomplete phase returns false
+//!   the first time (its time limit, so a missing retry loop shows) and then
+//!   blocks the thread until something happens that may complete it;
+//!   `test_wait` returns false and lets the other warps run. When every thread left is
 //!   blocked and nothing can happen any more, the launch stops with a
 //!   [`Fault::Deadlock`] that lists what each warp waits for.
 //! - **Bulk tensor copies** read the tensor map (the executor's encoding, see
@@ -777,6 +778,9 @@ pub(crate) struct HopState {
     mbars: Vec<Mbar>,
     know: Vec<[u32; NK]>,
     fences: Vec<u32>,
+    /// Per thread: its last `mbarrier.try_wait` on an incomplete phase returned false (the
+    /// time limit): the next one blocks until the phase may have completed.
+    spun: Vec<bool>,
     abytes: Vec<AByte>,
     warps: Vec<WarpState>,
     /// Per warpgroup: (first index, the (line, a, b, scale-d) of each wgmma issued since).
@@ -823,6 +827,7 @@ impl HopState {
             mbars: Vec::new(),
             know: vec![[0; NK]; nthreads],
             fences: vec![0; nthreads],
+            spun: vec![false; nthreads],
             abytes: vec![AByte::default(); shared as usize],
             warps: vec![
                 WarpState {
@@ -844,6 +849,7 @@ impl HopState {
         self.mbars.clear();
         self.know.iter_mut().for_each(|k| *k = [0; NK]);
         self.fences.fill(0);
+        self.spun.fill(false);
         self.abytes.fill(AByte::default());
         for w in &mut self.warps {
             w.infl_d.fill(0);
@@ -984,6 +990,13 @@ impl Exec<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Runs the blocked threads again after an event that may unblock them.
+    pub(crate) fn hop_wake(&mut self) {
+        for s in self.st.iter_mut().filter(|s| **s == BLOCKED) {
+            *s = RUNNING;
+        }
     }
 
     fn advance(&mut self, w: usize, m: u32) {
@@ -1274,7 +1287,13 @@ impl Exec<'_> {
                     if done {
                         let d = mb.done;
                         merge(&mut hs.know[t], &d);
+                        hs.spun[t] = false;
                         self.wr(t, *p, 1);
+                    } else if *blocking && !hs.spun[t] {
+                        // the first try on an incomplete phase comes back false (its time
+                        // limit), so code that does not loop on it shows
+                        hs.spun[t] = true;
+                        self.wr(t, *p, 0);
                     } else {
                         if !*blocking {
                             self.wr(t, *p, 0);
