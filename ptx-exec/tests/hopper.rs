@@ -76,7 +76,7 @@ DB: FENCE
     mov.f32 %acc3, 0f3F800000;
     setp.ne.u32 %sd, %t, 1000;
     PRE
-    wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%acc0, %acc1, %acc2, %acc3}, %dsa, %dsb, SCALED, SCALES, 0, 0;
+    wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%acc0, %acc1, %acc2, %acc3}, %dsa, %dsb, SCALED, SCALES, TRANS;
     wgmma.commit_group.sync.aligned;
     MID
     wgmma.wait_group.sync.aligned 0;
@@ -104,9 +104,18 @@ fn wg_src(fence: &str, pre: &str, mid: &str, scaled: &str, scales: &str) -> Stri
         .replace("MID", mid)
         .replace("SCALED", scaled)
         .replace("SCALES", scales)
+        .replace("TRANS", "0, 0")
 }
 
 const GOOD_FENCE: &str = "fence.proxy.async.shared::cta;";
+
+/// The swizzle as the PTX ISA's tables draw it: in each 128-byte row of the (aligned)
+/// pattern, 16-byte chunk c of row r moves to c XOR (r mod span/16).
+fn isa_swizzle(sw: Swizzle, addr: u32) -> u32 {
+    let period = (sw.span() / 16).max(1);
+    let (row, chunk) = (addr / 128, (addr % 128) / 16);
+    row * 128 + (chunk ^ (row % period)) * 16 + addr % 16
+}
 
 fn desc(addr: u32, lbo: u32, sbo: u32, swizzle: u64) -> u64 {
     ((addr as u64 & 0x3ffff) >> 4) | ((lbo as u64 >> 4) << 16) | ((sbo as u64 >> 4) << 32) | (swizzle << 62)
@@ -131,7 +140,7 @@ fn operands(swizzle: Swizzle, store_swizzled: bool) -> (Vec<u8>, Vec<u8>, u64, u
                     _ => (r / 8) * 1024 + (r % 8) * 128 + k * 2,
                 } as u32;
                 let at = if store_swizzled {
-                    swizzle.apply(base + lin) - base
+                    isa_swizzle(swizzle, base + lin) - base
                 } else {
                     lin
                 };
@@ -285,6 +294,255 @@ fn planted_async_bugs_in_wgmma_are_faults() {
     assert!(f.to_string().contains("issue different wgmma"), "{f}");
 }
 
+/// The canonical layouts of the PTX ISA (its CuTe expressions, 16-bit elements, T = 8),
+/// as byte offsets before the swizzle: element (`mn`, `k`) of an operand.
+fn canonical(mn_major: bool, sw: Swizzle, lbo: u32, sbo: u32, mn: u32, k: u32) -> u32 {
+    let w = sw.span() / 16; // 16-byte chunks per swizzled row
+    let (lbo, sbo) = (lbo / 2, sbo / 2); // in elements
+    let e = match (mn_major, sw) {
+        // ((8,m),(T,2k)):((1T,SBO),(1,LBO))
+        (false, Swizzle::None) => (mn % 8) * 8 + (mn / 8) * sbo + (k % 8) + (k / 8) * lbo,
+        // ((8,m),(T,2k)):((wT,SBO),(1,T))
+        (false, _) => (mn % 8) * 8 * w + (mn / 8) * sbo + k,
+        // ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO))
+        (true, Swizzle::None) => (mn % 8) + (mn / 8) * sbo + (k % 8) * 8 + (k / 8) * lbo,
+        // ((T,w,m),(8,k)):((1,T,LBO),(wT,SBO))
+        (true, _) => (mn % 8) + ((mn / 8) % w) * 8 + (mn / (8 * w)) * lbo + (k % 8) * 8 * w + (k / 8) * sbo,
+    };
+    2 * e
+}
+
+/// (LBO, SBO) for an operand of `rows` (M or N) × 16 (K) in each layout.
+fn strides(mn_major: bool, sw: Swizzle, rows: u32) -> (u32, u32) {
+    let span = sw.span();
+    match (mn_major, sw) {
+        (false, Swizzle::None) => (128, 256),
+        (false, _) => (16, 8 * span),
+        (true, Swizzle::None) => (rows.div_ceil(8) * 128, 128),
+        // atoms of 8 K-rows × span bytes: along M/N LBO apart, the next 8 k SBO apart
+        (true, _) => (8 * span, rows.div_ceil(span / 2) * 8 * span),
+    }
+}
+
+#[test]
+fn wgmma_every_layout_and_swizzle_with_transposes() {
+    let a: Vec<f32> = (0..64 * 16).map(|i| val(i, 3)).collect(); // A[m][k]
+    let bt: Vec<f32> = (0..8 * 16).map(|i| val(i, 4)).collect(); // B[k][n] as Bt[n][k]
+    let want = want(&a, &bt, 1.0, 1.0);
+    for sw in [Swizzle::None, Swizzle::B32, Swizzle::B64, Swizzle::B128] {
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let image = |m: &[f32], rows: u32, mn_major: bool, base: u32| -> (Vec<u8>, u64) {
+                let (lbo, sbo) = strides(mn_major, sw, rows);
+                let mut img = vec![0u8; 8192];
+                for r in 0..rows {
+                    for k in 0..16 {
+                        let at = isa_swizzle(sw, base + canonical(mn_major, sw, lbo, sbo, r, k)) - base;
+                        let v = bf16::from_f32(m[(r * 16 + k) as usize]);
+                        img[at as usize..at as usize + 2].copy_from_slice(&v.to_le_bytes());
+                    }
+                }
+                let code = match sw {
+                    Swizzle::None => 0,
+                    Swizzle::B128 => 1,
+                    Swizzle::B64 => 2,
+                    Swizzle::B32 => 3,
+                };
+                (img, desc(base, lbo, sbo, code))
+            };
+            let (ia, da) = image(&a, 64, ta, 0);
+            let (ib, db) = image(&bt, 8, tb, 8192);
+            let src = WG_SMEM
+                .replace("FENCE", GOOD_FENCE)
+                .replace("PRE", "wgmma.fence.sync.aligned;")
+                .replace("MID", "")
+                .replace("SCALED", "%sd")
+                .replace("SCALES", "1, 1")
+                .replace("TRANS", &format!("{}, {}", ta as u32, tb as u32));
+            let m = module(&src);
+            let mut mem = Memory::new();
+            let (pa, pb, pd) = (mem.alloc_bytes(&ia), mem.alloc_bytes(&ib), mem.alloc(64 * 8 * 4));
+            launch(
+                &mut mem,
+                m.kernel("wg").unwrap(),
+                (1, 1, 1),
+                (128, 1, 1),
+                16384,
+                &[
+                    Param::Ptr(pa),
+                    Param::Ptr(pb),
+                    Param::Ptr(pd),
+                    Param::U64(da),
+                    Param::U64(db),
+                    Param::U32(8192),
+                    Param::U32(8192),
+                ],
+            )
+            .unwrap();
+            assert_eq!(mem.read_f32(pd).unwrap(), want, "{sw:?}, trans-a {ta}, trans-b {tb}");
+        }
+    }
+}
+
+/// A from registers: thread (warp w, lane l) holds the m16n8k16-style fragment of rows
+/// 16w + l/4 (+8), columns 2(l%4) (+1, +8, +9).
+const WG_AREG: &str = r#"
+.extern .shared .align 1024 .b8 smem[];
+.visible .entry wga(.param .u64 pa, .param .u64 pb, .param .u64 pd, .param .u64 db)
+{
+    .reg .pred %p;
+    .reg .b32 %t, %i, %w, %l, %row, %col, %o, %ra<4>, %s<4>;
+    .reg .b64 %a, %b, %d, %x, %dsb;
+    .reg .f32 %acc<4>;
+    ld.param.u64 %a, [pa];
+    ld.param.u64 %b, [pb];
+    ld.param.u64 %d, [pd];
+    ld.param.u64 %dsb, [db];
+    mov.u32 %t, %tid.x;
+    mul.wide.u32 %x, %t, 16;
+    add.u64 %x, %x, %a;
+    ld.global.v4.b32 {%ra0, %ra1, %ra2, %ra3}, [%x];
+    setp.lt.u32 %p, %t, 16;
+    shl.b32 %i, %t, 4;
+    cvt.u64.u32 %x, %i;
+    add.u64 %x, %x, %b;
+    @%p ld.global.v4.b32 {%s0, %s1, %s2, %s3}, [%x];
+    @%p st.shared.v4.b32 [%i], {%s0, %s1, %s2, %s3};
+    fence.proxy.async.shared::cta;
+    bar.sync 0;
+    wgmma.fence.sync.aligned;
+    wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%acc0, %acc1, %acc2, %acc3}, {%ra0, %ra1, %ra2, %ra3}, %dsb, 0, 1, 1, 0;
+    wgmma.commit_group.sync.aligned;
+    MID
+    wgmma.wait_group.sync.aligned 0;
+    shr.u32 %w, %t, 5;
+    and.b32 %l, %t, 31;
+    shl.b32 %row, %w, 4;
+    shr.u32 %o, %l, 2;
+    add.u32 %row, %row, %o;
+    and.b32 %col, %l, 3;
+    shl.b32 %col, %col, 1;
+    mad.lo.u32 %o, %row, 8, %col;
+    mul.wide.u32 %x, %o, 4;
+    add.u64 %x, %x, %d;
+    st.global.f32 [%x], %acc0;
+    st.global.f32 [%x+4], %acc1;
+    st.global.f32 [%x+256], %acc2;
+    st.global.f32 [%x+260], %acc3;
+}
+"#;
+
+#[test]
+fn wgmma_a_from_registers() {
+    let a: Vec<f32> = (0..64 * 16).map(|i| val(i, 8)).collect();
+    let bt: Vec<f32> = (0..8 * 16).map(|i| val(i, 9)).collect();
+    let mut frags = Vec::new();
+    for t in 0..128 {
+        let (w, l) = (t / 32, t % 32);
+        let (g, q) = (l / 4, l % 4);
+        for (dr, dc) in [(0, 0), (8, 0), (0, 8), (8, 8)] {
+            for e in 0..2 {
+                let (r, c) = (16 * w + g + dr, 2 * q + dc + e);
+                frags.extend_from_slice(&bf16::from_f32(a[r * 16 + c]).to_le_bytes());
+            }
+        }
+    }
+    // B K-major, no swizzle: core matrices (k/8) 128 bytes apart
+    let mut ib = vec![0u8; 256];
+    for n in 0..8 {
+        for k in 0..16 {
+            let at = (k / 8) * 128 + n * 16 + (k % 8) * 2;
+            ib[at..at + 2].copy_from_slice(&bf16::from_f32(bt[n * 16 + k]).to_le_bytes());
+        }
+    }
+    let run = |mid: &str| -> Result<Vec<f32>, Error> {
+        let m = module(&WG_AREG.replace("MID", mid));
+        let mut mem = Memory::new();
+        let (pa, pb, pd) = (mem.alloc_bytes(&frags), mem.alloc_bytes(&ib), mem.alloc(64 * 8 * 4));
+        launch(
+            &mut mem,
+            m.kernel("wga")?,
+            (1, 1, 1),
+            (128, 1, 1),
+            1024,
+            &[
+                Param::Ptr(pa),
+                Param::Ptr(pb),
+                Param::Ptr(pd),
+                Param::U64(desc(0, 128, 256, 0)),
+            ],
+        )?;
+        mem.read_f32(pd)
+    };
+    assert_eq!(run("").unwrap(), want(&a, &bt, 1.0, 0.0));
+    // the A registers are in flight until the wait too
+    let f = fault(run("mov.b32 %ra2, 0;"));
+    assert!(f.to_string().contains("A-fragment"), "{f}");
+}
+
+#[test]
+fn wgmma_in_flight_at_exit_and_over_arrivals_are_faults() {
+    let src = wg_src(GOOD_FENCE, "wgmma.fence.sync.aligned;", "ret;", "%sd", "1, 1");
+    let f = fault(run_wg(&src, Swizzle::B128, true));
+    assert!(f.to_string().contains("exits with wgmma groups still in flight"), "{f}");
+    // an arrival count beyond what the phase still expects
+    let src = r#"
+.visible .entry k()
+{
+    .shared .align 8 .b64 bar;
+    .reg .pred %p;
+    .reg .b32 %t, %b;
+    mov.u32 %t, %tid.x;
+    mov.u32 %b, bar;
+    setp.eq.u32 %p, %t, 0;
+    @%p mbarrier.init.shared::cta.b64 [%b], 2;
+    bar.sync 0;
+    @%p mbarrier.arrive.shared::cta.b64 _, [%b], 3;
+}
+"#;
+    let m = module(src);
+    let mut mem = Memory::new();
+    let f = fault(launch(&mut mem, m.kernel("k").unwrap(), (1, 1, 1), (32, 1, 1), 0, &[]));
+    assert!(f.to_string().contains("more often than its 2 expected arrivals"), "{f}");
+}
+
+#[test]
+fn unmodelled_sm90_forms_are_parse_errors() {
+    let err = |body: &str| match Module::parse(&format!(
+        "{HEADER}.visible .entry k()
+{{
+.reg .b32 %r<4>;
+.reg .b64 %rd<4>;
+.reg .f32 %f<8>;
+{body}
+ret;
+}}
+"
+    )) {
+        Err(Error::Parse { msg, .. }) => msg,
+        other => panic!("expected a parse error, got {other:?}"),
+    };
+    assert!(err("setmaxnreg.inc.sync.aligned.u32 20;").contains("multiple of 8"));
+    assert!(err("setmaxnreg.inc.sync.aligned.u32 %r1;").contains("immediate"));
+    assert!(
+        err("wgmma.mma_async.sync.aligned.m64n8k32.s32.u8.u8 {%r0, %r1, %r2, %r3}, %rd0, %rd1, 1;").contains("k16")
+    );
+    assert!(
+        err("wgmma.mma_async.sync.aligned.m64n8k16.f16.f16.f16 {%r0, %r1}, %rd0, %rd1, 1, 1, 1, 0, 0;")
+            .contains("f32 accumulators")
+    );
+    assert!(err(
+        "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%f0, %f1, %f2, %f3}, %rd0, %rd1, 1, 2, 1, 0, 0;"
+    )
+    .contains("imm-scale"));
+    assert!(err("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%r0], [%rd0, {%r1, %r2}], [%r3], %r1;")
+        .contains("not modelled"));
+    assert!(
+        err("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%r0], [%rd0], 16, [%r3];")
+            .contains("not modelled")
+    );
+    assert!(err("mbarrier.arrive.shared::cluster.b64 _, [%r0];").contains("cluster"));
+}
+
 // ---------------------------------------------------------------- mbarrier + bulk tensor copy
 
 /// One warpgroup; thread 0 initialises an mbarrier (count 1), everybody syncs, thread 0
@@ -378,7 +636,7 @@ fn run_tma(src: &str, sw: Swizzle, c: (i32, i32), tx: u32) -> Result<(Vec<u16>, 
             } else {
                 0
             };
-            let at = sw.apply((r * 128 + 2 * e) as u32) as usize / 2;
+            let at = isa_swizzle(sw, (r * 128 + 2 * e) as u32) as usize / 2;
             want[at] = v;
         }
     }
