@@ -68,8 +68,8 @@ const HEADER: &str = "//
 //   Warpgroup 0 (producer, setmaxnreg.dec to 40): one elected thread issues the bulk tensor
 //   copies (cp.async.bulk.tensor.2d, 128-byte swizzle) of A (128 x 64) and B^T (256 x 64)
 //   tiles into a 4-stage shared ring, 48 KiB a stage; each stage has a full mbarrier
-//   (1 arrival + 49152 transaction bytes) and an empty mbarrier (2 arrivals, one per
-//   consumer warpgroup).
+//   (1 arrival + 49152 transaction bytes) and an empty mbarrier (8 arrivals: lane 0 of
+//   each consumer warp, after its wgmma.wait_group retired the stage's group).
 //   Warpgroups 1 and 2 (consumers, setmaxnreg.inc to 232): wait on the full barrier, issue
 //   4 x wgmma.mma_async.m64n256k16 (rows 64*(g-1).. of the 128 x 256 block tile, K-major
 //   128-byte-swizzle descriptors, start address +32 bytes per k16), commit, keep one group
@@ -171,7 +171,7 @@ fn entry(o: &mut Out, name: &str, ty: &str) {
     o.l(&format!("@!%p bra {};", p("INIT_DONE")));
     for s in 0..STAGES {
         o.l(&format!("mbarrier.init.shared::cta.b64 [full+{}], 1;", 8 * s));
-        o.l(&format!("mbarrier.init.shared::cta.b64 [empty+{}], 2;", 8 * s));
+        o.l(&format!("mbarrier.init.shared::cta.b64 [empty+{}], 8;", 8 * s));
     }
     o.l("fence.mbarrier_init.release.cluster;");
     o.label(&p("INIT_DONE"));
@@ -260,7 +260,8 @@ fn entry(o: &mut Out, name: &str, ty: &str) {
     o.l(&format!("setmaxnreg.inc.sync.aligned.u32 {REGS_CONSUMER};"));
     o.l("sub.u32 %r14, %r1, 1;             // consumer index");
     o.l("and.b32 %r15, %r0, 127;           // thread in the warpgroup");
-    o.l("setp.eq.u32 %leader, %r15, 0;     // it releases the stages");
+    o.l("and.b32 %r32, %r15, 31;");
+    o.l("setp.eq.u32 %leader, %r32, 0;     // lane 0 of each warp releases the stages");
     o.l("shr.u32 %r31, %r15, 5;            // warp in the warpgroup");
     o.l("and.b32 %r32, %r15, 31;           // lane");
     o.l("shl.b32 %r33, %r14, 6;");

@@ -651,8 +651,21 @@ fn bulk_tensor_copy_box_swizzle_and_zero_fill() {
             assert_eq!(got, want, "{sw:?} at {c:?}");
         }
     }
+    // only warp 0 waits; a bar.sync passes what it observed on to the others
+    let warp0 = "setp.ge.u32 %p, %t, 32;\n    @%p bra SYNC;\n    mbarrier.try_wait.parity.shared::cta.b64 %done, [%b], 0;\n    \
+                 @!%done bra WAIT;\nSYNC:\n    bar.sync 0;";
+    let (got, want) = run_tma(&tma_src(warp0), Swizzle::B128, (5, 3), 1024).unwrap();
+    assert_eq!(got, want);
+    // without the bar.sync the other warps have not observed the phase
+    let f = fault(run_tma(
+        &tma_src(&warp0.replace("bar.sync 0;", "")),
+        Swizzle::B128,
+        (5, 3),
+        1024,
+    ));
+    assert!(f.to_string().contains("without having observed"), "{f}");
     // the generic-address form of the barrier and a test_wait spin also work
-    let spin = "mbarrier.test_wait.parity.shared::cta.b64 %done, [%b], 0;\n    @!%done bra WAIT;";
+    let spin = "cvta.shared.u64 %st, bar;\n    mbarrier.test_wait.parity.b64 %done, [%st], 0;\n    @!%done bra WAIT;";
     let (got, want) = run_tma(&tma_src(spin), Swizzle::B128, (1, 2), 1024).unwrap();
     assert_eq!(got, want);
 }
