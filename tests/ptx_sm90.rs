@@ -53,6 +53,10 @@ struct Run {
     epilogue: Option<Activation>,
     /// Blocks launched (the persistent grid: each takes tiles ctaid, ctaid + grid, ...).
     blocks: u32,
+    /// C and Y stored column-major (row stride 1).
+    col_major: bool,
+    /// Elements of NaN padding past the rounded-up K in each row of A and Bᵀ.
+    extra_ld: usize,
 }
 
 /// Rows of 16-bit elements, `ld` apart, padded with NaN past `cols`.
@@ -105,7 +109,7 @@ fn run_case(src: Option<&str>, case: &GemmCase, seed: u64, run: Run) -> Result<(
         .unwrap();
     }
     let k_eff = if case.alpha == 0.0 { 0 } else { k };
-    let ld = k_eff.next_multiple_of(8).max(8);
+    let ld = k_eff.next_multiple_of(8).max(8) + 8 * run.extra_ld;
     // Bᵀ: N×K
     let mut bt = vec![0f32; n * k];
     for p in 0..k {
@@ -116,7 +120,27 @@ fn run_case(src: Option<&str>, case: &GemmCase, seed: u64, run: Run) -> Result<(
     let mut mem = Memory::new();
     let ga = mem.alloc_bytes(&pad16(&d.a, m, k, ld, run.half));
     let gb = mem.alloc_bytes(&pad16(&bt, n, k, ld, run.half));
-    let bc = mem.alloc_f32(&d.c);
+    // C and Y: element (i, j) at i*rs + j*cs
+    let (rs, cs) = if run.col_major { (1, m) } else { (n, 1) };
+    let store = |v: &[f32]| -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * rs + j * cs] = v[i * n + j];
+            }
+        }
+        out
+    };
+    let load = |v: &[f32]| -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = v[i * rs + j * cs];
+            }
+        }
+        out
+    };
+    let bc = mem.alloc_f32(&store(&d.c));
     let bbias = mem.alloc_f32(&d.bias);
     let by = mem.alloc(m * n * 4);
     let kdim = k_eff.max(1) as u32;
@@ -172,14 +196,14 @@ fn run_case(src: Option<&str>, case: &GemmCase, seed: u64, run: Run) -> Result<(
             Param::U32(m as u32),
             Param::U32(n as u32),
             Param::U32(k_eff as u32),
-            Param::U64(n as u64),
-            Param::U64(1),
+            Param::U64(rs as u64),
+            Param::U64(cs as u64),
             Param::F32(case.alpha),
             Param::F32(case.beta),
             pbias,
             py,
-            Param::U64(n as u64),
-            Param::U64(1),
+            Param::U64(rs as u64),
+            Param::U64(cs as u64),
             Param::U32(act_code(run.epilogue.unwrap_or(Activation::Identity))),
         ],
     )
@@ -189,9 +213,9 @@ fn run_case(src: Option<&str>, case: &GemmCase, seed: u64, run: Run) -> Result<(
     let tol =
         |i: usize| (k as f64 + 2.0 + with_bias) * eps * (scale[i] + with_bias * d.bias[i % n].abs() as f64) + 1e-30;
     let what = format!("{name} {case:?} {run:?}");
-    check_close(&format!("{what} C"), &mem.read_f32(bc).unwrap(), &want, tol)?;
+    check_close(&format!("{what} C"), &load(&mem.read_f32(bc).unwrap()), &want, tol)?;
     if run.epilogue.is_some() {
-        check_close(&format!("{what} Y"), &mem.read_f32(by).unwrap(), &want_y, |i| {
+        check_close(&format!("{what} Y"), &load(&mem.read_f32(by).unwrap()), &want_y, |i| {
             1.2 * tol(i) + act_tol(want_y[i])
         })?;
     }
@@ -230,6 +254,8 @@ fn sm90_gemm_bf16_and_f16_against_the_reference() {
                 half,
                 epilogue: None,
                 blocks: *blocks,
+                col_major: i % 2 == 1,
+                extra_ld: i % 3,
             };
             run_case(None, c, i as u64, run).unwrap();
         }
@@ -249,6 +275,8 @@ fn sm90_gemm_fused_bias_activation_epilogue() {
             half: *half,
             epilogue: Some(*act),
             blocks: 2,
+            col_major: i == 1,
+            extra_ld: 1,
         };
         run_case(None, c, 100 + i as u64, run).unwrap();
     }
@@ -264,6 +292,8 @@ const PLAIN: Run = Run {
     half: false,
     epilogue: None,
     blocks: 2,
+    col_major: false,
+    extra_ld: 0,
 };
 
 #[test]
@@ -307,6 +337,16 @@ fn planted_pipeline_bugs_are_caught() {
         ["may still be reading", "not known complete", "more often than"]
             .iter()
             .any(|s| err.contains(s)),
+        "{err}"
+    );
+    // the empty barriers counting only half the consumer warps: a stage is handed back
+    // before the other half is done with it (or, two phases a round, the parities
+    // desynchronise and the pipeline stalls)
+    let src = GEMM_SM90.replace("], 8;", "], 4;");
+    assert_ne!(src, GEMM_SM90);
+    let err = run_case(Some(&src), &c, 8, PLAIN).unwrap_err();
+    assert!(
+        err.contains("may still be reading") || err.contains("deadlock"),
         "{err}"
     );
     // descriptors without the 128B swizzle the copies wrote: wrong numbers
@@ -353,5 +393,30 @@ fn sm90_kernel_faults_name_the_problem() {
     match r {
         Err(Error::Fault(f)) => assert!(matches!(f.fault, Fault::AsyncOrder(ref s) if s.contains("tensor map"))),
         other => panic!("{other:?}"),
+    }
+}
+
+fn prop_cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(prop_cases()))]
+
+    /// Random shapes (one to three tiles each way, ragged edges, K across several ring
+    /// rounds), scalars, C layouts, row paddings, grids and both input types.
+    #[test]
+    fn sm90_gemm_random_shapes(m in 1usize..300, n in 1usize..540, k in 0usize..420,
+                               alpha_zero: bool, beta_zero: bool, half: bool, col_major: bool,
+                               act in proptest::option::of(0usize..6), blocks in 1u32..5,
+                               extra_ld in 0usize..3, seed: u64) {
+        let c = case(m, n, k, if alpha_zero { 0.0 } else { -1.5 }, if beta_zero { 0.0 } else { 0.75 });
+        let run = Run { half, epilogue: act.map(|i| Activation::ALL[i]), blocks, col_major, extra_ld };
+        if let Err(e) = run_case(None, &c, seed, run) {
+            proptest::prop_assert!(false, "{}", e);
+        }
     }
 }

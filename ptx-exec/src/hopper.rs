@@ -743,10 +743,10 @@ struct AByte {
     /// 0 none; 1 written by a bulk copy (`mbar`, `phase`); 2 an mbarrier object.
     kind: u8,
     mbar: u8,
-    /// Warpgroup + 1 of the last wgmma that read it (0 none).
-    rd_wg: u8,
     phase: u32,
-    rd_seq: u32,
+    /// Per warpgroup: 1 + the wgmma group of its last wgmma that read the byte (0 none).
+    rd: [u32; MAX_WGS],
+    /// Line of the last wgmma that read it.
     rd_line: u32,
 }
 
@@ -926,12 +926,11 @@ impl HopState {
     /// and the completion of any bulk copy that wrote it.
     fn check_overwrite(&self, t: usize, i: usize, what: &str) -> Result<(), Fault> {
         let a = self.abytes[i];
-        if a.rd_wg != 0 {
-            let g = a.rd_wg as usize - 1;
-            if self.know[t][MAX_MBARS + g] <= a.rd_seq {
+        for (g, &r) in a.rd.iter().enumerate() {
+            if r != 0 && self.know[t][MAX_MBARS + g] < r {
                 return Err(Fault::AsyncOrder(format!(
                     "{what} overwrites shared offset {i:#x}, which a wgmma of warpgroup {g} (line {}) may still be reading: its group {} is not known retired here (wgmma.wait_group, then an mbarrier arrive this thread waited on)",
-                    a.rd_line, a.rd_seq
+                    a.rd_line, r - 1
                 )));
             }
         }
@@ -1769,8 +1768,7 @@ impl Exec<'_> {
             }
             let hs = self.hs();
             let ab = &mut hs.abytes[b];
-            ab.rd_wg = g as u8 + 1;
-            ab.rd_seq = seq;
+            ab.rd[g] = seq + 1;
             ab.rd_line = line;
         }
         let v = u16::from_le_bytes([self.shared[o], self.shared[o + 1]]);

@@ -934,6 +934,13 @@ fn overwriting_a_stage_a_wgmma_may_still_read_is_a_fault() {
         &format!("    {}\n    shr.u32 %w, %t, 5;", again),
     );
     run_pipe(&src, Swizzle::B128, 128).unwrap();
+    // ... but not with a second warpgroup reading the same stage: its retirement never
+    // reached the copying thread
+    let f = fault(run_pipe(&src, Swizzle::B128, 256));
+    assert!(
+        f.to_string().contains("warpgroup 1") && f.to_string().contains("may still be reading"),
+        "{f}"
+    );
 }
 
 #[test]
