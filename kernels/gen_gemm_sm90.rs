@@ -83,16 +83,20 @@ const HEADER: &str = "//
 //   true sizes); the epilogue stores only rows < M and columns < N.
 // Layout assumptions (as gemm_tc.ptx): A is M x K with K contiguous, B is given as its
 //   transpose, N x K with K contiguous; both 16-byte aligned with row strides (lda, ldb)
-//   multiples of 8 elements. C (f32) has any strides. beta = 0 never reads C; alpha = 0 is
-//   handled by the host passing K = 0 (no copy is issued then).
+//   multiples of 8 elements; M, N, K < 2^31. C (f32) has any strides. beta = 0 never reads
+//   C; alpha = 0 is handled by the host passing K = 0 (no copy is issued then).
+// Registers (ptxas 13.0 -v): 168 at entry (the .maxnreg cap), then 40 in the producer and
+//   232 in the consumers; no spills, no local memory.
 // ci: requires HGMMA UTMALDG (the CI fails when the SASS lacks wgmma or bulk tensor loads).
 // Accuracy: products of bf16/f16 values are exact in f32; accumulation order is the tensor
-//   core's (error <= (K + 2) * 2^-24 * sum|a||b| is what the tests allow).
+//   core's (error <= (K + 2) * 2^-24 * sum|a||b| is what the executor tests allow; the
+//   tensor cores' own rounding is still to be compared on a GPU).
 // Measured speed: not yet measured on a GPU.
 //
 // Launch contract: nk_gemm_sm90_bf16 / nk_gemm_sm90_f16, block = 384 threads,
 //   grid = (min(ceil(M/128) * ceil(N/256), number of SMs), 1, 1), dynamic shared memory
-//   197632 bytes (cudaFuncAttributeMaxDynamicSharedMemorySize raised to it), .maxnreg 168.
+//   197632 bytes (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES raised to it first),
+//   .maxnreg 168 (in the PTX).
 //   Params (in order):
 //   tma, tmb (128-byte CUtensorMap by value, __grid_constant__):
 //     tma: A, 2-D, 16-bit elements, dims {K, M}, row stride lda*2 bytes, box {64, 128},
