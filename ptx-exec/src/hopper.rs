@@ -17,6 +17,9 @@
 //!   must issue the same sequence of wgmma operations (same line, same
 //!   descriptors), and a wgmma whose accumulator or A registers were touched
 //!   since the warp's last `wgmma.fence` is a fault (missing fence).
+//!   Arithmetic: the 16 products of a k16 step are summed exactly (f64) and
+//!   added to the f32 accumulator with one rounding, as `mma.sync` here; the
+//!   tensor cores may differ in the last bits.
 //! - **Matrix descriptors** (PTX ISA "Matrix Descriptor Format"): start
 //!   address, LBO, SBO (each `>> 4`), base offset (must be 0 here), swizzle
 //!   none / 32 / 64 / 128 B. Element addresses follow the ISA's canonical
@@ -329,14 +332,6 @@ pub(crate) struct Wgmma {
 }
 
 #[derive(Clone, Debug)]
-pub(crate) enum TmapRef {
-    /// A register holding the map's generic address.
-    Reg(u32),
-    /// A kernel parameter named directly.
-    Param(u32),
-}
-
-#[derive(Clone, Debug)]
 pub(crate) enum HInst {
     WgFence,
     WgCommit,
@@ -368,7 +363,9 @@ pub(crate) enum HInst {
     },
     TmaLoad {
         dst: SAddr,
-        tmap: TmapRef,
+        /// Register holding the map's generic address (ptxas refuses a parameter named
+        /// directly: it takes `cvta.param` of it, or a global address).
+        tmap: u32,
         coords: Vec<Op>,
         mbar: SAddr,
     },
@@ -696,14 +693,14 @@ fn decode_bulk(r: &RawInst, cx: &Ctx, flags: &[&str]) -> Result<Inst, String> {
             coords.len()
         ));
     }
-    let tmap = if let Some((i, _)) = cx.regs.get(tname) {
-        TmapRef::Reg(*i)
-    } else if let Some(Sym::Param(off)) = cx.syms.get(tname) {
-        TmapRef::Param(*off)
-    } else {
-        return Err(format!(
-            "tensor map `{tname}` is neither a register nor a kernel parameter"
-        ));
+    let tmap = match (cx.regs.get(tname), cx.syms.get(tname)) {
+        (Some((i, _)), _) => *i,
+        (None, Some(Sym::Param(_))) => {
+            return Err(format!(
+                "tensor map `{tname}` named directly: give its generic address in a register (cvta.param)"
+            ))
+        }
+        _ => return Err(format!("tensor map `{tname}` is not a register")),
     };
     let dst = SAddr {
         addr: cx.addr(&o[0])?,
@@ -1315,7 +1312,7 @@ impl Exec<'_> {
                 mbar,
             } => {
                 for l in lanes(m) {
-                    self.tma_load(lo + l, pc, *dst, tmap, coords, *mbar)?;
+                    self.tma_load(lo + l, pc, *dst, *tmap, coords, *mbar)?;
                 }
                 self.advance(w, m);
             }
@@ -1383,24 +1380,18 @@ impl Exec<'_> {
         t: usize,
         pc: usize,
         dst: SAddr,
-        tmap: &TmapRef,
+        tmap: u32,
         coords: &[Op],
         mbar: SAddr,
     ) -> Result<(), Error> {
         let bad = |s: &Self, f: Fault| s.report(t, pc, f);
-        let raw: Vec<u8> = match *tmap {
-            TmapRef::Param(off) => self
-                .params
-                .get(off as usize..off as usize + TENSOR_MAP_BYTES)
-                .map(|b| b.to_vec()),
-            TmapRef::Reg(r) => {
-                let a = self.regs[t * self.nregs + r as usize];
-                if (PARAM_WINDOW..PARAM_WINDOW + WINDOW_SIZE).contains(&a) {
-                    let o = (a - PARAM_WINDOW) as usize;
-                    self.params.get(o..o + TENSOR_MAP_BYTES).map(|b| b.to_vec())
-                } else {
-                    self.mem.get(a, TENSOR_MAP_BYTES).map(|b| b.to_vec())
-                }
+        let raw: Vec<u8> = {
+            let a = self.regs[t * self.nregs + tmap as usize];
+            if (PARAM_WINDOW..PARAM_WINDOW + WINDOW_SIZE).contains(&a) {
+                let o = (a - PARAM_WINDOW) as usize;
+                self.params.get(o..o + TENSOR_MAP_BYTES).map(|b| b.to_vec())
+            } else {
+                self.mem.get(a, TENSOR_MAP_BYTES).map(|b| b.to_vec())
             }
         }
         .ok_or_else(|| {

@@ -541,6 +541,14 @@ ret;
             .contains("not modelled")
     );
     assert!(err("mbarrier.arrive.shared::cluster.b64 _, [%r0];").contains("cluster"));
+    let k = format!(
+        "{HEADER}.visible .entry k(.param .align 64 .b8 tm[128])\n{{\n.reg .b32 %r<4>;\n\
+         cp.async.bulk.tensor.1d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%r0], [tm, {{%r1}}], [%r2];\nret;\n}}\n"
+    );
+    match Module::parse(&k) {
+        Err(Error::Parse { msg, .. }) => assert!(msg.contains("cvta.param"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 // ---------------------------------------------------------------- mbarrier + bulk tensor copy
@@ -668,6 +676,103 @@ fn bulk_tensor_copy_box_swizzle_and_zero_fill() {
     let spin = "cvta.shared.u64 %st, bar;\n    mbarrier.test_wait.parity.b64 %done, [%st], 0;\n    @!%done bra WAIT;";
     let (got, want) = run_tma(&tma_src(spin), Swizzle::B128, (1, 2), 1024).unwrap();
     assert_eq!(got, want);
+}
+
+#[test]
+fn bulk_tensor_copy_in_three_dimensions() {
+    // a 3-D u16 tensor 20 × 6 × 4 (innermost first) with padded strides; box 8 × 3 × 2 at
+    // (c0, c1, c2), partly outside; rows of the box (16 bytes) land one after another
+    let src = r#"
+.extern .shared .align 1024 .b8 smem[];
+.visible .entry t3(.param .align 64 .b8 tmap[128], .param .u64 pout, .param .u32 c0, .param .u32 c1, .param .u32 c2)
+{
+    .shared .align 8 .b64 bar;
+    .reg .pred %p, %done;
+    .reg .b32 %t, %x, %y, %z, %b, %v, %sm;
+    .reg .b64 %out, %a, %tm;
+    mov.u32 %t, %tid.x;
+    mov.u32 %b, bar;
+    mov.u32 %sm, smem;
+    cvta.param.u64 %tm, tmap;
+    setp.eq.u32 %p, %t, 0;
+    @%p mbarrier.init.shared::cta.b64 [%b], 1;
+    bar.sync 0;
+    ld.param.u32 %x, [c0];
+    ld.param.u32 %y, [c1];
+    ld.param.u32 %z, [c2];
+    @%p mbarrier.arrive.expect_tx.shared::cta.b64 _, [%b], 96;
+    @%p cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%sm], [%tm, {%x, %y, %z}], [%b];
+W:  mbarrier.try_wait.parity.shared::cta.b64 %done, [%b], 0;
+    @!%done bra W;
+    setp.ge.u32 %p, %t, 24;
+    @%p bra END;
+    shl.b32 %x, %t, 2;
+    add.u32 %x, %x, %sm;
+    ld.shared.u32 %v, [%x];
+    ld.param.u64 %out, [pout];
+    mul.wide.u32 %a, %t, 4;
+    add.u64 %a, %a, %out;
+    st.global.u32 [%a], %v;
+END:
+    ret;
+}
+"#;
+    let (d0, d1, d2) = (20usize, 6usize, 4usize);
+    let (s1, s2) = (24usize, 24 * 8usize); // element strides of dims 1, 2 (padded)
+    let g: Vec<u16> = (0..s2 * d2).map(|i| i as u16 + 1).collect();
+    let m = module(src);
+    for c in [(0i32, 0i32, 0i32), (15, 4, 3), (-4, -1, 1)] {
+        let mut mem = Memory::new();
+        let gb = mem.alloc_bytes(&g.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>());
+        let map = TensorMap {
+            global_address: gb.addr,
+            element_bytes: 2,
+            dims: vec![d0 as u32, d1 as u32, d2 as u32],
+            strides: vec![s1 as u64 * 2, s2 as u64 * 2],
+            box_dims: vec![8, 3, 2],
+            element_strides: vec![1, 1, 1],
+            swizzle: Swizzle::None,
+            oob_nan: false,
+        };
+        let out = mem.alloc(96);
+        launch(
+            &mut mem,
+            m.kernel("t3").unwrap(),
+            (1, 1, 1),
+            (32, 1, 1),
+            1024,
+            &[
+                map.param().unwrap(),
+                Param::Ptr(out),
+                Param::U32(c.0 as u32),
+                Param::U32(c.1 as u32),
+                Param::U32(c.2 as u32),
+            ],
+        )
+        .unwrap();
+        let got: Vec<u16> = mem
+            .read_bytes(out)
+            .unwrap()
+            .chunks(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let mut want = Vec::new();
+        for z in 0..2 {
+            for y in 0..3 {
+                for x in 0..8 {
+                    let (gx, gy, gz) = (c.0 + x, c.1 + y, c.2 + z);
+                    let inside =
+                        (0..d0 as i32).contains(&gx) && (0..d1 as i32).contains(&gy) && (0..d2 as i32).contains(&gz);
+                    want.push(if inside {
+                        g[gz as usize * s2 + gy as usize * s1 + gx as usize]
+                    } else {
+                        0
+                    });
+                }
+            }
+        }
+        assert_eq!(got, want, "at {c:?}");
+    }
 }
 
 #[test]
