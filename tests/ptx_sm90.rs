@@ -38,6 +38,33 @@ fn generated_kernel_file_is_current() {
     );
 }
 
+#[test]
+fn kernel_file_header_and_helpers() {
+    let version = GEMM_SM90
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(".version "))
+        .expect(".version");
+    let (major, minor) = version.trim().split_once('.').unwrap();
+    assert!(
+        major.parse::<u32>().unwrap() * 10 + minor.parse::<u32>().unwrap() <= 90,
+        "{version}"
+    );
+    assert!(GEMM_SM90.contains("\n.target sm_90a\n"));
+    for must in [
+        "Launch contract",
+        "Measured speed: not yet measured on a GPU",
+        "ci: requires HGMMA UTMALDG",
+    ] {
+        assert!(GEMM_SM90.contains(must), "{must}");
+    }
+    let helpers = |src: &'static str| {
+        let b = src.find("// ---- begin activation helpers").unwrap();
+        let e = src.find("// ---- end activation helpers ----").unwrap();
+        &src[b..e]
+    };
+    assert_eq!(helpers(GEMM_SM90), helpers(include_str!("../kernels/activation.ptx")));
+}
+
 fn module() -> &'static Module {
     static M: std::sync::OnceLock<Module> = std::sync::OnceLock::new();
     M.get_or_init(|| Module::parse(GEMM_SM90).expect("gemm_sm90.ptx parses"))
