@@ -62,6 +62,14 @@
 //!   takes from (blocking until it can), and the ISA's range and direction
 //!   checks.
 //!
+//! Readings of the PTX ISA that a GPU should confirm (not yet run on one):
+//! the LBO/SBO reading above (the probe in the GPU recipes tries both); the
+//! swizzle as a function of the absolute shared address (so copies and
+//! descriptors agree only when the 1024/512/256-byte pattern is aligned,
+//! which the ISA's base-offset rule implies); complete-tx counting the whole
+//! box, zero-filled elements included; `elect.sync` electing the lowest
+//! member lane; a wgmma group retiring for the whole warpgroup at once.
+//!
 //! Not modelled (an error naming the instruction): clusters and multicast,
 //! im2col and gather modes, bulk copies to global memory, `.sp` and integer /
 //! fp8 / tf32 wgmma, `mbarrier.arrive_drop`, `mbarrier.complete_tx`,
