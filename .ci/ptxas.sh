@@ -5,7 +5,10 @@
 #   - a .version above 9.0,
 #   - any spill or local memory: non-zero "spill stores/loads" or "stack frame" in the
 #     -v report, or LDL/STL instructions in the SASS,
-#   - a kernel file marked "ci: requires HMMA" whose SASS has no HMMA (tensor cores).
+#   - a kernel file marked "ci: requires M1 M2 ..." whose SASS lacks one of the SASS
+#     mnemonics it names (HMMA: mma.sync tensor cores; HGMMA: wgmma; UTMALDG: bulk
+#     tensor loads), matched as a word prefix (HGMMA.64x256x16.F32, UTMALDG.2D),
+#   - a setmaxnreg that ptxas ignores (warning C7508).
 # ptxas, cuobjdump and nvdisasm come from PyPI wheels, hash-pinned (.ci/requirements-ptxas.txt).
 #   usage: .ci/ptxas.sh            (tools cached in $PTX_TOOLS, default ~/.cache/nnkern-ptx-tools-13.0.88)
 set -euo pipefail
@@ -40,9 +43,11 @@ for f in kernels/*.ptx; do
   fi
   sass=$("$BIN/cuobjdump" -sass "$cubin")
   if grep -qE '\b(LDL|STL)\b' <<< "$sass"; then bad "local memory (LDL/STL) in SASS"; fi
-  hmma=$(grep -cE '\bHMMA\b' <<< "$sass" || true)
-  echo "    SASS: $(grep -oE '\b(HMMA|LDSM|LDGSTS|FFMA|LDS|LDG)\b' <<< "$sass" | sort | uniq -c | tr -s ' ' | tr '\n' ' ')"
-  if grep -q 'ci: requires HMMA' "$f" && [ "$hmma" -eq 0 ]; then bad "tensor-core kernel without HMMA"; fi
+  if grep -q 'C7508' "$OUT/log"; then bad "setmaxnreg ignored by ptxas (C7508)"; fi
+  echo "    SASS: $(grep -oE '\b(HMMA|HGMMA|UTMALDG|SYNCS|USETMAXREG|LDSM|LDGSTS|FFMA|LDS|LDG)\b' <<< "$sass" | sort | uniq -c | tr -s ' ' | tr '\n' ' ')"
+  for want in $(sed -n 's|^// ci: requires \([A-Z0-9 ]*\).*|\1|p' "$f"); do
+    if ! grep -qE "\b$want(\b|\.)" <<< "$sass"; then bad "marked 'ci: requires $want' but the SASS has no $want"; fi
+  done
 done
 echo "ptxas check: $fail failure(s)"
 [ "$fail" -eq 0 ]

@@ -164,6 +164,13 @@ pub enum Fault {
     /// `trap` executed.
     #[error("trap executed")]
     Trap,
+    /// Every thread that has not exited waits for something no running thread can bring
+    /// about (an mbarrier phase, other warps' wgmma groups, registers, a barrier).
+    #[error("deadlock: {0}")]
+    Deadlock(String),
+    /// A `wgmma` register or shared-memory ordering rule broken (the result is undefined on a GPU).
+    #[error("{0}")]
+    AsyncOrder(String),
     /// Something the executor does not model.
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use crate::error::{Fault, FaultReport};
 use crate::float::*;
 use crate::ir::*;
-use crate::memory::{Buffer, Memory, LOCAL_WINDOW, SHARED_WINDOW, WINDOW_SIZE};
+use crate::memory::{Buffer, Memory, LOCAL_WINDOW, PARAM_WINDOW, SHARED_WINDOW, WINDOW_SIZE};
 use crate::parse::Kernel;
 use crate::Error;
 
@@ -84,20 +84,26 @@ const PLAIN_RN: FFlags = FFlags {
     nan: false,
 };
 
-const EXITED: u8 = 0;
-const RUNNING: u8 = 1;
-const WAITING: u8 = 2;
+pub(crate) const EXITED: u8 = 0;
+pub(crate) const RUNNING: u8 = 1;
+pub(crate) const WAITING: u8 = 2;
+/// Blocked in an `mbarrier.try_wait`, `wgmma.wait_group` or `setmaxnreg.inc`: runs again
+/// (from its pc) after the next event that may unblock it.
+pub(crate) const BLOCKED: u8 = 3;
+/// The writer recorded in the shadow for bytes the async proxy (bulk tensor copies) wrote:
+/// their ordering is checked against mbarrier phases instead of barriers.
+pub(crate) const ASYNC_TID: u32 = u32::MAX - 1;
 const MULTI: u32 = u32::MAX;
 
 #[derive(Clone, Copy, Default)]
-struct Shadow {
-    w_epoch: u32,
-    w_tid: u32,
+pub(crate) struct Shadow {
+    pub(crate) w_epoch: u32,
+    pub(crate) w_tid: u32,
     w_step: u32,
-    w_line: u32,
+    pub(crate) w_line: u32,
     w_sync: u32,
-    w_atomic: bool,
-    r_epoch: u32,
+    pub(crate) w_atomic: bool,
+    pub(crate) r_epoch: u32,
     r_tid: u32,
     r_last: u32,
     /// A reader other than `r_last`, when there were several.
@@ -107,6 +113,8 @@ struct Shadow {
     r_line: u32,
     r_sync: u32,
     pending: u32,
+    /// The writer's `fence.proxy.async` count when it wrote (the async proxy reads need a later fence).
+    pub(crate) w_fence: u32,
 }
 
 struct CpOp {
@@ -218,7 +226,9 @@ pub fn launch(
             shared_bytes: shared_limit as u32,
             ..Default::default()
         },
+        hop: None,
     };
+    ex.hop = crate::hopper::HopState::for_launch(kernel, n, shared_limit as u32).map_err(lerr)?;
     for bz in 0..grid.2 {
         for by in 0..grid.1 {
             for bx in 0..grid.0 {
@@ -229,29 +239,31 @@ pub fn launch(
     Ok(ex.report)
 }
 
-struct Exec<'a> {
-    k: &'a Kernel,
-    mem: &'a mut Memory,
-    nregs: usize,
-    regs: Vec<u64>,
-    pc: Vec<u32>,
-    st: Vec<u8>,
-    nthreads: usize,
+pub(crate) struct Exec<'a> {
+    pub(crate) k: &'a Kernel,
+    pub(crate) mem: &'a mut Memory,
+    pub(crate) nregs: usize,
+    pub(crate) regs: Vec<u64>,
+    pub(crate) pc: Vec<u32>,
+    pub(crate) st: Vec<u8>,
+    pub(crate) nthreads: usize,
     ntid: [u32; 3],
     nctaid: [u32; 3],
     ctaid: [u32; 3],
-    params: Vec<u8>,
-    shared: Vec<u8>,
-    shadow: Vec<Shadow>,
+    pub(crate) params: Vec<u8>,
+    pub(crate) shared: Vec<u8>,
+    pub(crate) shadow: Vec<Shadow>,
     shared_limit: u32,
     dyn_bytes: u32,
     local: Vec<u8>,
-    epoch: u32,
-    block_epoch: u32,
+    pub(crate) epoch: u32,
+    pub(crate) block_epoch: u32,
     step: u32,
     warp_sync: Vec<u32>,
     cp: Vec<CpState>,
     report: LaunchReport,
+    /// The sm_90 state (mbarriers, wgmma groups, async-proxy shadow), for kernels that use it.
+    pub(crate) hop: Option<Box<crate::hopper::HopState>>,
 }
 
 fn sext(v: u64, bits: u32) -> i64 {
@@ -316,7 +328,7 @@ fn fval(ty: Ty, v: u64) -> f64 {
 }
 
 impl<'a> Exec<'a> {
-    fn tid(&self, t: usize) -> [u32; 3] {
+    pub(crate) fn tid(&self, t: usize) -> [u32; 3] {
         let t = t as u32;
         let x = t % self.ntid[0];
         let y = (t / self.ntid[0]) % self.ntid[1];
@@ -324,7 +336,7 @@ impl<'a> Exec<'a> {
         [x, y, z]
     }
 
-    fn report(&self, t: usize, pc: usize, fault: Fault) -> Error {
+    pub(crate) fn report(&self, t: usize, pc: usize, fault: Fault) -> Error {
         let ins = &self.k.code[pc];
         let line = ins.line;
         let text = self.k.lines.get(line as usize - 1).cloned().unwrap_or_default();
@@ -362,12 +374,22 @@ impl<'a> Exec<'a> {
         self.epoch += 1;
         self.block_epoch = self.epoch;
         self.report.blocks += 1;
+        if let Some(h) = &mut self.hop {
+            h.reset_block();
+        }
         let nwarps = self.nthreads.div_ceil(32);
         loop {
             for w in 0..nwarps {
                 self.run_warp(w)?;
             }
-            // every thread now waits at a barrier or has exited
+            // every thread now waits at a barrier, is blocked (sm_90 waits) or has exited
+            if self.hop.is_some() && self.st.contains(&BLOCKED) {
+                if self.hop.as_mut().is_some_and(|h| std::mem::take(&mut h.event)) {
+                    self.hop_wake();
+                    continue;
+                }
+                return Err(self.deadlock());
+            }
             let mut any = false;
             for t in 0..self.nthreads {
                 if self.st[t] == WAITING {
@@ -378,6 +400,9 @@ impl<'a> Exec<'a> {
             }
             if !any {
                 return Ok(());
+            }
+            if let Some(h) = &mut self.hop {
+                h.barrier();
             }
             self.epoch += 1;
             self.report.barriers += 1;
@@ -431,7 +456,7 @@ impl<'a> Exec<'a> {
             }
             self.issue(w, minpc as usize, mask)?;
             next = match (next, &self.k.code[minpc as usize].inst) {
-                (_, Inst::Bra { .. } | Inst::Exit | Inst::Bar { .. }) => None,
+                (_, Inst::Bra { .. } | Inst::Exit | Inst::Bar { .. } | Inst::Hopper(_)) => None,
                 (Some(_), _) => Some((minpc + 1, mask)),
                 (None, _) => None,
             };
@@ -439,7 +464,7 @@ impl<'a> Exec<'a> {
     }
 
     #[inline(always)]
-    fn rd(&self, t: usize, op: Op) -> u64 {
+    pub(crate) fn rd(&self, t: usize, op: Op) -> u64 {
         match op {
             Op::Reg(r) => self.regs[t * self.nregs + r as usize],
             Op::Imm(v) => v,
@@ -448,7 +473,7 @@ impl<'a> Exec<'a> {
     }
 
     #[inline(always)]
-    fn wr(&mut self, t: usize, r: u32, v: u64) {
+    pub(crate) fn wr(&mut self, t: usize, r: u32, v: u64) {
         self.regs[t * self.nregs + r as usize] = v & self.k.reg_mask[r as usize];
     }
 
@@ -498,7 +523,11 @@ impl<'a> Exec<'a> {
             }
         }
         self.report.thread_instructions += m.count_ones() as u64;
+        if self.hop.is_some() {
+            self.hop_pre(w, pc, m)?;
+        }
         match &ins.inst {
+            Inst::Hopper(h) => self.hop_issue(w, pc, m, h)?,
             Inst::Bra { target } => {
                 let mut bits = m;
                 while bits != 0 {
@@ -601,7 +630,7 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    fn running_mask(&self, w: usize) -> u32 {
+    pub(crate) fn running_mask(&self, w: usize) -> u32 {
         let lo = w * 32;
         let hi = (lo + 32).min(self.nthreads);
         let mut m = 0;
@@ -614,7 +643,7 @@ impl<'a> Exec<'a> {
     }
 
     /// Checks that the lanes executing a collective (`m`) are exactly the lanes of `member`.
-    fn check_members(&self, w: usize, pc: usize, m: u32, member: u32, what: &str) -> Result<(), Error> {
+    pub(crate) fn check_members(&self, w: usize, pc: usize, m: u32, member: u32, what: &str) -> Result<(), Error> {
         let lo = w * 32;
         let first = lo + m.trailing_zeros() as usize;
         if m & !member != 0 {
@@ -924,7 +953,7 @@ impl<'a> Exec<'a> {
     }
 
     #[inline]
-    fn ea(&self, t: usize, a: Addr) -> u64 {
+    pub(crate) fn ea(&self, t: usize, a: Addr) -> u64 {
         let base = match a.base {
             Some(r) => self.regs[t * self.nregs + r as usize],
             None => 0,
@@ -937,6 +966,8 @@ impl<'a> Exec<'a> {
             Space::Generic => {
                 if (SHARED_WINDOW..SHARED_WINDOW + WINDOW_SIZE).contains(&addr) {
                     (Space::Shared, addr - SHARED_WINDOW)
+                } else if (PARAM_WINDOW..PARAM_WINDOW + WINDOW_SIZE).contains(&addr) {
+                    (Space::Param, addr - PARAM_WINDOW)
                 } else if (LOCAL_WINDOW..LOCAL_WINDOW + WINDOW_SIZE).contains(&addr) {
                     (Space::Local, addr - LOCAL_WINDOW)
                 } else {
@@ -947,7 +978,7 @@ impl<'a> Exec<'a> {
         }
     }
 
-    fn oob_global(&self, addr: u64, size: usize) -> Fault {
+    pub(crate) fn oob_global(&self, addr: u64, size: usize) -> Fault {
         Fault::GlobalOutOfBounds {
             addr,
             size,
@@ -955,7 +986,7 @@ impl<'a> Exec<'a> {
         }
     }
 
-    fn shared_bounds(&self, off: u64, size: usize) -> Result<usize, Fault> {
+    pub(crate) fn shared_bounds(&self, off: u64, size: usize) -> Result<usize, Fault> {
         if off
             .checked_add(size as u64)
             .is_none_or(|e| e > self.shared_limit as u64)
@@ -979,11 +1010,17 @@ impl<'a> Exec<'a> {
 
     #[inline]
     fn conflicts(&self, t: usize, ws: u32, o_tid: u32, o_step: u32, o_sync: u32) -> bool {
-        o_tid as usize != t && o_step != self.step && !(o_tid as usize / 32 == t / 32 && ws > o_sync)
+        o_tid != ASYNC_TID
+            && o_tid as usize != t
+            && o_step != self.step
+            && !(o_tid as usize / 32 == t / 32 && ws > o_sync)
     }
 
-    fn shared_read(&mut self, t: usize, pc: usize, off: u64, out: &mut [u8]) -> Result<(), Fault> {
+    pub(crate) fn shared_read(&mut self, t: usize, pc: usize, off: u64, out: &mut [u8]) -> Result<(), Fault> {
         let o = self.shared_bounds(off, out.len())?;
+        if let Some(h) = &self.hop {
+            h.generic_read(t, o, out.len())?;
+        }
         let (e, w, ws, step) = (self.epoch, (t / 32) as u32, self.warp_sync[t / 32], self.step);
         let line = self.k.code[pc].line;
         for i in 0..out.len() {
@@ -1035,6 +1072,10 @@ impl<'a> Exec<'a> {
     /// Records a write of shared bytes `[o, o+len)` by thread `t`, checking races.
     fn shared_mark_write(&mut self, t: usize, line: u32, o: usize, len: usize, atomic: bool) -> Result<(), Fault> {
         let (e, w, ws, step) = (self.epoch, (t / 32) as u32, self.warp_sync[t / 32], self.step);
+        let fence = match &mut self.hop {
+            Some(h) => h.generic_write(t, o, len)?,
+            None => 0,
+        };
         for i in 0..len {
             let sh = self.shadow[o + i];
             if sh.pending > 0 {
@@ -1073,6 +1114,7 @@ impl<'a> Exec<'a> {
             s.w_line = line;
             s.w_sync = ws;
             s.w_atomic = atomic;
+            s.w_fence = fence;
         }
         Ok(())
     }
@@ -1685,6 +1727,7 @@ impl<'a> Exec<'a> {
                 let base = match space {
                     Space::Shared => SHARED_WINDOW,
                     Space::Local => LOCAL_WINDOW,
+                    Space::Param => PARAM_WINDOW,
                     _ => 0,
                 };
                 let r = if to {
@@ -1820,6 +1863,7 @@ impl<'a> Exec<'a> {
             | Inst::Activemask { .. }
             | Inst::Ldmatrix { .. }
             | Inst::Redux { .. }
+            | Inst::Hopper(_)
             | Inst::Mma { .. } => unreachable!("handled per warp"),
         }
         Ok(())

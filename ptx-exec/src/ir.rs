@@ -564,6 +564,8 @@ pub(crate) enum Inst {
     Exit,
     Trap,
     Nop,
+    /// The sm_90 instructions (`wgmma`, `mbarrier`, bulk tensor copies, ...): see `hopper.rs`.
+    Hopper(Box<crate::hopper::HInst>),
 }
 
 /// One decoded instruction with its guard predicate and source line.
@@ -574,4 +576,6 @@ pub(crate) struct Instr {
     pub inst: Inst,
     /// 1-based line in the PTX source.
     pub line: u32,
+    /// Every register the instruction names (the `wgmma` register checks read it).
+    pub regs: Box<[u32]>,
 }

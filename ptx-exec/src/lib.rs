@@ -25,12 +25,30 @@
 //! `.func` calls are inlined, so the same holds across calls. Collective
 //! instructions see exactly the lanes that arrive together.
 //!
+//! ## sm_90 (Hopper)
+//! `wgmma.fence` / `mma_async` (m64nNk16, f16 and bf16 into f32, A from
+//! shared memory or registers, B from shared memory, every swizzle mode of
+//! the matrix descriptors, scale and transpose operands) / `commit_group` /
+//! `wait_group`; `mbarrier` init, arrive (with expect-tx), expect_tx,
+//! try_wait / test_wait (parity or state), inval; `cp.async.bulk.tensor`
+//! (tile mode, 1-5 D, global to shared, mbarrier completion) against the
+//! executor's tensor-map encoding, [`TensorMap`]; `setmaxnreg`,
+//! `fence.proxy.async`, `elect.sync`, `cvta.param`. What is asynchronous on
+//! a GPU is checked rather than delayed: a wgmma accumulator touched before
+//! the `wait_group` that retires it, a wgmma without a preceding
+//! `wgmma.fence`, a read of bulk-copied bytes by a thread that has not
+//! observed the completing mbarrier phase, an overwrite of shared bytes a
+//! wgmma may still read, ordinary stores read by a wgmma without
+//! `fence.proxy.async` — each is an [`Error::Fault`]; a block whose threads
+//! all wait for an mbarrier phase, a wgmma group or registers that nothing
+//! can bring is a [`Fault::Deadlock`], not a hang.
+//!
 //! ## Not modelled
 //! Named barriers with thread counts, `bar.arrive`, `.const`/`.global`
 //! variables, `.func` parameters in the `.param` space and indirect calls,
-//! carry arithmetic (`add.cc`), and the Hopper instructions (`wgmma`, TMA,
-//! clusters, `mbarrier`). Each is a parse or launch error naming it, never a
-//! silent skip.
+//! carry arithmetic (`add.cc`), clusters, multicast and the bulk copies
+//! other than tensor tile loads. Each is a parse or launch error naming it,
+//! never a silent skip.
 //!
 //! Arithmetic is exact IEEE where PTX says so (f32 `fma` rounds once, `cvt`
 //! honours its rounding modifier, `.ftz` flushes subnormals); the `.approx`
@@ -77,6 +95,7 @@
 mod error;
 mod exec;
 mod float;
+mod hopper;
 mod ir;
 mod lex;
 mod memory;
@@ -85,5 +104,6 @@ mod parse;
 pub use error::{Error, Fault, FaultReport};
 pub use exec::{launch, LaunchReport, Param};
 pub use half::{bf16, f16};
+pub use hopper::{Swizzle, TensorMap};
 pub use memory::{Buffer, Memory};
 pub use parse::{Kernel, Module};

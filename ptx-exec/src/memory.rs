@@ -15,6 +15,8 @@ const GAP: u64 = 1 << 20;
 pub(crate) const SHARED_WINDOW: u64 = 0x0000_7000_0000_0000;
 /// Generic addresses of local memory.
 pub(crate) const LOCAL_WINDOW: u64 = 0x0000_7100_0000_0000;
+/// Generic addresses of the kernel parameters (`cvta.param`).
+pub(crate) const PARAM_WINDOW: u64 = 0x0000_7200_0000_0000;
 pub(crate) const WINDOW_SIZE: u64 = 1 << 32;
 
 /// A buffer in [`Memory`]: its device address and length in bytes. Cheap to copy.

@@ -20,12 +20,16 @@ pub struct Kernel {
     pub(crate) params: Vec<ParamDecl>,
     pub(crate) param_bytes: usize,
     pub(crate) reg_mask: Vec<u64>,
+    /// Register names, by index (for messages).
+    pub(crate) reg_names: Vec<String>,
     pub(crate) code: Vec<Instr>,
     pub(crate) static_shared: u32,
     pub(crate) dyn_shared_offset: u32,
     pub(crate) local_bytes: u32,
     pub(crate) reqntid: Option<[u32; 3]>,
     pub(crate) maxntid: Option<[u32; 3]>,
+    /// `.maxnreg`, when given: the per-thread register count at entry (`setmaxnreg` needs it).
+    pub(crate) maxnreg: Option<u32>,
     pub(crate) lines: Arc<Vec<String>>,
     /// Shared variables: name, offset, size (`None` for the dynamic ones).
     pub(crate) shared_vars: Vec<(String, u32, Option<u32>)>,
@@ -178,7 +182,7 @@ struct VarDecl {
 }
 
 #[derive(Debug, Clone)]
-enum Lit {
+pub(crate) enum Lit {
     Int(u64),
     F32(u32),
     F64(u64),
@@ -186,7 +190,7 @@ enum Lit {
 }
 
 #[derive(Debug, Clone)]
-enum ROp {
+pub(crate) enum ROp {
     Word(String),
     NegPred(String),
     Lit(Lit),
@@ -197,15 +201,17 @@ enum ROp {
         off: i64,
     },
     Pair(String, String),
+    /// `[tensorMap, {c0, c1, ...}]` of the bulk tensor copies.
+    MemVec(String, Vec<ROp>),
     Sink,
 }
 
 #[derive(Debug)]
-struct RawInst {
-    guard: Option<(String, bool)>,
-    opcode: String,
-    ops: Vec<ROp>,
-    line: u32,
+pub(crate) struct RawInst {
+    pub(crate) guard: Option<(String, bool)>,
+    pub(crate) opcode: String,
+    pub(crate) ops: Vec<ROp>,
+    pub(crate) line: u32,
 }
 
 #[derive(Debug, Default)]
@@ -227,6 +233,7 @@ struct KernelDef {
     param_bytes: usize,
     reqntid: Option<[u32; 3]>,
     maxntid: Option<[u32; 3]>,
+    maxnreg: Option<u32>,
     body: Body,
     /// How many module-scope shared variables precede the kernel.
     shared_before: usize,
@@ -249,6 +256,8 @@ const MAX_LOCAL_BYTES: u32 = 512 * 1024;
 /// Registers one `.reg %r<N>` may declare.
 const MAX_REGS: u64 = 1 << 16;
 type Dims = [u32; 3];
+/// `.reqntid`, `.maxntid`, `.maxnreg`.
+type PerfDirectives = (Option<Dims>, Option<Dims>, Option<u32>);
 
 /// Builds a kernel's flat code. Calls to `.func`s are inlined: each function
 /// has one set of registers in the kernel's register file (no recursion),
@@ -258,6 +267,7 @@ struct Builder<'a> {
     funcs: &'a HashMap<String, FuncDef>,
     syms: HashMap<String, Sym>,
     reg_mask: Vec<u64>,
+    reg_names: Vec<String>,
     fscopes: HashMap<String, Scope>,
     code: Vec<Instr>,
 }
@@ -322,6 +332,7 @@ fn build_kernel(
         funcs,
         syms,
         reg_mask: Vec::new(),
+        reg_names: Vec::new(),
         fscopes: HashMap::new(),
         code: Vec::new(),
     };
@@ -332,18 +343,21 @@ fn build_kernel(
         guard: None,
         inst: Inst::Exit,
         line: k.body.end_line,
+        regs: Box::new([]),
     });
     Ok(Kernel {
         name: k.name,
         params: k.params,
         param_bytes: k.param_bytes,
         reg_mask: b.reg_mask,
+        reg_names: b.reg_names,
         code: b.code,
         static_shared,
         dyn_shared_offset: dyn_off,
         local_bytes: loff,
         reqntid: k.reqntid,
         maxntid: k.maxntid,
+        maxnreg: k.maxnreg,
         lines,
         shared_vars,
     })
@@ -362,6 +376,7 @@ impl Builder<'_> {
                 return Err(perr(line, format!("register `{name}` declared twice")));
             }
             self.reg_mask.push(ty.mask());
+            self.reg_names.push(name);
         }
         Ok(sc)
     }
@@ -385,6 +400,7 @@ impl Builder<'_> {
                 continue;
             }
             let inst = decode(r, &cx).map_err(|m| perr(r.line, m))?;
+            let regs = raw_regs(r, scope);
             let inst = match inst {
                 Inst::Bra { target } => {
                     fixups.push((self.code.len(), target));
@@ -400,6 +416,7 @@ impl Builder<'_> {
                 guard,
                 inst,
                 line: r.line,
+                regs,
             });
         }
         starts.push(self.code.len() as u32);
@@ -465,6 +482,7 @@ impl Builder<'_> {
                 guard: Some((p, !neg)),
                 inst: Inst::Bra { target: 0 },
                 line: r.line,
+                regs: Box::new([p]),
             });
             self.code.len() - 1
         });
@@ -484,6 +502,10 @@ impl Builder<'_> {
                     a: src,
                 },
                 line: r.line,
+                regs: match src {
+                    Op::Reg(s) => Box::new([fscope[pname].0, s]),
+                    _ => Box::new([fscope[pname].0]),
+                },
             });
         }
         let mut moves_out = Vec::new();
@@ -496,6 +518,7 @@ impl Builder<'_> {
                     a: Op::Reg(fscope[rname].0),
                 },
                 line: r.line,
+                regs: Box::new([dst, fscope[rname].0]),
             });
         }
         self.code.extend(moves_in);
@@ -727,7 +750,7 @@ impl Parser {
                 }
             }
         }
-        let (reqntid, maxntid) = self.perf_directives()?;
+        let (reqntid, maxntid, maxnreg) = self.perf_directives()?;
         let body = self
             .body()?
             .ok_or_else(|| perr(self.line(), format!("kernel `{name}` has no body")))?;
@@ -737,6 +760,7 @@ impl Parser {
             param_bytes,
             reqntid,
             maxntid,
+            maxnreg,
             body,
             shared_before: 0,
         })
@@ -791,9 +815,10 @@ impl Parser {
     }
 
     /// `.reqntid` and `.maxntid`, when given.
-    fn perf_directives(&mut self) -> Result<(Option<Dims>, Option<Dims>), Error> {
+    fn perf_directives(&mut self) -> Result<PerfDirectives, Error> {
         let mut reqntid = None;
         let mut maxntid = None;
+        let mut maxnreg = None;
         while !self.is_punct('{') && !self.is_punct(';') {
             let (w, l) = self.word()?;
             match w.as_str() {
@@ -811,7 +836,10 @@ impl Parser {
                         reqntid = Some(dims);
                     }
                 }
-                ".minnctapersm" | ".maxnctapersm" | ".maxnreg" => {
+                ".maxnreg" => {
+                    maxnreg = Some(self.number()? as u32);
+                }
+                ".minnctapersm" | ".maxnctapersm" => {
                     self.number()?;
                 }
                 ".noreturn" => {}
@@ -822,7 +850,7 @@ impl Parser {
                 _ => return Err(perr(l, format!("unexpected `{w}` before the body"))),
             }
         }
-        Ok((reqntid, maxntid))
+        Ok((reqntid, maxntid, maxnreg))
     }
 
     /// `{ declarations, labels and instructions }`, or `None` after a bare `;`.
@@ -962,8 +990,16 @@ impl Parser {
                 let (base, lit) = match parse_lit(&w) {
                     Some(Lit::Int(v)) => (None, Some(v)),
                     Some(_) => return Err(perr(l, format!("bad address `{w}`"))),
-                    None => (Some(w), None),
+                    None => (Some(w.clone()), None),
                 };
+                if base.is_some() && self.eat_punct(',') {
+                    let v = self.operand()?;
+                    self.expect_punct(']')?;
+                    return match v {
+                        ROp::Vec(v) => Ok(ROp::MemVec(w, v)),
+                        _ => Err(perr(l, "expected `{coordinates}` after the tensor map".into())),
+                    };
+                }
                 let mut off = 0i64;
                 while !self.eat_punct(']') {
                     let neg = if self.eat_punct('+') {
@@ -1009,15 +1045,15 @@ impl Parser {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Sym {
+pub(crate) enum Sym {
     Shared(u32),
     Local(u32),
     Param(u32),
 }
 
-struct Ctx<'a> {
-    regs: &'a HashMap<String, (u32, Ty)>,
-    syms: &'a HashMap<String, Sym>,
+pub(crate) struct Ctx<'a> {
+    pub(crate) regs: &'a HashMap<String, (u32, Ty)>,
+    pub(crate) syms: &'a HashMap<String, Sym>,
     labels: &'a HashMap<String, u32>,
 }
 
@@ -1094,7 +1130,7 @@ fn lit_bits(l: &Lit, ty: Ty) -> Result<u64, String> {
 }
 
 impl Ctx<'_> {
-    fn reg(&self, r: &ROp) -> Result<u32, String> {
+    pub(crate) fn reg(&self, r: &ROp) -> Result<u32, String> {
         match r {
             ROp::Word(w) => self
                 .regs
@@ -1104,14 +1140,14 @@ impl Ctx<'_> {
             other => Err(format!("expected a register, found {other:?}")),
         }
     }
-    fn pred_reg(&self, w: &str) -> Result<u32, String> {
+    pub(crate) fn pred_reg(&self, w: &str) -> Result<u32, String> {
         match self.regs.get(w) {
             Some((i, Ty::Pred)) => Ok(*i),
             Some(_) => Err(format!("`{w}` is not a predicate register")),
             None => Err(format!("`{w}` is not a declared register")),
         }
     }
-    fn op(&self, r: &ROp, ty: Ty) -> Result<Op, String> {
+    pub(crate) fn op(&self, r: &ROp, ty: Ty) -> Result<Op, String> {
         match r {
             ROp::Word(w) => {
                 if let Some((i, _)) = self.regs.get(w) {
@@ -1130,7 +1166,7 @@ impl Ctx<'_> {
             other => Err(format!("expected a register or immediate, found {other:?}")),
         }
     }
-    fn pred_op(&self, r: &ROp) -> Result<(Op, bool), String> {
+    pub(crate) fn pred_op(&self, r: &ROp) -> Result<(Op, bool), String> {
         match r {
             ROp::NegPred(w) => Ok((Op::Reg(self.pred_reg(w)?), true)),
             ROp::Word(w) => Ok((Op::Reg(self.pred_reg(w)?), false)),
@@ -1138,7 +1174,7 @@ impl Ctx<'_> {
             other => Err(format!("expected a predicate, found {other:?}")),
         }
     }
-    fn addr(&self, r: &ROp) -> Result<Addr, String> {
+    pub(crate) fn addr(&self, r: &ROp) -> Result<Addr, String> {
         match r {
             ROp::Mem { base, lit, off } => match (base, lit) {
                 (Some(w), _) => {
@@ -1168,7 +1204,7 @@ impl Ctx<'_> {
             other => Err(format!("expected an address `[...]`, found {other:?}")),
         }
     }
-    fn vec_regs(&self, r: &ROp) -> Result<Vec<u32>, String> {
+    pub(crate) fn vec_regs(&self, r: &ROp) -> Result<Vec<u32>, String> {
         match r {
             ROp::Vec(v) => v.iter().map(|x| self.reg(x)).collect(),
             other => Err(format!("expected a register vector `{{...}}`, found {other:?}")),
@@ -1186,7 +1222,7 @@ impl Ctx<'_> {
     }
 }
 
-fn space_of(flags: &[&str]) -> Space {
+pub(crate) fn space_of(flags: &[&str]) -> Space {
     for f in flags {
         match *f {
             "global" => return Space::Global,
@@ -1217,7 +1253,7 @@ fn rnd_of(flags: &[&str]) -> (Option<Rnd>, bool) {
     (None, false)
 }
 
-fn nops(r: &RawInst, n: usize) -> Result<(), String> {
+pub(crate) fn nops(r: &RawInst, n: usize) -> Result<(), String> {
     if r.ops.len() != n {
         Err(format!("`{}` takes {n} operands, found {}", r.opcode, r.ops.len()))
     } else {
@@ -1246,6 +1282,9 @@ fn decode(r: &RawInst, cx: &Ctx) -> Result<Inst, String> {
         nan: has("NaN"),
     };
     let unknown = || Err(format!("unknown instruction `{}`", r.opcode));
+    if let Some(inst) = crate::hopper::decode(r, cx, name, &flags) {
+        return inst;
+    }
 
     Ok(match name {
         "mov" => {
@@ -1639,7 +1678,7 @@ fn decode(r: &RawInst, cx: &Ctx) -> Result<Inst, String> {
             nops(r, 2)?;
             let to = has("to");
             let space = space_of(&flags);
-            if space == Space::Generic || space == Space::Param {
+            if space == Space::Generic || (space == Space::Param && to) {
                 return Err(format!("`{}` is not supported", r.opcode));
             }
             Inst::Cvta {
@@ -2035,4 +2074,39 @@ fn check_vec(flags: &[&str], n: usize) -> Result<(), String> {
     } else {
         Ok(())
     }
+}
+
+/// The registers an instruction names (its guard too), for the `wgmma` register checks.
+fn raw_regs(r: &RawInst, scope: &Scope) -> Box<[u32]> {
+    fn walk(op: &ROp, scope: &Scope, out: &mut Vec<u32>) {
+        let mut name = |w: &str| {
+            if let Some((i, _)) = scope.get(w) {
+                out.push(*i);
+            }
+        };
+        match op {
+            ROp::Word(w) | ROp::NegPred(w) => name(w),
+            ROp::Mem { base: Some(w), .. } => name(w),
+            ROp::Pair(a, b) => {
+                name(a);
+                name(b);
+            }
+            ROp::Vec(v) => v.iter().for_each(|x| walk(x, scope, out)),
+            ROp::MemVec(w, v) => {
+                name(w);
+                v.iter().for_each(|x| walk(x, scope, out));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some((p, _)) = &r.guard {
+        if let Some((i, _)) = scope.get(p) {
+            out.push(*i);
+        }
+    }
+    for op in &r.ops {
+        walk(op, scope, &mut out);
+    }
+    out.into_boxed_slice()
 }

@@ -293,8 +293,18 @@ fn unknown_instructions_and_names_are_parse_errors_with_the_line() {
     assert!(msg.contains("%r9"), "{msg}");
     let (_, msg) = err(&k("bra NOWHERE;"));
     assert!(msg.contains("unknown label `NOWHERE`"), "{msg}");
-    let (_, msg) = err(&k("wgmma.fence.sync.aligned;"));
-    assert!(msg.contains("unknown instruction `wgmma.fence.sync.aligned`"), "{msg}");
+    let (_, msg) = err(&k(
+        "stmatrix.sync.aligned.m8n8.x4.shared.b16 [%r1], {%r0, %r1, %r2, %r3};",
+    ));
+    assert!(
+        msg.contains("unknown instruction `stmatrix.sync.aligned.m8n8.x4.shared.b16`"),
+        "{msg}"
+    );
+    let (_, msg) = err(&k("mbarrier.arrive_drop.shared::cta.b64 _, [%r1];"));
+    assert!(
+        msg.contains("unknown instruction `mbarrier.arrive_drop.shared::cta.b64`"),
+        "{msg}"
+    );
     let (_, msg) = err(&k("cvt.f32.s32 %r1, %r2;"));
     assert!(msg.contains("rounding"), "{msg}");
 }

@@ -1,5 +1,6 @@
 //! Every `.ptx` file in the project's `kernels/` parses, and every kernel in
-//! them is launched by the CPU tests of the kernels (`tests/ptx_kernels.rs`),
+//! them is launched by the CPU tests of the kernels (`tests/ptx_kernels.rs`,
+//! `tests/ptx_sm90.rs`),
 //! so a new kernel cannot miss the CI check by accident.
 
 use std::path::PathBuf;
@@ -18,7 +19,10 @@ fn project_root() -> PathBuf {
 #[test]
 fn every_project_kernel_parses_and_is_launched_by_the_cpu_tests() {
     let root = project_root();
-    let launches = std::fs::read_to_string(root.join("tests/ptx_kernels.rs")).expect("tests/ptx_kernels.rs");
+    let mut launches = String::new();
+    for f in ["tests/ptx_kernels.rs", "tests/ptx_sm90.rs"] {
+        launches += &std::fs::read_to_string(root.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    }
     let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("kernels"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -34,7 +38,7 @@ fn every_project_kernel_parses_and_is_launched_by_the_cpu_tests() {
             assert!(m.kernel(name).unwrap().instruction_count() > 1, "{name} is empty");
             assert!(
                 launches.contains(&format!("\"{name}\"")),
-                "{}: kernel `{name}` is never launched in tests/ptx_kernels.rs",
+                "{}: kernel `{name}` is never launched in tests/ptx_kernels.rs or tests/ptx_sm90.rs",
                 f.display()
             );
             kernels += 1;
