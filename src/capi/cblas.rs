@@ -197,7 +197,7 @@ pub unsafe extern "C" fn cblas_sgemm(
         let checked = (|| {
             let am = CMat::new("A", a, mu, ku, a_rs, a_cs).map_err(|e| (8, e))?;
             let bm = CMat::new("B", b, ku, nu, b_rs, b_cs).map_err(|e| (10, e))?;
-            let cm = CMat::new("C", c as *const f32, mu, nu, c_rs, c_cs).map_err(|e| (13, e))?;
+            let cm = CMat::new_out("C", c, mu, nu, c_rs, c_cs).map_err(|e| (13, e))?;
             cm.span.check_disjoint(&am.span).map_err(|e| (13, e))?;
             cm.span.check_disjoint(&bm.span).map_err(|e| (13, e))?;
             Ok::<_, (c_int, Error)>((am, bm, cm))

@@ -133,7 +133,7 @@ pub unsafe extern "C" fn nnkern_bias_add(
 ) -> c_int {
     guard("nnkern_bias_add", || {
         let (rows, cols) = (size("rows", rows)?, size("cols", cols)?);
-        let xm = CMat::new("x", x as *const f32, rows, cols, x_row_stride, x_col_stride)?;
+        let xm = CMat::new_out("x", x, rows, cols, x_row_stride, x_col_stride)?;
         let bs = Span::new("bias", bias, cols)?;
         xm.span.check_disjoint(&bs)?;
         // SAFETY: validated, x exclusive.
@@ -161,8 +161,8 @@ pub unsafe extern "C" fn nnkern_bias_add_activation(
     guard("nnkern_bias_add_activation", || {
         let act = activation_from_code(act)?;
         let (rows, cols) = (size("rows", rows)?, size("cols", cols)?);
-        let xm = CMat::new("x", x as *const f32, rows, cols, x_row_stride, x_col_stride)?;
-        let ym = CMat::new("y", y as *const f32, rows, cols, y_row_stride, y_col_stride)?;
+        let xm = CMat::new_out("x", x, rows, cols, x_row_stride, x_col_stride)?;
+        let ym = CMat::new_out("y", y, rows, cols, y_row_stride, y_col_stride)?;
         let bs = Span::new("bias", bias, cols)?;
         check_outputs_disjoint(&[xm.span.bytes(), ym.span.bytes()], &[bs.bytes()])?;
         // SAFETY: validated, outputs pairwise disjoint and disjoint from bias.
@@ -207,7 +207,7 @@ unsafe fn softmax_like(
 ) -> crate::Result<()> {
     let (rows, cols) = (size("rows", rows)?, size("cols", cols)?);
     let xm = CMat::new("x", x, rows, cols, x_rs, x_cs)?;
-    let ym = CMat::new("y", y as *const f32, rows, cols, y_rs, y_cs)?;
+    let ym = CMat::new_out("y", y, rows, cols, y_rs, y_cs)?;
     ym.span.check_disjoint(&xm.span)?;
     // SAFETY: validated, y exclusive.
     let (xv, yv) = unsafe { (xm.view()?, ym.view_mut()?) };
@@ -307,14 +307,7 @@ pub unsafe extern "C" fn nnkern_softmax_xent_labels(
         let (r, c) = (size("rows", rows)?, size("cols", cols)?);
         let lm = CMat::new("logits", logits, r, c, logits_row_stride, logits_col_stride)?;
         let ls = Span::new("labels", labels, r)?;
-        let dm = CMat::new(
-            "dlogits",
-            dlogits as *const f32,
-            r,
-            c,
-            dlogits_row_stride,
-            dlogits_col_stride,
-        )?;
+        let dm = CMat::new_out("dlogits", dlogits, r, c, dlogits_row_stride, dlogits_col_stride)?;
         let out = Span::new("loss", loss as *const f32, 1)?;
         check_outputs_disjoint(&[dm.span.bytes(), out.bytes()], &[lm.span.bytes(), ls.bytes()])?;
         // SAFETY: validated; outputs exclusive.
@@ -350,14 +343,7 @@ pub unsafe extern "C" fn nnkern_softmax_xent_soft(
         let (r, c) = (size("rows", rows)?, size("cols", cols)?);
         let lm = CMat::new("logits", logits, r, c, logits_row_stride, logits_col_stride)?;
         let tm = CMat::new("targets", targets, r, c, targets_row_stride, targets_col_stride)?;
-        let dm = CMat::new(
-            "dlogits",
-            dlogits as *const f32,
-            r,
-            c,
-            dlogits_row_stride,
-            dlogits_col_stride,
-        )?;
+        let dm = CMat::new_out("dlogits", dlogits, r, c, dlogits_row_stride, dlogits_col_stride)?;
         let out = Span::new("loss", loss as *const f32, 1)?;
         check_outputs_disjoint(&[dm.span.bytes(), out.bytes()], &[lm.span.bytes(), tm.span.bytes()])?;
         // SAFETY: validated; outputs exclusive.

@@ -107,7 +107,7 @@ unsafe fn with_views<T: GemmInput>(
     };
     let am = CMat::new("a", a, m, k, a_rs, a_cs)?;
     let bm = CMat::new("b", b, k, n, b_rs, b_cs)?;
-    let cm = CMat::new("c", c as *const f32, m, n, c_rs, c_cs)?;
+    let cm = CMat::new_out("c", c, m, n, c_rs, c_cs)?;
     cm.span.check_disjoint(&am.span)?;
     cm.span.check_disjoint(&bm.span)?;
     // SAFETY: spans validated above; C overlaps neither input, so the one

@@ -357,13 +357,32 @@ impl<T> CMat<T> {
         let rs = stride(arg, row_stride)?;
         let cs = stride(arg, col_stride)?;
         let span = Span::matrix(arg, ptr, rows, cols, rs, cs)?;
-        Ok(CMat {
+        let m = CMat {
             span,
             rows,
             cols,
             rs,
             cs,
-        })
+        };
+        m.check(false)?;
+        Ok(m)
+    }
+
+    /// An output matrix: as [`CMat::new`], and its strides must map distinct
+    /// elements to distinct addresses. Every check of a view is made here, at
+    /// construction, so an entry has checked all its matrices before it forms
+    /// the first slice.
+    pub(crate) fn new_out(
+        arg: &'static str,
+        ptr: *mut T,
+        rows: usize,
+        cols: usize,
+        row_stride: i64,
+        col_stride: i64,
+    ) -> crate::Result<Self> {
+        let m = Self::new(arg, ptr as *const T, rows, cols, row_stride, col_stride)?;
+        m.check(true)?;
+        Ok(m)
     }
 
     /// The view's own checks (logical element count, extent, and for an

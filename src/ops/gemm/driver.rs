@@ -34,11 +34,13 @@ pub(crate) struct View<T> {
 }
 
 impl<T> View<T> {
-    pub(crate) fn new(ptr: *const T, (rs, cs): (usize, usize)) -> Self {
-        // Strides of a validated view reach only inside one slice, whose
-        // length in elements fits in isize.
+    /// The addresses of a validated view: made only from a [`MatRef`], so
+    /// every `(i, j)` inside its shape is inside its slice, and its strides
+    /// (at most the slice length, or 0 for unit extents) fit in `isize`.
+    pub(crate) fn new(m: &crate::MatRef<'_, T>) -> Self {
+        let (rs, cs) = m.strides();
         View {
-            ptr,
+            ptr: m.as_ptr(),
             rs: rs as isize,
             cs: cs as isize,
         }
@@ -67,9 +69,12 @@ pub(crate) struct ViewMut {
 }
 
 impl ViewMut {
-    pub(crate) fn new(ptr: *mut f32, (rs, cs): (usize, usize)) -> Self {
+    /// As [`View::new`], from a [`MatMut`](crate::MatMut) (distinct elements at distinct
+    /// addresses), borrowed mutably for as long as the caller uses the view.
+    pub(crate) fn new(m: &mut crate::MatMut<'_, f32>) -> Self {
+        let (rs, cs) = m.strides();
         ViewMut {
-            ptr,
+            ptr: m.as_mut_ptr(),
             rs: rs as isize,
             cs: cs as isize,
         }

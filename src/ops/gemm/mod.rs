@@ -234,8 +234,6 @@ pub fn gemm_with_threads<T: GemmInput>(
         return Err(Error::invalid("threads", "at least 1 thread expected, got 0"));
     }
     let isa = crate::active_isa();
-    let (rsc, csc) = c.strides();
-    let c_ptr = c.as_mut_slice().as_mut_ptr();
     // SAFETY: the views were validated at construction (every (i, j) inside
     // the shape lies in its slice, strides at most isize::MAX) and check_gemm
     // matched their shapes, so every address the driver forms is inside the
@@ -248,10 +246,10 @@ pub fn gemm_with_threads<T: GemmInput>(
             threads,
             (m, n, k),
             alpha,
-            driver::View::new(a.as_ptr(), a.strides()),
-            driver::View::new(b.as_ptr(), b.strides()),
+            driver::View::new(&a),
+            driver::View::new(&b),
             beta,
-            driver::ViewMut::new(c_ptr, (rsc, csc)),
+            driver::ViewMut::new(&mut c),
         )
     }
 }
