@@ -281,3 +281,9 @@ pub fn sgemm_flags(a: (usize, usize), b: (usize, usize), pa: u64, pb: u64) -> u3
     let b_vec = b_contig == 1 && b_other % 4 == 0 && pb.is_multiple_of(16);
     u32::from(a_mfast) | (u32::from(b_nfast) << 1) | (u32::from(a_vec) << 2) | (u32::from(b_vec) << 3)
 }
+
+#[cfg(feature = "cuda")]
+mod device;
+#[cfg(feature = "cuda")]
+#[allow(unused_imports)]
+pub use device::*;
