@@ -8,7 +8,7 @@ use super::executor::{ExecEngine, ExecFunc, ExecMem, DEFAULT_MEMORY_LIMIT};
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub(crate) const ACTIVATION_PTX: &str = include_str!("../../kernels/activation.ptx");
@@ -90,6 +90,8 @@ pub struct Device {
     // Chunk tables of the multi-tensor kernels, most recently used last.
     tables: Mutex<Vec<CachedTable>>,
     log: Mutex<Option<Vec<LaunchRecord>>>,
+    // Most blocks per grid dimension of the grid-stride kernels (a test hook).
+    grid_limit: AtomicUsize,
 }
 
 impl std::fmt::Debug for Device {
@@ -116,6 +118,7 @@ impl Device {
             functions: Mutex::new(HashMap::new()),
             tables: Mutex::new(Vec::new()),
             log: Mutex::new(None),
+            grid_limit: AtomicUsize::new(usize::MAX),
         }
     }
 
@@ -226,6 +229,19 @@ impl Device {
     /// The launches recorded since recording started or since the last call.
     pub fn take_launches(&self) -> Vec<LaunchRecord> {
         lock(&self.log).as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Test hook: launch the grid-stride kernels (element-wise, bias, packing)
+    /// with at most `blocks` (≥ 1) blocks per grid dimension, so that small
+    /// shapes run their stride loops. Results do not change; only the geometry.
+    #[doc(hidden)]
+    pub fn limit_grid_for_tests(&self, blocks: usize) {
+        self.grid_limit.store(blocks.max(1), Ordering::Relaxed);
+    }
+
+    /// `cap`, or less when a test lowered it.
+    pub(crate) fn grid_cap(&self, cap: usize) -> usize {
+        cap.min(self.grid_limit.load(Ordering::Relaxed))
     }
 
     /// A new buffer of `len` elements, zeroed or with unspecified contents.

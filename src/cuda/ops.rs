@@ -32,14 +32,17 @@ fn act_code(act: Activation) -> u32 {
 // Launch geometry: every grid dimension below is clamped to GRID_CAP (or checked
 // against i32::MAX) before the cast to u32, so no cast truncates; the kernels
 // stride over what one grid does not cover.
-fn grid_1d(n: usize) -> (u32, u32, u32) {
-    (n.div_ceil(BLOCK as usize).clamp(1, GRID_CAP) as u32, 1, 1)
+// The grid-stride kernels take at most `dev.grid_cap()` (GRID_CAP unless a test
+// lowered it) blocks per dimension.
+fn grid_1d(dev: &Device, n: usize) -> (u32, u32, u32) {
+    (n.div_ceil(BLOCK as usize).clamp(1, dev.grid_cap(GRID_CAP)) as u32, 1, 1)
 }
 
-fn grid_2d(rows: usize, cols: usize) -> (u32, u32, u32) {
+fn grid_2d(dev: &Device, rows: usize, cols: usize) -> (u32, u32, u32) {
+    let cap = dev.grid_cap(GRID_CAP);
     (
-        cols.div_ceil(BLOCK as usize).clamp(1, GRID_CAP) as u32,
-        rows.clamp(1, GRID_CAP) as u32,
+        cols.div_ceil(BLOCK as usize).clamp(1, cap) as u32,
+        rows.clamp(1, cap) as u32,
         1,
     )
 }
@@ -74,7 +77,7 @@ fn act_fwd(dev: &Device, act: Activation, px: u64, py: u64, n: usize) -> Result<
     }
     let f = dev.function("activation.ptx", ACTIVATION_PTX, "nk_act_fwd")?;
     let args = [Arg::U64(px), Arg::U64(py), u64_of(n), Arg::U32(act_code(act))];
-    dev.launch(&f, grid_1d(n), (BLOCK, 1, 1), &args)
+    dev.launch(&f, grid_1d(dev, n), (BLOCK, 1, 1), &args)
 }
 
 /// `dx[i] = dy[i] · f'(x[i])` on the device.
@@ -115,7 +118,7 @@ fn act_bwd(dev: &Device, act: Activation, px: u64, pdy: u64, pdx: u64, n: usize)
         u64_of(n),
         Arg::U32(act_code(act)),
     ];
-    dev.launch(&f, grid_1d(n), (BLOCK, 1, 1), &args)
+    dev.launch(&f, grid_1d(dev, n), (BLOCK, 1, 1), &args)
 }
 
 // ---------------------------------------------------------------- bias
@@ -168,7 +171,7 @@ fn bias_act(
         Arg::U32(act_code(act)),
         Arg::U32(u32::from(y.is_some())),
     ];
-    dev.launch(&f, grid_2d(x.rows, x.cols), (BLOCK, 1, 1), &args)
+    dev.launch(&f, grid_2d(dev, x.rows, x.cols), (BLOCK, 1, 1), &args)
 }
 
 /// `dbias[j] = Σ_i dy[i, j]` on the device (overwrites `dbias`).
@@ -481,7 +484,7 @@ fn pack<T: DeviceElem>(
         Arg::U64(dev.addr(&dst, 0)?),
         u64_of(ld),
     ];
-    dev.launch(&f, grid_2d(rows, cols), (BLOCK, 1, 1), &args)?;
+    dev.launch(&f, grid_2d(dev, rows, cols), (BLOCK, 1, 1), &args)?;
     Ok(dst)
 }
 
