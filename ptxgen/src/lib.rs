@@ -453,12 +453,19 @@ pub fn kernels_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../kernels")
 }
 
-/// Every output file under `kernels` and its generated text.
+/// Every output file under `kernels` and its generated text, which starts with
+/// a line naming its template.
 pub fn generate(kernels: &Path) -> Result<Vec<(PathBuf, String)>, Error> {
     let src = kernels.join("src");
     OUTPUTS
         .iter()
-        .map(|(out, tpl)| Ok((kernels.join(out), expand(tpl, &src)?)))
+        .map(|(out, tpl)| {
+            let text = format!(
+                "// Generated from kernels/src/{tpl} by `cargo run -p nnkern-ptxgen`: edit the template, not this file.\n{}",
+                expand(tpl, &src)?
+            );
+            Ok((kernels.join(out), text))
+        })
         .collect()
 }
 

@@ -249,18 +249,4 @@ mod tests {
         );
         assert_eq!(engine::param_kinds(device::OPTIM_PTX, "nk_missing"), None);
     }
-
-    /// The activation helpers are copied into the GEMM files (PTX has no includes);
-    /// the copies must not drift from the original.
-    #[test]
-    fn activation_helpers_are_identical_in_every_copy() {
-        fn helpers(src: &str) -> &str {
-            let b = src.find("// ---- begin activation helpers").expect("begin marker");
-            let e = src.find("// ---- end activation helpers ----").expect("end marker");
-            &src[b..e]
-        }
-        let original = helpers(device::ACTIVATION_PTX);
-        assert_eq!(helpers(device::GEMM_F32_PTX), original);
-        assert_eq!(helpers(device::GEMM_TC_PTX), original);
-    }
 }
