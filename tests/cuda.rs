@@ -578,3 +578,95 @@ fn bf16_buffers_round_trip() {
     assert_eq!(b.len(), 300);
     assert_eq!(dev.download(&b).unwrap(), v);
 }
+
+/// The same inputs on the GPU and on the executor. Kernels made only of
+/// correctly rounded operations in a fixed order (the SGEMM's fma chain and
+/// epilogue, bias add and ReLU, the bias gradient's fixed summation order,
+/// Adam, SGD) must agree bit for bit; a difference is a kernel whose result
+/// depends on scheduling, or an executor that models an instruction wrongly.
+#[test]
+#[ignore = "needs a CUDA GPU: compares it with the PTX executor"]
+fn gpu_and_executor_agree_bit_for_bit() {
+    let Some(gpu) = gpu_device() else {
+        return eprintln!("skipped: no CUDA GPU");
+    };
+    let exe = executor();
+    let mut r = KRng::new(77);
+    // SGEMM with the fused epilogue, in a vector-load and a scalar-load layout.
+    for (m, n, k, off) in [(130usize, 200usize, 96usize, 0usize), (67, 45, 29, 1)] {
+        let a = r.vec(off + m * k, -1.0, 1.0);
+        let b = r.vec(off + k * n, -1.0, 1.0);
+        let c = r.vec(m * n, -1.0, 1.0);
+        let bias = r.vec(n, -1.0, 1.0);
+        let run = |dev: &Device| -> (Vec<f32>, Vec<f32>) {
+            let (da, db, dbias) = (
+                dev.upload(&a).unwrap(),
+                dev.upload(&b).unwrap(),
+                dev.upload(&bias).unwrap(),
+            );
+            let mut dc = dev.upload(&c).unwrap();
+            let mut dy = nan_buf(dev, m * n);
+            cuda::gemm_bias_activation(
+                dev,
+                1.5,
+                DeviceMatRef::from_strides(&da, off, m, k, k, 1).unwrap(),
+                DeviceMatRef::from_strides(&db, off, k, n, n, 1).unwrap(),
+                -0.5,
+                DeviceMatMut::new(&mut dc, m, n).unwrap(),
+                Some(&dbias),
+                Activation::Relu,
+                Some(DeviceMatMut::new(&mut dy, m, n).unwrap()),
+            )
+            .unwrap();
+            (dev.download(&dc).unwrap(), dev.download(&dy).unwrap())
+        };
+        let (g, e) = (run(gpu), run(&exe));
+        assert!(
+            g.0.iter().zip(&e.0).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "sgemm C {m}x{n}x{k}"
+        );
+        assert!(
+            g.1.iter().zip(&e.1).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "sgemm Y {m}x{n}x{k}"
+        );
+    }
+    // Bias gradient and Adam over several chunks.
+    let (rows, cols) = (300usize, 70usize);
+    let dy = r.vec(rows * cols, -1.0, 1.0);
+    let host: [Vec<f32>; 4] = [
+        r.vec(20_000, -1.0, 1.0),
+        r.vec(20_000, -0.1, 0.1),
+        r.vec(20_000, -0.01, 0.01),
+        r.vec(20_000, 0.0, 1e-3),
+    ];
+    let run = |dev: &Device| -> Vec<Vec<f32>> {
+        let ddy = dev.upload(&dy).unwrap();
+        let mut g = nan_buf(dev, cols);
+        cuda::bias_grad(dev, DeviceMatRef::new(&ddy, rows, cols).unwrap(), &mut g).unwrap();
+        let [mut w, gr, mut m, mut v] = host.clone().map(|h| dev.upload(&h).unwrap());
+        for step in 1..=3 {
+            cuda::adam_step(dev, &AdamConfig::adamw(), step, &mut w, &gr, &mut m, &mut v).unwrap();
+        }
+        let mut b = dev.zeros::<f32>(20_000).unwrap();
+        cuda::sgd_step(
+            dev,
+            &SgdConfig {
+                lr: 0.1,
+                momentum: 0.9,
+                weight_decay: 0.01,
+            },
+            &mut w,
+            &gr,
+            &mut b,
+        )
+        .unwrap();
+        [&g, &w, &m, &v, &b].iter().map(|d| dev.download(d).unwrap()).collect()
+    };
+    let (g, e) = (run(gpu), run(&exe));
+    for (what, (x, y)) in ["bias_grad", "adam+sgd w", "adam m", "adam v", "sgd buf"]
+        .iter()
+        .zip(g.iter().zip(&e))
+    {
+        assert!(x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()), "{what}");
+    }
+}

@@ -51,6 +51,12 @@ fn gpu() -> Option<&'static Device> {
     .as_ref()
 }
 
+/// The GPU, for a test that needs one beside the executor; `None` (the test is
+/// skipped) without one, a panic under `REQUIRE_GPU=1`.
+pub fn gpu_device() -> Option<&'static Device> {
+    gpu()
+}
+
 /// Whether the tests run on the PTX executor (no GPU, or it was asked for).
 pub fn on_executor() -> bool {
     gpu().is_none()
