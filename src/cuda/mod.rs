@@ -1,24 +1,35 @@
 //! The GPU backend (feature `cuda`): hand-written PTX kernels (`kernels/*.ptx`,
-//! embedded in the library) JIT-compiled by the CUDA driver and launched on one
-//! stream.
+//! embedded in the library) launched on one stream of a [`Device`].
 //!
-//! Nothing CUDA is needed to build: `libcuda` is loaded when a [`Device`] is made,
-//! and its absence (or the absence of a GPU) is [`Error::NoCuda`](crate::Error::NoCuda), never a panic.
+//! A device runs on one of two engines behind one interface (memory, copies,
+//! module load, launches checked against each kernel's parameter list,
+//! synchronisation), chosen when it is made:
+//! - [`Device::new`]: a CUDA GPU; the driver JIT-compiles the PTX. Nothing CUDA is
+//!   needed to build: `libcuda` is loaded here, and its absence (or the absence of a
+//!   GPU) is [`Error::NoCuda`](crate::Error::NoCuda), never a panic.
+//! - [`Device::executor`]: the PTX executor (`nnkern-ptx-exec`), which runs the same
+//!   kernels on the CPU, one launch at a time, faulting on out-of-bounds accesses,
+//!   reads of unwritten shared memory, shared-memory races and diverged warp
+//!   collectives. Every operation's host code — validation, launch geometry,
+//!   packing, layout flags, parameter order — is the same on both, so the
+//!   executor tests it without a GPU.
 //!
-//! Data lives in [`DeviceBuffer`]s; matrices on the device are described by
-//! [`DeviceMatRef`] / [`DeviceMatMut`] views (shape, row and column strides), as
-//! [`MatRef`](crate::MatRef) / [`MatMut`](crate::MatMut) do on the host. The
-//! operations ([`gemm`], [`activation_forward`], [`softmax_xent`], [`adam_step`], ...)
-//! mirror the CPU ones, with the same validation and the same errors.
+//! Data lives in [`DeviceBuffer`]s, which belong to the device that made them;
+//! matrices on the device are described by [`DeviceMatRef`] / [`DeviceMatMut`]
+//! views (offset, shape, row and column strides), as [`MatRef`](crate::MatRef) /
+//! [`MatMut`](crate::MatMut) do on the host. The operations ([`gemm`],
+//! [`activation_forward`], [`softmax_xent`], [`adam_step`], ...) mirror the CPU
+//! ones, with the same validation and the same errors.
 //!
 //! Every operation is queued on the device's stream and returns at once, except
 //! those that return a value computed on the device (a loss, a norm), which wait
 //! for it.
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> nnkern::Result<()> {
 //! use nnkern::cuda::{self, Device, DeviceMatMut, DeviceMatRef};
-//! let dev = Device::new(0)?;
+//! // Device::new(0) on a machine with a GPU; the executor anywhere.
+//! let dev = Device::executor();
 //! let a = dev.upload(&[1.0f32, 2.0, 3.0, 4.0])?;
 //! let mut c = dev.zeros::<f32>(4)?;
 //! let av = DeviceMatRef::new(&a, 2, 2)?;

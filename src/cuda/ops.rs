@@ -636,6 +636,7 @@ fn xent_launch(
         u64_of(drs),
         u64_of(dcs),
         Arg::F32((1.0 / rows as f64) as f32),
+        // the accumulator's two 8-byte halves (its buffer holds 16 bytes)
         Arg::U64(ps),
         Arg::U64(ps + 8),
         Arg::U32(soft),
@@ -724,7 +725,11 @@ fn chunk_table(dev: &Device, tensors: &[[u64; 4]], lens: &[usize]) -> Result<(Ar
         .try_fold(0usize, |n, &len| n.checked_add(len.div_ceil(CHUNK)))
         .filter(|&n| n <= i32::MAX as usize)
         .ok_or_else(|| Error::invalid("params", "too many parameters for one launch"))?;
-    let mut table: Vec<u64> = Vec::with_capacity(chunks * 6);
+    let entries = chunks.checked_mul(6).ok_or(Error::Overflow {
+        arg: "params",
+        what: "the chunk table's size",
+    })?;
+    let mut table: Vec<u64> = Vec::with_capacity(entries);
     for (ptrs, &len) in tensors.iter().zip(lens) {
         let mut start = 0;
         while start < len {
@@ -740,7 +745,7 @@ fn chunk_table(dev: &Device, tensors: &[[u64; 4]], lens: &[usize]) -> Result<(Ar
             start += count;
         }
     }
-    debug_assert_eq!(table.len(), chunks * 6);
+    debug_assert_eq!(table.len(), entries);
     let words: Vec<u32> = table.iter().flat_map(|&v| [v as u32, (v >> 32) as u32]).collect();
     Ok((dev.cached_table(words)?, chunks))
 }
