@@ -6,7 +6,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use cudarc::cublas::{result as blas, sys as blas_sys, CudaBlas};
-use cudarc::driver::{sys, CudaEvent, DevicePtr};
+use cudarc::driver::{sys, CudaEvent};
 use nnkern::cuda::{self, Device, DeviceBuffer, DeviceMatMut, DeviceMatRef, DeviceTargets};
 use nnkern::{bf16, Activation, AdamConfig};
 use std::time::Duration;
@@ -23,6 +23,7 @@ const SHAPES: [(usize, usize, usize, &str); 5] = [
 fn events(dev: &Device) -> (CudaEvent, CudaEvent) {
     let e = || {
         dev.context()
+            .expect("a driver device")
             .new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))
             .unwrap()
     };
@@ -32,11 +33,11 @@ fn events(dev: &Device) -> (CudaEvent, CudaEvent) {
 /// Times `iters` runs of `f` on the device's stream with CUDA events.
 fn time_gpu(dev: &Device, iters: u64, mut f: impl FnMut()) -> Duration {
     let (start, end) = events(dev);
-    start.record(dev.stream()).unwrap();
+    start.record(dev.stream().expect("a driver device")).unwrap();
     for _ in 0..iters {
         f();
     }
-    end.record(dev.stream()).unwrap();
+    end.record(dev.stream().expect("a driver device")).unwrap();
     let ms = start.elapsed_ms(&end).unwrap();
     Duration::from_secs_f64(ms as f64 / 1e3)
 }
@@ -72,11 +73,8 @@ fn gemm_benches(c: &mut Criterion, dev: &Device, blas_h: &CudaBlas) {
                 })
             })
         });
-        let (pa, pb) = (
-            a.as_cuda_slice().unwrap().device_ptr(dev.stream()).0,
-            b.as_cuda_slice().unwrap().device_ptr(dev.stream()).0,
-        );
-        let pc = cbuf.as_cuda_slice().unwrap().device_ptr(dev.stream()).0;
+        let (pa, pb) = (a.device_ptr(), b.device_ptr());
+        let pc = cbuf.device_ptr();
         g.bench_function(BenchmarkId::new("cublas", label), |bch| {
             bch.iter_custom(|iters| {
                 time_gpu(dev, iters, || {
@@ -134,11 +132,8 @@ fn gemm_benches(c: &mut Criterion, dev: &Device, blas_h: &CudaBlas) {
                 })
             })
         });
-        let (pa, pb) = (
-            a.as_cuda_slice().unwrap().device_ptr(dev.stream()).0,
-            bt.as_cuda_slice().unwrap().device_ptr(dev.stream()).0,
-        );
-        let pc = cbuf.as_cuda_slice().unwrap().device_ptr(dev.stream()).0;
+        let (pa, pb) = (a.device_ptr(), bt.device_ptr());
+        let pc = cbuf.device_ptr();
         g.bench_function(BenchmarkId::new("cublas", label), |bch| {
             bch.iter_custom(|iters| {
                 time_gpu(dev, iters, || {
@@ -380,7 +375,7 @@ fn main() {
             return;
         }
     };
-    let blas_h = match std::panic::catch_unwind(|| CudaBlas::new(dev.stream().clone())) {
+    let blas_h = match std::panic::catch_unwind(|| CudaBlas::new(dev.stream().expect("a driver device").clone())) {
         Ok(Ok(b)) => b,
         other => {
             eprintln!(

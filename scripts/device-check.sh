@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, run ON the GPU machine from the repository root, over the executables that
 # scripts/gpu-prepare.sh built elsewhere (default folder .devbin):
-#   1. the CUDA tests and the library's unit tests with --include-ignored and REQUIRE_GPU=1
+#   1. the CUDA tests (tests/cuda.rs, tests/ptx_kernels.rs, with the GPU-vs-executor
+#      comparison) and the library's unit tests with --include-ignored and REQUIRE_GPU=1
 #      (a missing GPU fails them); TESTS=all runs the CPU-only test binaries too;
 #   2. the cuda bench (ours beside cuBLAS, TFLOP/s from CUDA events, one training step),
 #      with short criterion settings.
@@ -44,7 +45,7 @@ step() {
 if [ "$WHAT" = all ] || [ "$WHAT" = tests ]; then
   # The GPU tests and the library's unit tests (device errors, JIT log); the CPU-only
   # binaries only with TESTS=all, to spend device time on what needs the device.
-  if [ "${TESTS:-gpu}" = all ]; then set -- "$D"/test/*; else set -- "$D"/test/test-cuda "$D"/test/rlib-nnkern; fi
+  if [ "${TESTS:-gpu}" = all ]; then set -- "$D"/test/*; else set -- "$D"/test/test-cuda "$D"/test/test-ptx_kernels "$D"/test/rlib-nnkern; fi
   for t in "$@"; do
     [ -x "$t" ] || continue
     step "$(basename "$t")" "$t" --include-ignored --test-threads=1

@@ -51,7 +51,8 @@
 //!
 //! ## Features
 //! - `cuda`: the GPU backend (hand-written PTX loaded through the CUDA driver
-//!   at run time; the crate builds without CUDA installed).
+//!   at run time, or run on the CPU by the PTX executor; the crate builds
+//!   without CUDA installed).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

@@ -88,6 +88,64 @@ impl Memory {
         }
     }
 
+    /// Allocates `len` bytes, each set to `fill` (`0xFF` poisons them as all-NaN f32),
+    /// 256-byte aligned: [`Memory::alloc`] with an error instead of an abort when the
+    /// host cannot provide the bytes or the fake address space is used up.
+    pub fn try_alloc(&mut self, len: usize, fill: u8) -> Result<Buffer, Error> {
+        let end = self
+            .next
+            .checked_add(len as u64)
+            .and_then(|e| e.checked_add(GAP))
+            .filter(|&e| e <= SHARED_WINDOW)
+            .ok_or_else(|| Error::Memory(format!("no room for {len} more bytes in the device address space")))?;
+        let mut data = Vec::new();
+        data.try_reserve_exact(len)
+            .map_err(|_| Error::Memory(format!("the host could not provide {len} bytes")))?;
+        data.resize(len, fill);
+        let base = self.next;
+        self.next = end.div_ceil(256) * 256;
+        self.allocs.push(Alloc { base, data });
+        Ok(Buffer { addr: base, len })
+    }
+
+    /// Frees `buf`, which must be a whole allocation as an `alloc*` call returned it.
+    /// Its addresses are never handed out again, so a later access through a stale
+    /// pointer is an out-of-bounds fault, not a read of some other allocation.
+    pub fn free(&mut self, buf: Buffer) -> Result<(), Error> {
+        let i = self.allocs.partition_point(|a| a.base < buf.addr);
+        match self.allocs.get(i) {
+            Some(a) if a.base == buf.addr && a.data.len() == buf.len => {
+                self.allocs.remove(i);
+                Ok(())
+            }
+            _ => Err(Error::Memory(format!(
+                "free of {} bytes at {:#x}: not an allocation",
+                buf.len, buf.addr
+            ))),
+        }
+    }
+
+    /// Copies `dst.len()` bytes of `buf`, starting `offset` bytes in, into `dst`.
+    pub fn read_into(&self, buf: Buffer, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
+        if offset.checked_add(dst.len()).is_none_or(|end| end > buf.len) {
+            return Err(Error::Memory(format!(
+                "read of {} bytes at offset {offset} from a {}-byte buffer",
+                dst.len(),
+                buf.len
+            )));
+        }
+        let src = self
+            .get(buf.addr + offset as u64, dst.len())
+            .ok_or_else(|| Error::Memory(format!("no allocation at {:#x}", buf.addr)))?;
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+
+    /// Bytes held by the live allocations.
+    pub fn allocated_bytes(&self) -> usize {
+        self.allocs.iter().map(|a| a.data.len()).sum()
+    }
+
     /// Allocates a copy of `v`.
     pub fn alloc_f32(&mut self, v: &[f32]) -> Buffer {
         self.alloc_bytes(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
@@ -173,7 +231,7 @@ impl Memory {
 
     /// Copies `bytes` into `buf` at byte `offset`.
     pub fn write_bytes(&mut self, buf: Buffer, offset: usize, bytes: &[u8]) -> Result<(), Error> {
-        if offset + bytes.len() > buf.len {
+        if offset.checked_add(bytes.len()).is_none_or(|end| end > buf.len) {
             return Err(Error::Memory(format!(
                 "write of {} bytes at offset {offset} into a {}-byte buffer",
                 bytes.len(),

@@ -1,8 +1,10 @@
 //! Typed device buffers and matrix views over them.
 
+use super::device::Mem;
+use super::engine::DeviceMemory;
 use crate::error::{Error, Result};
 use crate::matrix::{required_len, strides_are_disjoint};
-use cudarc::driver::{CudaSlice, DeviceRepr, ValidAsZeroBits};
+use std::marker::PhantomData;
 
 mod sealed {
     pub trait Sealed {}
@@ -13,47 +15,68 @@ mod sealed {
 }
 
 /// An element type a [`DeviceBuffer`] can hold: `f32`, `u32` (labels), `bf16`, `f16`.
-pub trait DeviceElem: sealed::Sealed + DeviceRepr + ValidAsZeroBits + Copy + Default + Unpin + 'static {}
+pub trait DeviceElem: sealed::Sealed + bytemuck::Pod + Default + Send + Sync + 'static {}
 impl DeviceElem for f32 {}
 impl DeviceElem for u32 {}
 impl DeviceElem for half::bf16 {}
 impl DeviceElem for half::f16 {}
 
-/// A buffer of `T` in device memory, owned; freed when dropped.
+/// A buffer of `T` in device memory, owned; freed when dropped (after the work
+/// already queued on its device).
 ///
 /// Made by [`Device::upload`](super::Device::upload), [`Device::zeros`](super::Device::zeros)
 /// or [`Device::filled`](super::Device::filled); read back by
-/// [`Device::download`](super::Device::download).
+/// [`Device::download`](super::Device::download). A buffer belongs to the device
+/// that made it: passing it to an operation on another device is an error.
 #[derive(Debug)]
 pub struct DeviceBuffer<T> {
-    // None for an empty buffer: the driver does not allocate zero bytes.
-    slice: Option<CudaSlice<T>>,
+    // None for an empty buffer: no engine allocates zero bytes.
+    mem: Option<Mem>,
+    len: usize,
+    device: u64,
+    _elem: PhantomData<T>,
 }
 
 impl<T: DeviceElem> DeviceBuffer<T> {
-    pub(crate) fn empty() -> Self {
-        DeviceBuffer { slice: None }
+    pub(crate) fn empty(device: u64) -> Self {
+        DeviceBuffer {
+            mem: None,
+            len: 0,
+            device,
+            _elem: PhantomData,
+        }
     }
-    pub(crate) fn from_slice(s: CudaSlice<T>) -> Self {
-        DeviceBuffer { slice: Some(s) }
+    /// `mem` holds `len` elements (`len * size_of::<T>()` bytes, checked by the caller).
+    pub(crate) fn from_mem(device: u64, len: usize, mem: Mem) -> Self {
+        DeviceBuffer {
+            mem: Some(mem),
+            len,
+            device,
+            _elem: PhantomData,
+        }
     }
-    pub(crate) fn slice(&self) -> Option<&CudaSlice<T>> {
-        self.slice.as_ref()
+    pub(crate) fn mem(&self) -> Option<&Mem> {
+        self.mem.as_ref()
     }
-    pub(crate) fn slice_mut(&mut self) -> Option<&mut CudaSlice<T>> {
-        self.slice.as_mut()
+    pub(crate) fn mem_mut(&mut self) -> Option<&mut Mem> {
+        self.mem.as_mut()
+    }
+    pub(crate) fn device_id(&self) -> u64 {
+        self.device
     }
     /// Elements in the buffer.
     pub fn len(&self) -> usize {
-        self.slice.as_ref().map_or(0, |s| s.len())
+        self.len
     }
     /// Whether the buffer holds no elements.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
-    /// The underlying cudarc slice (`None` when empty), for use with other libraries.
-    pub fn as_cuda_slice(&self) -> Option<&CudaSlice<T>> {
-        self.slice.as_ref()
+    /// The device address of the first element (0 when empty), for passing the
+    /// buffer to other libraries on the same device (e.g. cuBLAS). It stays valid
+    /// while the buffer lives.
+    pub fn device_ptr(&self) -> u64 {
+        self.mem.as_ref().map_or(0, |m| m.addr())
     }
 }
 

@@ -1,12 +1,15 @@
-//! The device: context, stream, module cache, launches, and host↔device copies.
+//! The device: one engine (the CUDA driver or the PTX executor) behind the
+//! same memory, copy and launch calls; the kernel cache; launch checks.
 
 use super::buffer::{DeviceBuffer, DeviceElem};
+use super::driver::{DriverEngine, DriverMem};
+use super::engine::{check_launch, param_kinds, DeviceMemory, Engine, EngineKind, KernelArg, LaunchRecord, ParamKind};
+use super::executor::{ExecEngine, ExecFunc, ExecMem, DEFAULT_MEMORY_LIMIT};
 use crate::error::{Error, Result};
-use cudarc::driver::{result::DriverError, sys, CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig};
-
-use cudarc::driver::{DevicePtr, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub(crate) const ACTIVATION_PTX: &str = include_str!("../../kernels/activation.ptx");
 pub(crate) const OPTIM_PTX: &str = include_str!("../../kernels/optim.ptx");
@@ -17,289 +20,350 @@ pub(crate) const GEMM_TC_PTX: &str = include_str!("../../kernels/gemm_tc.ptx");
 /// A chunk table's contents and its device copy.
 type CachedTable = (Vec<u32>, Arc<DeviceBuffer<u32>>);
 
-/// One kernel argument, by value.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Arg {
-    U64(u64),
-    U32(u32),
-    F32(f32),
+/// Device memory of either engine.
+#[derive(Debug)]
+pub(crate) enum Mem {
+    Driver(DriverMem),
+    Executor(ExecMem),
 }
 
-/// The type of a kernel parameter, as declared in the PTX.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ParamKind {
-    U64,
-    U32,
-    F32,
-}
-
-impl Arg {
-    fn kind(&self) -> ParamKind {
+impl DeviceMemory for Mem {
+    fn addr(&self) -> u64 {
         match self {
-            Arg::U64(_) => ParamKind::U64,
-            Arg::U32(_) => ParamKind::U32,
-            Arg::F32(_) => ParamKind::F32,
+            Mem::Driver(m) => m.addr(),
+            Mem::Executor(m) => m.addr(),
+        }
+    }
+    fn bytes(&self) -> usize {
+        match self {
+            Mem::Driver(m) => m.bytes(),
+            Mem::Executor(m) => m.bytes(),
         }
     }
 }
 
+#[derive(Clone)]
+enum Func {
+    Driver(CudaFunction),
+    Executor(ExecFunc),
+}
+
+enum Engines {
+    Driver(DriverEngine),
+    Executor(ExecEngine),
+}
+
 /// A loaded kernel and its parameter list.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Kernel {
     name: &'static str,
-    func: CudaFunction,
     params: Vec<ParamKind>,
+    func: Func,
 }
 
-/// The parameter types of `.entry name(...)` in `src`, or `None` when the
-/// entry is missing or declares a type the launcher does not pass.
-pub(crate) fn param_kinds(src: &str, name: &str) -> Option<Vec<ParamKind>> {
-    let start = src.find(&format!(".entry {name}("))? + ".entry ".len() + name.len() + 1;
-    let end = start + src[start..].find(')')?;
-    if src[start..end].trim().is_empty() {
-        return Some(Vec::new());
-    }
-    src[start..end]
-        .split(',')
-        .map(|p| match p.split_whitespace().nth(1)? {
-            ".u64" | ".b64" | ".s64" => Some(ParamKind::U64),
-            ".u32" | ".b32" | ".s32" => Some(ParamKind::U32),
-            ".f32" => Some(ParamKind::F32),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The CUDA driver's version as `major.minor`, or a note when it cannot be read.
-fn driver_version() -> String {
-    let mut v: std::ffi::c_int = 0;
-    // SAFETY: only called once libcuda is known to be loadable (is_culib_present);
-    // cuDriverGetVersion writes one int through a valid pointer and needs no context.
-    let r = unsafe { sys::cuDriverGetVersion(&mut v) };
-    if r == sys::CUresult::CUDA_SUCCESS {
-        format!("{}.{}", v / 1000, (v % 1000) / 10)
-    } else {
-        format!("unknown ({r:?})")
-    }
-}
-
-/// `what: CUDA_ERROR_NAME (description); driver X.Y`.
-fn describe(e: &DriverError, what: &str, driver: &str) -> String {
-    let name = e
-        .error_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| format!("{:?}", e.0));
-    let desc = e
-        .error_string()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    format!("{what}: {name} ({desc}); driver {driver}")
-}
-
-/// A CUDA device with its context, one stream on which every operation is
-/// queued in order, and a cache of the kernel modules loaded so far.
-pub struct Device {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-    driver: String,
-    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
-    functions: Mutex<HashMap<&'static str, Kernel>>,
-    // Chunk tables of the multi-tensor kernels, most recently used last.
-    tables: Mutex<Vec<CachedTable>>,
-}
-
-impl std::fmt::Debug for Device {
+impl std::fmt::Debug for Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Device")
-            .field("ordinal", &self.ctx.ordinal())
-            .field("driver", &self.driver)
+        f.debug_struct("Kernel")
+            .field("name", &self.name)
+            .field("params", &self.params)
             .finish()
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn foreign() -> Error {
+    Error::invalid("buffer", "the buffer belongs to another device")
+}
+
+/// A device with one stream on which every operation is queued in order, a
+/// cache of the kernels loaded so far, and the engine that runs them: a CUDA
+/// GPU ([`Device::new`]) or the PTX executor on the CPU ([`Device::executor`]).
+/// Every operation in [`cuda`](super) takes a device and runs the same host
+/// code (checks, launch geometry, packing, parameter lists) on either.
+pub struct Device {
+    id: u64,
+    engine: Engines,
+    functions: Mutex<HashMap<(&'static str, &'static str), Kernel>>,
+    // Chunk tables of the multi-tensor kernels, most recently used last.
+    tables: Mutex<Vec<CachedTable>>,
+    log: Mutex<Option<Vec<LaunchRecord>>>,
+    // Most blocks per grid dimension of the grid-stride kernels (a test hook).
+    grid_limit: AtomicUsize,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Device");
+        d.field("engine", &self.engine());
+        if let Engines::Driver(e) = &self.engine {
+            d.field("ordinal", &e.ordinal()).field("driver", &e.driver_version());
+        }
+        d.finish()
+    }
+}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 impl Device {
-    /// Opens device `ordinal` (0 is the first GPU).
+    fn with(engine: Engines) -> Device {
+        Device {
+            id: next_id(),
+            engine,
+            functions: Mutex::new(HashMap::new()),
+            tables: Mutex::new(Vec::new()),
+            log: Mutex::new(None),
+            grid_limit: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    /// Opens CUDA device `ordinal` (0 is the first GPU).
     ///
     /// No CUDA driver installed, no such device, or a device older than compute
     /// capability 8.0 (Ampere) gives [`Error::NoCuda`] with the reason; other
     /// driver failures give [`Error::Cuda`].
     pub fn new(ordinal: usize) -> Result<Device> {
-        // SAFETY: is_culib_present only tries to dlopen libcuda and reports whether it could.
-        if !unsafe { sys::is_culib_present() } {
-            return Err(Error::NoCuda(
-                "the CUDA driver library (libcuda.so) was not found".into(),
-            ));
-        }
-        let driver = driver_version();
-        // cudarc panics on some loader failures (e.g. a symbol missing from an old
-        // driver); a panic must not escape to the caller.
-        let ctx = match std::panic::catch_unwind(|| CudaContext::new(ordinal)) {
-            Ok(Ok(ctx)) => ctx,
-            Ok(Err(e)) => {
-                let msg = describe(&e, &format!("opening CUDA device {ordinal}"), &driver);
-                return Err(match e.0 {
-                    sys::cudaError_enum::CUDA_ERROR_NO_DEVICE
-                    | sys::cudaError_enum::CUDA_ERROR_INVALID_DEVICE
-                    | sys::cudaError_enum::CUDA_ERROR_NOT_INITIALIZED
-                    | sys::cudaError_enum::CUDA_ERROR_STUB_LIBRARY => Error::NoCuda(msg),
-                    _ => Error::Cuda(msg),
-                });
-            }
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown reason".into());
-                return Err(Error::NoCuda(format!(
-                    "the CUDA driver could not be initialised ({what}); driver {driver}"
-                )));
-            }
-        };
-        // The kernels are written for sm_80 (cp.async, ldmatrix, mma.sync, max.NaN).
-        match ctx.compute_capability() {
-            Ok((major, minor)) if major < 8 => {
-                return Err(Error::NoCuda(format!(
-                    "CUDA device {ordinal} has compute capability {major}.{minor}; the kernels need 8.0 or newer"
-                )))
-            }
-            Ok(_) => {}
-            Err(e) => return Err(Error::Cuda(describe(&e, "reading the compute capability", &driver))),
-        }
-        let stream = ctx.default_stream();
-        Ok(Device {
-            ctx,
-            stream,
-            driver,
-            modules: Mutex::new(HashMap::new()),
-            functions: Mutex::new(HashMap::new()),
-            tables: Mutex::new(Vec::new()),
-        })
+        Ok(Device::with(Engines::Driver(DriverEngine::new(ordinal)?)))
     }
 
-    /// The device's name, as the driver reports it.
+    /// A device on the PTX executor: the same kernels and host code, run on the
+    /// CPU one launch at a time, with every launch checked for out-of-bounds
+    /// accesses, reads of unwritten shared memory, shared-memory races and
+    /// diverged warp collectives (each an [`Error::Cuda`] naming the kernel, PTX
+    /// line, block and thread). Needs no GPU; orders of magnitude slower than
+    /// one. It may hold 4 GiB of live buffers.
+    pub fn executor() -> Device {
+        Device::executor_with_memory_limit(DEFAULT_MEMORY_LIMIT)
+    }
+
+    /// [`Device::executor`] holding at most `bytes` of live buffers (more is an
+    /// out-of-memory [`Error::Cuda`], as on a GPU).
+    pub fn executor_with_memory_limit(bytes: usize) -> Device {
+        Device::with(Engines::Executor(ExecEngine::new(bytes)))
+    }
+
+    /// Which engine runs this device's kernels.
+    pub fn engine(&self) -> EngineKind {
+        match self.engine {
+            Engines::Driver(_) => EngineKind::Driver,
+            Engines::Executor(_) => EngineKind::Executor,
+        }
+    }
+
+    /// The device's name, as the driver reports it (`PTX executor (CPU)` on the executor).
     pub fn name(&self) -> Result<String> {
-        self.ctx.name().map_err(|e| self.err(e, "reading the device name"))
+        match &self.engine {
+            Engines::Driver(e) => e.name(),
+            Engines::Executor(_) => Ok("PTX executor (CPU)".into()),
+        }
     }
 
-    /// The compute capability `(major, minor)`; 8.0 or higher is needed.
+    /// The compute capability `(major, minor)`; 8.0 or higher is needed. The
+    /// executor models the kernels' target, sm_80.
     pub fn compute_capability(&self) -> Result<(i32, i32)> {
-        self.ctx
-            .compute_capability()
-            .map_err(|e| self.err(e, "reading the compute capability"))
+        match &self.engine {
+            Engines::Driver(e) => e.compute_capability(),
+            Engines::Executor(_) => Ok((8, 0)),
+        }
     }
 
-    /// The driver version, `major.minor`.
+    /// The driver version, `major.minor` (`none` on the executor).
     pub fn driver_version(&self) -> &str {
-        &self.driver
+        match &self.engine {
+            Engines::Driver(e) => e.driver_version(),
+            Engines::Executor(_) => "none",
+        }
     }
 
     /// Waits until everything queued so far has run; reports any failure of it.
     pub fn synchronize(&self) -> Result<()> {
-        self.stream
-            .synchronize()
-            .map_err(|e| self.err(e, "synchronizing the stream"))
+        match &self.engine {
+            Engines::Driver(e) => e.synchronize(),
+            Engines::Executor(e) => e.synchronize(),
+        }
     }
 
     /// The cudarc stream every operation is queued on (for timing with events,
-    /// graph capture, or mixing in other libraries).
-    pub fn stream(&self) -> &Arc<CudaStream> {
-        &self.stream
+    /// graph capture, or mixing in other libraries); `None` on the executor.
+    pub fn stream(&self) -> Option<&Arc<CudaStream>> {
+        match &self.engine {
+            Engines::Driver(e) => Some(e.stream()),
+            Engines::Executor(_) => None,
+        }
     }
 
-    /// The cudarc context.
-    pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
+    /// The cudarc context; `None` on the executor.
+    pub fn context(&self) -> Option<&Arc<CudaContext>> {
+        match &self.engine {
+            Engines::Driver(e) => Some(e.context()),
+            Engines::Executor(_) => None,
+        }
     }
 
-    pub(crate) fn err(&self, e: DriverError, what: &str) -> Error {
-        Error::Cuda(describe(&e, what, &self.driver))
+    /// Bytes of live buffers on an executor device (`None` on a GPU): a test can
+    /// check that an operation frees its temporaries.
+    pub fn executor_bytes_in_use(&self) -> Option<usize> {
+        match &self.engine {
+            Engines::Driver(_) => None,
+            Engines::Executor(e) => Some(e.allocated_bytes()),
+        }
+    }
+
+    /// Starts (`true`) or stops recording every launch: kernel, grid, block and
+    /// arguments, on either engine. For tests that check which kernels an
+    /// operation ran and how; [`Device::take_launches`] returns the records.
+    pub fn record_launches(&self, on: bool) {
+        let mut log = lock(&self.log);
+        match (on, log.is_some()) {
+            (true, false) => *log = Some(Vec::new()),
+            (false, _) => *log = None,
+            (true, true) => {}
+        }
+    }
+
+    /// The launches recorded since recording started or since the last call.
+    pub fn take_launches(&self) -> Vec<LaunchRecord> {
+        lock(&self.log).as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Test hook: launch the grid-stride kernels (element-wise, bias, packing)
+    /// with at most `blocks` (≥ 1) blocks per grid dimension, so that small
+    /// shapes run their stride loops. Results do not change; only the geometry.
+    #[doc(hidden)]
+    pub fn limit_grid_for_tests(&self, blocks: usize) {
+        self.grid_limit.store(blocks.max(1), Ordering::Relaxed);
+    }
+
+    /// `cap`, or less when a test lowered it.
+    pub(crate) fn grid_cap(&self, cap: usize) -> usize {
+        cap.min(self.grid_limit.load(Ordering::Relaxed))
+    }
+
+    /// A new buffer of `len` elements, zeroed or with unspecified contents.
+    fn alloc<T: DeviceElem>(&self, len: usize, zeroed: bool) -> Result<DeviceBuffer<T>> {
+        let bytes = len.checked_mul(std::mem::size_of::<T>()).ok_or(Error::Overflow {
+            arg: "len",
+            what: "len * element size",
+        })?;
+        if bytes == 0 {
+            return Ok(DeviceBuffer::empty(self.id));
+        }
+        let mem = match &self.engine {
+            Engines::Driver(e) => Mem::Driver(e.alloc(bytes, zeroed)?),
+            Engines::Executor(e) => Mem::Executor(e.alloc(bytes, zeroed)?),
+        };
+        Ok(DeviceBuffer::from_mem(self.id, len, mem))
     }
 
     /// Copies `data` into a new device buffer.
     pub fn upload<T: DeviceElem>(&self, data: &[T]) -> Result<DeviceBuffer<T>> {
-        if data.is_empty() {
-            return Ok(DeviceBuffer::empty());
-        }
-        let s = self
-            .stream
-            .clone_htod(data)
-            .map_err(|e| self.err(e, "copying to the device"))?;
-        Ok(DeviceBuffer::from_slice(s))
+        let mut buf = self.alloc(data.len(), false)?;
+        self.write_at(&mut buf, 0, data)?;
+        Ok(buf)
     }
 
     /// A new device buffer of `len` zeros.
     pub fn zeros<T: DeviceElem>(&self, len: usize) -> Result<DeviceBuffer<T>> {
-        if len == 0 {
-            return Ok(DeviceBuffer::empty());
-        }
-        let s = self
-            .stream
-            .alloc_zeros::<T>(len)
-            .map_err(|e| self.err(e, "allocating device memory"))?;
-        Ok(DeviceBuffer::from_slice(s))
+        self.alloc(len, true)
     }
 
     /// A new device buffer of `len` copies of `value` (e.g. NaN, to poison an output).
     pub fn filled<T: DeviceElem>(&self, len: usize, value: T) -> Result<DeviceBuffer<T>> {
-        self.upload(&vec![value; len])
+        let mut buf = self.alloc(len, false)?;
+        let mut chunk = vec![value; len.min(1 << 16)];
+        let mut done = 0;
+        while done < len {
+            let n = chunk.len().min(len - done);
+            chunk.truncate(n);
+            self.write_at(&mut buf, done, &chunk)?;
+            done += n;
+        }
+        Ok(buf)
+    }
+
+    /// Copies `src` into `dst` starting at element `offset` (the copy must fit).
+    fn write_at<T: DeviceElem>(&self, dst: &mut DeviceBuffer<T>, offset: usize, src: &[T]) -> Result<()> {
+        let at = self.byte_range(dst, offset, src.len(), "dst")?;
+        let bytes: &[u8] = bytemuck::cast_slice(src);
+        match (&self.engine, dst.mem_mut()) {
+            (_, None) => Ok(()),
+            (Engines::Driver(e), Some(Mem::Driver(m))) => e.write(m, at, bytes),
+            (Engines::Executor(e), Some(Mem::Executor(m))) => e.write(m, at, bytes),
+            _ => Err(foreign()),
+        }
+    }
+
+    /// Copies elements `offset..offset + dst.len()` of `src` into `dst` (waits for the stream).
+    fn read_at<T: DeviceElem>(&self, src: &DeviceBuffer<T>, offset: usize, dst: &mut [T]) -> Result<()> {
+        let at = self.byte_range(src, offset, dst.len(), "src")?;
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(dst);
+        match (&self.engine, src.mem()) {
+            (_, None) => Ok(()),
+            (Engines::Driver(e), Some(Mem::Driver(m))) => e.read(m, at, bytes),
+            (Engines::Executor(e), Some(Mem::Executor(m))) => e.read(m, at, bytes),
+            _ => Err(foreign()),
+        }
+    }
+
+    /// The byte offset of element `offset` of `buf`, after checking that the buffer is
+    /// this device's and that elements `offset..offset + count` are inside it.
+    fn byte_range<T: DeviceElem>(
+        &self,
+        buf: &DeviceBuffer<T>,
+        offset: usize,
+        count: usize,
+        arg: &'static str,
+    ) -> Result<usize> {
+        if buf.device_id() != self.id {
+            return Err(foreign());
+        }
+        if offset.checked_add(count).is_none_or(|end| end > buf.len()) {
+            return Err(Error::BufferTooShort {
+                arg,
+                len: buf.len(),
+                needed: offset.saturating_add(count),
+            });
+        }
+        // offset + count <= len and the allocation holds len * size_of::<T>() bytes
+        // (checked when it was made): neither product overflows.
+        let (at, bytes) = (offset * std::mem::size_of::<T>(), count * std::mem::size_of::<T>());
+        if let Some(m) = buf.mem() {
+            if at + bytes > m.bytes() {
+                return Err(Error::Cuda(format!(
+                    "internal: {bytes} bytes at {at} exceed a {}-byte allocation",
+                    m.bytes()
+                )));
+            }
+        }
+        Ok(at)
     }
 
     /// Copies a device buffer back into a new `Vec` (waits for the stream).
     pub fn download<T: DeviceElem>(&self, buf: &DeviceBuffer<T>) -> Result<Vec<T>> {
-        match buf.slice() {
-            None => Ok(Vec::new()),
-            Some(s) => self
-                .stream
-                .clone_dtoh(s)
-                .map_err(|e| self.err(e, "copying to the host")),
-        }
+        let mut out = vec![T::default(); buf.len()];
+        self.read_at(buf, 0, &mut out)?;
+        Ok(out)
     }
 
     /// Copies `src` into the start of `dst` (`src.len() <= dst.len()`).
     pub fn copy_to_device<T: DeviceElem>(&self, src: &[T], dst: &mut DeviceBuffer<T>) -> Result<()> {
-        if src.len() > dst.len() {
-            return Err(Error::BufferTooShort {
-                arg: "dst",
-                len: dst.len(),
-                needed: src.len(),
-            });
-        }
-        match dst.slice_mut() {
-            None => Ok(()),
-            Some(s) => {
-                let mut view = s.slice_mut(0..src.len());
-                self.stream
-                    .memcpy_htod(src, &mut view)
-                    .map_err(|e| self.err(e, "copying to the device"))
-            }
-        }
+        self.write_at(dst, 0, src)
     }
 
     /// Copies the start of `src` into `dst` (`dst.len() <= src.len()`; waits for the stream).
     pub fn copy_to_host<T: DeviceElem>(&self, src: &DeviceBuffer<T>, dst: &mut [T]) -> Result<()> {
-        if dst.len() > src.len() {
-            return Err(Error::BufferTooShort {
-                arg: "src",
-                len: src.len(),
-                needed: dst.len(),
-            });
-        }
-        match src.slice() {
-            None => Ok(()),
-            Some(s) => {
-                let view = s.slice(0..dst.len());
-                self.stream
-                    .memcpy_dtoh(&view, dst)
-                    .map_err(|e| self.err(e, "copying to the host"))
-            }
-        }
+        self.read_at(src, 0, dst)
     }
 
     /// A device copy of `words`, reused while the same table is asked for again
     /// (up to 8 distinct tables are kept; an evicted one is freed in stream order).
     pub(crate) fn cached_table(&self, words: Vec<u32>) -> Result<Arc<DeviceBuffer<u32>>> {
-        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tables = lock(&self.tables);
         if let Some(pos) = tables.iter().position(|(w, _)| *w == words) {
             let entry = tables.remove(pos);
             let buf = entry.1.clone();
@@ -314,126 +378,63 @@ impl Device {
         Ok(buf)
     }
 
-    /// Device address of element `offset` of `buf` (0 for an empty buffer).
-    pub(crate) fn addr<T: DeviceElem>(&self, buf: &DeviceBuffer<T>, offset: usize) -> u64 {
-        match buf.slice() {
+    /// Device address of element `offset` of `buf` (0 for an empty buffer); an
+    /// error for a buffer of another device. `offset` is clamped to the buffer's
+    /// length (only views of no elements start past the end, and nothing reads them).
+    pub(crate) fn addr<T: DeviceElem>(&self, buf: &DeviceBuffer<T>, offset: usize) -> Result<u64> {
+        if buf.device_id() != self.id {
+            return Err(foreign());
+        }
+        Ok(match buf.mem() {
             None => 0,
-            Some(s) => {
-                let (p, _sync) = s.device_ptr(&self.stream);
-                p + (offset * std::mem::size_of::<T>()) as u64
-            }
-        }
+            // offset <= len and len * size_of::<T>() bytes were allocated: the product
+            // fits, and the sum stays inside the allocation's address range.
+            Some(m) => m.addr() + (offset.min(buf.len()) * std::mem::size_of::<T>()) as u64,
+        })
     }
 
-    fn module(&self, file: &'static str, src: &'static str) -> Result<Arc<CudaModule>> {
-        let mut cache = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = cache.get(file) {
-            return Ok(m.clone());
-        }
-        let m = match self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(src)) {
-            Ok(m) => m,
-            Err(e) => {
-                return Err(Error::Cuda(format!(
-                    "{}; {}",
-                    describe(&e, &format!("loading {file}"), &self.driver),
-                    jit_log(src)
-                )))
-            }
-        };
-        cache.insert(file, m.clone());
-        Ok(m)
-    }
-
+    /// Kernel `name` of module `src` (named `file` in messages), loaded once per device.
     pub(crate) fn function(&self, file: &'static str, src: &'static str, name: &'static str) -> Result<Kernel> {
-        if let Some(f) = self.functions.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+        if let Some(f) = lock(&self.functions).get(&(file, name)) {
             return Ok(f.clone());
         }
         let params =
             param_kinds(src, name).ok_or_else(|| Error::Cuda(format!("kernel {name} is not declared in {file}")))?;
-        let m = self.module(file, src)?;
-        let func = m
-            .load_function(name)
-            .map_err(|e| self.err(e, &format!("finding kernel {name} in {file}")))?;
-        let k = Kernel { name, func, params };
-        self.functions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name, k.clone());
+        let func = match &self.engine {
+            Engines::Driver(e) => Func::Driver(e.function(file, src, name)?),
+            Engines::Executor(e) => Func::Executor(e.function(file, src, name)?),
+        };
+        let k = Kernel { name, params, func };
+        lock(&self.functions).insert((file, name), k.clone());
         Ok(k)
     }
 
-    /// Queues `func` on the stream with `args` (each passed by value).
+    /// Queues `kernel` on the stream with `args` (each passed by value), after
+    /// checking them against its parameter list and the grid against the limits.
     pub(crate) fn launch(
         &self,
         kernel: &Kernel,
         grid: (u32, u32, u32),
         block: (u32, u32, u32),
-        args: &[Arg],
+        args: &[KernelArg],
     ) -> Result<()> {
         // A wrong argument list would be read as garbage by the kernel: refuse it.
-        let given: Vec<ParamKind> = args.iter().map(|a| a.kind()).collect();
-        if given != kernel.params {
-            return Err(Error::Cuda(format!(
-                "kernel {} takes parameters {:?} but was given {:?}",
-                kernel.name, kernel.params, given
-            )));
+        check_launch(kernel.name, &kernel.params, grid, block, args)?;
+        if let Some(log) = lock(&self.log).as_mut() {
+            log.push(LaunchRecord {
+                kernel: kernel.name,
+                grid,
+                block,
+                args: args.to_vec(),
+            });
         }
-        let func = &kernel.func;
-        let cfg = LaunchConfig {
-            grid_dim: grid,
-            block_dim: block,
-            shared_mem_bytes: 0,
-        };
-        let mut b = self.stream.launch_builder(func);
-        for a in args {
-            match a {
-                Arg::U64(v) => b.arg(v),
-                Arg::U32(v) => b.arg(v),
-                Arg::F32(v) => b.arg(v),
-            };
+        match (&self.engine, &kernel.func) {
+            (Engines::Driver(e), Func::Driver(f)) => e.launch(f, grid, block, args),
+            (Engines::Executor(e), Func::Executor(f)) => e.launch(f, grid, block, args),
+            _ => Err(Error::Cuda(format!(
+                "kernel {} was loaded by another engine",
+                kernel.name
+            ))),
         }
-        // SAFETY: the argument list matches the kernel's parameter list (the launch
-        // contract in the kernel file's header), every pointer is the address of a live
-        // device buffer that the caller holds borrowed for the whole call with the
-        // extent the kernel touches checked by the caller, and all work is queued on one
-        // stream, so it runs in order with the copies that use those buffers.
-        unsafe { b.launch(cfg) }.map_err(|e| self.err(e, "launching a kernel"))?;
-        Ok(())
     }
-}
-
-/// Loads `src` again with cuModuleLoadDataEx to fetch the JIT's error log.
-fn jit_log(src: &str) -> String {
-    let Ok(c) = std::ffi::CString::new(src) else {
-        return "the PTX contains a NUL byte".into();
-    };
-    let mut log = vec![0u8; 16 * 1024];
-    let mut opts = [
-        sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER,
-        sys::CUjit_option::CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES,
-    ];
-    let mut vals: [*mut std::ffi::c_void; 2] = [log.as_mut_ptr().cast(), log.len() as *mut std::ffi::c_void];
-    let mut module = std::mem::MaybeUninit::<sys::CUmodule>::uninit();
-    // SAFETY: the image is a NUL-terminated PTX string; the two options are the log
-    // buffer (valid for log.len() bytes, which outlives the call) and its size passed
-    // by value in the pointer slot, as the driver API specifies; a context is current
-    // (load_module bound it to this thread just before).
-    let r = unsafe {
-        sys::cuModuleLoadDataEx(
-            module.as_mut_ptr(),
-            c.as_ptr().cast(),
-            2,
-            opts.as_mut_ptr(),
-            vals.as_mut_ptr(),
-        )
-    };
-    if r == sys::CUresult::CUDA_SUCCESS {
-        // SAFETY: the load succeeded this time, so the module handle is initialised.
-        unsafe {
-            let _ = sys::cuModuleUnload(module.assume_init());
-        }
-        return "the JIT succeeded on a second try".into();
-    }
-    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-    format!("JIT log: {}", String::from_utf8_lossy(&log[..end]).trim())
 }

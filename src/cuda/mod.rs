@@ -1,24 +1,35 @@
 //! The GPU backend (feature `cuda`): hand-written PTX kernels (`kernels/*.ptx`,
-//! embedded in the library) JIT-compiled by the CUDA driver and launched on one
-//! stream.
+//! embedded in the library) launched on one stream of a [`Device`].
 //!
-//! Nothing CUDA is needed to build: `libcuda` is loaded when a [`Device`] is made,
-//! and its absence (or the absence of a GPU) is [`Error::NoCuda`](crate::Error::NoCuda), never a panic.
+//! A device runs on one of two engines behind one interface (memory, copies,
+//! module load, launches checked against each kernel's parameter list,
+//! synchronisation), chosen when it is made:
+//! - [`Device::new`]: a CUDA GPU; the driver JIT-compiles the PTX. Nothing CUDA is
+//!   needed to build: `libcuda` is loaded here, and its absence (or the absence of a
+//!   GPU) is [`Error::NoCuda`](crate::Error::NoCuda), never a panic.
+//! - [`Device::executor`]: the PTX executor (`nnkern-ptx-exec`), which runs the same
+//!   kernels on the CPU, one launch at a time, faulting on out-of-bounds accesses,
+//!   reads of unwritten shared memory, shared-memory races and diverged warp
+//!   collectives. Every operation's host code — validation, launch geometry,
+//!   packing, layout flags, parameter order — is the same on both, so the
+//!   executor tests it without a GPU.
 //!
-//! Data lives in [`DeviceBuffer`]s; matrices on the device are described by
-//! [`DeviceMatRef`] / [`DeviceMatMut`] views (shape, row and column strides), as
-//! [`MatRef`](crate::MatRef) / [`MatMut`](crate::MatMut) do on the host. The
-//! operations ([`gemm`], [`activation_forward`], [`softmax_xent`], [`adam_step`], ...)
-//! mirror the CPU ones, with the same validation and the same errors.
+//! Data lives in [`DeviceBuffer`]s, which belong to the device that made them;
+//! matrices on the device are described by [`DeviceMatRef`] / [`DeviceMatMut`]
+//! views (offset, shape, row and column strides), as [`MatRef`](crate::MatRef) /
+//! [`MatMut`](crate::MatMut) do on the host. The operations ([`gemm`],
+//! [`activation_forward`], [`softmax_xent`], [`adam_step`], ...) mirror the CPU
+//! ones, with the same validation and the same errors.
 //!
 //! Every operation is queued on the device's stream and returns at once, except
 //! those that return a value computed on the device (a loss, a norm), which wait
 //! for it.
 //!
-//! ```no_run
+//! ```
 //! # fn main() -> nnkern::Result<()> {
 //! use nnkern::cuda::{self, Device, DeviceMatMut, DeviceMatRef};
-//! let dev = Device::new(0)?;
+//! // Device::new(0) on a machine with a GPU; the executor anywhere.
+//! let dev = Device::executor();
 //! let a = dev.upload(&[1.0f32, 2.0, 3.0, 4.0])?;
 //! let mut c = dev.zeros::<f32>(4)?;
 //! let av = DeviceMatRef::new(&a, 2, 2)?;
@@ -30,10 +41,14 @@
 
 mod buffer;
 mod device;
+mod driver;
+mod engine;
+mod executor;
 mod ops;
 
 pub use buffer::{DeviceBuffer, DeviceElem, DeviceMatMut, DeviceMatRef};
 pub use device::Device;
+pub use engine::{EngineKind, KernelArg, LaunchRecord};
 pub use ops::{
     activation_backward, activation_backward_inplace, activation_forward, activation_forward_inplace, adam_step,
     adam_step_many, bias_add, bias_add_activation, bias_grad, clip_global_norm, gemm, gemm_bias_activation,
@@ -92,6 +107,119 @@ mod tests {
         }
     }
 
+    /// The executor rejects a PTX it cannot parse with the line, as an error.
+    #[test]
+    fn executor_load_failure_names_the_line() {
+        let dev = Device::executor();
+        const BAD: &str =
+            ".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k()\n{\nbogus.instruction;\nret;\n}\n";
+        match dev.function("bad.ptx", BAD, "k") {
+            Err(Error::Cuda(msg)) => {
+                assert!(msg.contains("bad.ptx") && msg.contains("line 6"), "{msg}");
+            }
+            Err(e) => panic!("expected a load error, got {e}"),
+            Ok(_) => panic!("expected a load error"),
+        }
+    }
+
+    const COPY: &str = ".version 8.0\n.target sm_80\n.address_size 64\n\
+        .visible .entry copy(.param .u64 src, .param .u64 dst, .param .u32 n)\n{\n\
+        .reg .pred %p;\n.reg .b32 %r<4>;\n.reg .b64 %rd<6>;\n\
+        ld.param.u64 %rd1, [src];\nld.param.u64 %rd2, [dst];\nld.param.u32 %r1, [n];\n\
+        mov.u32 %r2, %tid.x;\nsetp.ge.u32 %p, %r2, %r1;\n@%p bra DONE;\n\
+        mul.wide.u32 %rd3, %r2, 4;\nadd.s64 %rd4, %rd1, %rd3;\nadd.s64 %rd5, %rd2, %rd3;\n\
+        ld.global.u32 %r3, [%rd4];\nst.global.u32 [%rd5], %r3;\nDONE:\nret;\n}\n";
+
+    /// Launches are checked against the kernel's parameter list and the grid and
+    /// block limits before either engine sees them; the executor reports a kernel's
+    /// out-of-bounds access as an error; launches are recorded when asked.
+    #[test]
+    fn launches_are_checked_recorded_and_faults_reported() {
+        let dev = Device::executor();
+        let k = dev.function("copy.ptx", COPY, "copy").unwrap();
+        let src = dev.upload(&[1u32, 2, 3]).unwrap();
+        let mut dst = dev.zeros::<u32>(3).unwrap();
+        let (ps, pd) = (dev.addr(&src, 0).unwrap(), dev.addr(&dst, 0).unwrap());
+        let good = [KernelArg::U64(ps), KernelArg::U64(pd), KernelArg::U32(3)];
+        dev.record_launches(true);
+        dev.launch(&k, (1, 1, 1), (32, 1, 1), &good).unwrap();
+        assert_eq!(dev.download(&dst).unwrap(), [1, 2, 3]);
+        let swapped = [KernelArg::U64(ps), KernelArg::U32(3), KernelArg::U64(pd)];
+        for (grid, block, args) in [
+            ((1, 1, 1), (32, 1, 1), &swapped[..]),
+            ((1, 1, 1), (32, 1, 1), &good[..2]),
+            ((0, 1, 1), (32, 1, 1), &good[..]),
+            ((1, 65536, 1), (32, 1, 1), &good[..]),
+            ((1u32 << 31, 1, 1), (32, 1, 1), &good[..]),
+            ((1, 1, 1), (1025, 1, 1), &good[..]),
+            ((1, 1, 1), (32, 32, 2), &good[..]),
+        ] {
+            assert!(
+                matches!(dev.launch(&k, grid, block, args), Err(Error::Cuda(_))),
+                "{grid:?} {block:?} {args:?}"
+            );
+        }
+        // n = 4 reads one element past the 12-byte source: a fault, reported as an error
+        let over = [KernelArg::U64(ps), KernelArg::U64(pd), KernelArg::U32(4)];
+        match dev.launch(&k, (1, 1, 1), (32, 1, 1), &over) {
+            Err(Error::Cuda(msg)) => assert!(msg.contains("outside every allocation"), "{msg}"),
+            other => panic!("expected a fault, got {other:?}"),
+        }
+        let log = dev.take_launches();
+        assert_eq!(log.len(), 2, "only launches that passed the checks are recorded");
+        assert_eq!(
+            (log[0].kernel, log[0].grid, log[0].block),
+            ("copy", (1, 1, 1), (32, 1, 1))
+        );
+        assert_eq!(log[0].args, good);
+        dev.record_launches(false);
+        let _ = &mut dst;
+    }
+
+    /// A buffer used with another device is an error (the addresses would mean
+    /// nothing there), on copies and on operations.
+    #[test]
+    fn buffers_belong_to_their_device() {
+        let (a, b) = (Device::executor(), Device::executor());
+        let x = a.upload(&[1.0f32, 2.0]).unwrap();
+        let mut y = b.zeros::<f32>(2).unwrap();
+        assert!(matches!(b.download(&x), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(
+            a.copy_to_device(&[0.0], &mut y),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            activation_forward(&b, crate::Activation::Relu, &x, &mut y),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert_eq!(b.download(&y).unwrap(), [0.0, 0.0]);
+    }
+
+    /// The executor's memory: a limit (out of memory is an error), sizes that
+    /// overflow are errors, buffers are freed when dropped, copies are checked.
+    #[test]
+    fn executor_memory_is_bounded_and_freed() {
+        let dev = Device::executor_with_memory_limit(1 << 20);
+        assert_eq!(dev.engine(), EngineKind::Executor);
+        assert_eq!(dev.executor_bytes_in_use(), Some(0));
+        let a = dev.zeros::<f32>(3 << 16).unwrap();
+        assert!(matches!(dev.zeros::<f32>(1 << 17), Err(Error::Cuda(_))));
+        assert!(matches!(dev.zeros::<f32>(usize::MAX / 2), Err(Error::Overflow { .. })));
+        drop(a);
+        assert_eq!(dev.executor_bytes_in_use(), Some(0));
+        let b = dev.filled(100_000, 7u32).unwrap();
+        assert!(dev.download(&b).unwrap().iter().all(|&v| v == 7));
+        let mut short = [0u32; 3];
+        dev.copy_to_host(&b, &mut short).unwrap();
+        let mut e = dev.zeros::<u32>(2).unwrap();
+        assert!(matches!(
+            dev.copy_to_device(&short, &mut e),
+            Err(Error::BufferTooShort { .. })
+        ));
+        let empty = dev.upload::<f32>(&[]).unwrap();
+        assert!(empty.is_empty() && dev.download(&empty).unwrap().is_empty());
+    }
+
     #[test]
     fn every_kernel_file_declares_an_allowed_version_and_target() {
         for (name, src) in KERNELS {
@@ -103,10 +231,6 @@ mod tests {
             let v = major.parse::<u32>().unwrap() * 10 + minor.parse::<u32>().unwrap();
             assert!(v <= 90, "{name}: .version {version} is above the 13.0 driver's 9.0");
             assert!(src.contains(".target sm_80"), "{name}: expected .target sm_80");
-            assert!(
-                src.contains("Measured speed:"),
-                "{name}: header must state measured speed"
-            );
             assert!(
                 src.contains("Launch contract"),
                 "{name}: header must state the launch contract"
@@ -120,34 +244,20 @@ mod tests {
         for (name, src) in KERNELS {
             for line in src.lines().filter(|l| l.starts_with(".visible .entry ")) {
                 let kernel = line[".visible .entry ".len()..].split('(').next().unwrap();
-                let kinds = device::param_kinds(src, kernel).unwrap_or_else(|| panic!("{name}: {kernel}"));
+                let kinds = engine::param_kinds(src, kernel).unwrap_or_else(|| panic!("{name}: {kernel}"));
                 assert!(!kinds.is_empty(), "{kernel}");
                 entries += 1;
             }
         }
         assert_eq!(entries, 16);
         assert_eq!(
-            device::param_kinds(device::OPTIM_PTX, "nk_clip_scale"),
+            engine::param_kinds(device::OPTIM_PTX, "nk_clip_scale"),
             Some(vec![
-                device::ParamKind::U64,
-                device::ParamKind::U64,
-                device::ParamKind::F32
+                engine::ParamKind::U64,
+                engine::ParamKind::U64,
+                engine::ParamKind::F32
             ])
         );
-        assert_eq!(device::param_kinds(device::OPTIM_PTX, "nk_missing"), None);
-    }
-
-    /// The activation helpers are copied into the GEMM files (PTX has no includes);
-    /// the copies must not drift from the original.
-    #[test]
-    fn activation_helpers_are_identical_in_every_copy() {
-        fn helpers(src: &str) -> &str {
-            let b = src.find("// ---- begin activation helpers").expect("begin marker");
-            let e = src.find("// ---- end activation helpers ----").expect("end marker");
-            &src[b..e]
-        }
-        let original = helpers(device::ACTIVATION_PTX);
-        assert_eq!(helpers(device::GEMM_F32_PTX), original);
-        assert_eq!(helpers(device::GEMM_TC_PTX), original);
+        assert_eq!(engine::param_kinds(device::OPTIM_PTX, "nk_missing"), None);
     }
 }

@@ -2,7 +2,8 @@
 //! CPU side, each one or a few kernel launches on the device's stream.
 
 use super::buffer::{DeviceBuffer, DeviceElem, DeviceMatMut, DeviceMatRef};
-use super::device::{Arg, Device, ACTIVATION_PTX, GEMM_F32_PTX, GEMM_TC_PTX, OPTIM_PTX, SOFTMAX_XENT_PTX};
+use super::device::{Device, ACTIVATION_PTX, GEMM_F32_PTX, GEMM_TC_PTX, OPTIM_PTX, SOFTMAX_XENT_PTX};
+use super::engine::KernelArg as Arg;
 use crate::error::{Error, Result};
 use crate::ops::activation::{check_same_len, Activation};
 use crate::ops::bias::check_bias;
@@ -28,14 +29,20 @@ fn act_code(act: Activation) -> u32 {
     }
 }
 
-fn grid_1d(n: usize) -> (u32, u32, u32) {
-    (n.div_ceil(BLOCK as usize).clamp(1, GRID_CAP) as u32, 1, 1)
+// Launch geometry: every grid dimension below is clamped to GRID_CAP (or checked
+// against i32::MAX) before the cast to u32, so no cast truncates; the kernels
+// stride over what one grid does not cover.
+// The grid-stride kernels take at most `dev.grid_cap()` (GRID_CAP unless a test
+// lowered it) blocks per dimension.
+fn grid_1d(dev: &Device, n: usize) -> (u32, u32, u32) {
+    (n.div_ceil(BLOCK as usize).clamp(1, dev.grid_cap(GRID_CAP)) as u32, 1, 1)
 }
 
-fn grid_2d(rows: usize, cols: usize) -> (u32, u32, u32) {
+fn grid_2d(dev: &Device, rows: usize, cols: usize) -> (u32, u32, u32) {
+    let cap = dev.grid_cap(GRID_CAP);
     (
-        cols.div_ceil(BLOCK as usize).clamp(1, GRID_CAP) as u32,
-        rows.clamp(1, GRID_CAP) as u32,
+        cols.div_ceil(BLOCK as usize).clamp(1, cap) as u32,
+        rows.clamp(1, cap) as u32,
         1,
     )
 }
@@ -54,13 +61,13 @@ pub fn activation_forward(
     y: &mut DeviceBuffer<f32>,
 ) -> Result<()> {
     check_same_len("y", y.len(), x.len())?;
-    let (px, py) = (dev.addr(x, 0), dev.addr(y, 0));
+    let (px, py) = (dev.addr(x, 0)?, dev.addr(y, 0)?);
     act_fwd(dev, act, px, py, x.len())
 }
 
 /// `x[i] = f(x[i])` in place on the device.
 pub fn activation_forward_inplace(dev: &Device, act: Activation, x: &mut DeviceBuffer<f32>) -> Result<()> {
-    let p = dev.addr(x, 0);
+    let p = dev.addr(x, 0)?;
     act_fwd(dev, act, p, p, x.len())
 }
 
@@ -70,7 +77,7 @@ fn act_fwd(dev: &Device, act: Activation, px: u64, py: u64, n: usize) -> Result<
     }
     let f = dev.function("activation.ptx", ACTIVATION_PTX, "nk_act_fwd")?;
     let args = [Arg::U64(px), Arg::U64(py), u64_of(n), Arg::U32(act_code(act))];
-    dev.launch(&f, grid_1d(n), (BLOCK, 1, 1), &args)
+    dev.launch(&f, grid_1d(dev, n), (BLOCK, 1, 1), &args)
 }
 
 /// `dx[i] = dy[i] · f'(x[i])` on the device.
@@ -83,7 +90,7 @@ pub fn activation_backward(
 ) -> Result<()> {
     check_same_len("dy", dy.len(), x.len())?;
     check_same_len("dx", dx.len(), x.len())?;
-    let (px, pdy, pdx) = (dev.addr(x, 0), dev.addr(dy, 0), dev.addr(dx, 0));
+    let (px, pdy, pdx) = (dev.addr(x, 0)?, dev.addr(dy, 0)?, dev.addr(dx, 0)?);
     act_bwd(dev, act, px, pdy, pdx, x.len())
 }
 
@@ -95,7 +102,7 @@ pub fn activation_backward_inplace(
     grad: &mut DeviceBuffer<f32>,
 ) -> Result<()> {
     check_same_len("grad", grad.len(), x.len())?;
-    let (px, pg) = (dev.addr(x, 0), dev.addr(grad, 0));
+    let (px, pg) = (dev.addr(x, 0)?, dev.addr(grad, 0)?);
     act_bwd(dev, act, px, pg, pg, x.len())
 }
 
@@ -111,7 +118,7 @@ fn act_bwd(dev: &Device, act: Activation, px: u64, pdy: u64, pdx: u64, n: usize)
         u64_of(n),
         Arg::U32(act_code(act)),
     ];
-    dev.launch(&f, grid_1d(n), (BLOCK, 1, 1), &args)
+    dev.launch(&f, grid_1d(dev, n), (BLOCK, 1, 1), &args)
 }
 
 // ---------------------------------------------------------------- bias
@@ -147,21 +154,24 @@ fn bias_act(
         return Ok(());
     }
     let f = dev.function("activation.ptx", ACTIVATION_PTX, "nk_bias_act")?;
-    let (py, yrs, ycs) = y.map_or((0, 0, 0), |y| (dev.addr(y.buf, y.offset), y.rs, y.cs));
+    let (py, yrs, ycs) = match y {
+        Some(y) => (dev.addr(y.buf, y.offset)?, y.rs, y.cs),
+        None => (0, 0, 0),
+    };
     let args = [
-        Arg::U64(dev.addr(x.buf, x.offset)),
+        Arg::U64(dev.addr(x.buf, x.offset)?),
         u64_of(x.rows),
         u64_of(x.cols),
         u64_of(x.rs),
         u64_of(x.cs),
-        Arg::U64(dev.addr(bias, 0)),
+        Arg::U64(dev.addr(bias, 0)?),
         Arg::U64(py),
         u64_of(yrs),
         u64_of(ycs),
         Arg::U32(act_code(act)),
         Arg::U32(u32::from(y.is_some())),
     ];
-    dev.launch(&f, grid_2d(x.rows, x.cols), (BLOCK, 1, 1), &args)
+    dev.launch(&f, grid_2d(dev, x.rows, x.cols), (BLOCK, 1, 1), &args)
 }
 
 /// `dbias[j] = Σ_i dy[i, j]` on the device (overwrites `dbias`).
@@ -176,12 +186,12 @@ pub fn bias_grad(dev: &Device, dy: DeviceMatRef<'_, f32>, dbias: &mut DeviceBuff
         return Err(Error::invalid("dy", "more than 2^36 columns"));
     }
     let args = [
-        Arg::U64(dev.addr(dy.buf, dy.offset)),
+        Arg::U64(dev.addr(dy.buf, dy.offset)?),
         u64_of(dy.rows),
         u64_of(dy.cols),
         u64_of(dy.rs),
         u64_of(dy.cs),
-        Arg::U64(dev.addr(dbias, 0)),
+        Arg::U64(dev.addr(dbias, 0)?),
     ];
     dev.launch(&f, (blocks as u32, 1, 1), (32, 8, 1), &args)
 }
@@ -337,12 +347,18 @@ fn gemm_impl<T: DeviceElem>(
     }
     // alpha = 0 must not read A or B: run with K = 0 (the accumulators stay 0).
     let k_eff = if alpha == 0.0 { 0 } else { k };
+    // check_dims: m, n, k < 2^31 (so the u32 casts below are exact and k rounded up
+    // to a multiple of 8 cannot overflow) and ceil(m/128) <= 65535 (grid.y).
     let grid = (n.div_ceil(128) as u32, m.div_ceil(128) as u32, 1);
-    let pc = dev.addr(c.buf, c.offset);
-    let pbias = bias.map_or(0, |b| dev.addr(b, 0));
-    let (py, yrs, ycs) = y
-        .as_ref()
-        .map_or((0, 0, 0), |y| (dev.addr(y.buf, y.offset), y.rs, y.cs));
+    let pc = dev.addr(c.buf, c.offset)?;
+    let pbias = match bias {
+        Some(b) => dev.addr(b, 0)?,
+        None => 0,
+    };
+    let (py, yrs, ycs) = match &y {
+        Some(y) => (dev.addr(y.buf, y.offset)?, y.rs, y.cs),
+        None => (0, 0, 0),
+    };
     let epilogue = [
         Arg::F32(alpha),
         Arg::F32(beta),
@@ -355,7 +371,7 @@ fn gemm_impl<T: DeviceElem>(
     if kernel == "nk_sgemm" {
         let f = dev.function("gemm_f32.ptx", GEMM_F32_PTX, "nk_sgemm")?;
         // Thread mapping that keeps the scalar global loads coalesced.
-        let (pa, pb) = (dev.addr(a.buf, a.offset), dev.addr(b.buf, b.offset));
+        let (pa, pb) = (dev.addr(a.buf, a.offset)?, dev.addr(b.buf, b.offset)?);
         let flags = sgemm_flags((a.rs, a.cs), (b.rs, b.cs), pa, pb);
         let mut args = vec![
             Arg::U64(pa),
@@ -386,13 +402,13 @@ fn gemm_impl<T: DeviceElem>(
     };
     let mut packed_a = None;
     let mut packed_b = None;
-    let (mut pa, mut lda) = (dev.addr(a.buf, a.offset), a.rs);
-    let (mut pb, mut ldb) = (dev.addr(b.buf, b.offset), b.cs);
+    let (mut pa, mut lda) = (dev.addr(a.buf, a.offset)?, a.rs);
+    let (mut pb, mut ldb) = (dev.addr(b.buf, b.offset)?, b.cs);
     if k_eff > 0 {
         if !fits(pa, a.cs, a.rs) {
             let ld = k_eff.next_multiple_of(align);
             let buf = pack(dev, a, m, k_eff, ld)?;
-            pa = dev.addr(&buf, 0);
+            pa = dev.addr(&buf, 0)?;
             lda = ld;
             packed_a = Some(buf);
         }
@@ -401,7 +417,7 @@ fn gemm_impl<T: DeviceElem>(
             let ld = k_eff.next_multiple_of(align);
             let bt = b.t();
             let buf = pack(dev, bt, n, k_eff, ld)?;
-            pb = dev.addr(&buf, 0);
+            pb = dev.addr(&buf, 0)?;
             ldb = ld;
             packed_b = Some(buf);
         }
@@ -448,7 +464,11 @@ fn pack<T: DeviceElem>(
     cols: usize,
     ld: usize,
 ) -> Result<DeviceBuffer<T>> {
-    let dst = dev.zeros::<T>(rows * ld)?;
+    let len = rows.checked_mul(ld).ok_or(Error::Overflow {
+        arg: "a",
+        what: "the packed copy's rows * leading dimension",
+    })?;
+    let dst = dev.zeros::<T>(len)?;
     let name = if std::mem::size_of::<T>() == 4 {
         "nk_pack32"
     } else {
@@ -456,15 +476,15 @@ fn pack<T: DeviceElem>(
     };
     let f = dev.function("gemm_tc.ptx", GEMM_TC_PTX, name)?;
     let args = [
-        Arg::U64(dev.addr(src.buf, src.offset)),
+        Arg::U64(dev.addr(src.buf, src.offset)?),
         u64_of(rows),
         u64_of(cols),
         u64_of(src.rs),
         u64_of(src.cs),
-        Arg::U64(dev.addr(&dst, 0)),
+        Arg::U64(dev.addr(&dst, 0)?),
         u64_of(ld),
     ];
-    dev.launch(&f, grid_2d(rows, cols), (BLOCK, 1, 1), &args)?;
+    dev.launch(&f, grid_2d(dev, rows, cols), (BLOCK, 1, 1), &args)?;
     Ok(dst)
 }
 
@@ -504,12 +524,12 @@ fn softmax_impl(dev: &Device, x: DeviceMatRef<'_, f32>, y: DeviceMatMut<'_, f32>
     }
     let f = dev.function("softmax_xent.ptx", SOFTMAX_XENT_PTX, "nk_softmax")?;
     let args = [
-        Arg::U64(dev.addr(x.buf, x.offset)),
+        Arg::U64(dev.addr(x.buf, x.offset)?),
         u64_of(x.rows),
         u64_of(x.cols),
         u64_of(x.rs),
         u64_of(x.cs),
-        Arg::U64(dev.addr(y.buf, y.offset)),
+        Arg::U64(dev.addr(y.buf, y.offset)?),
         u64_of(y.rs),
         u64_of(y.cs),
         Arg::U32(u32::from(log)),
@@ -592,17 +612,18 @@ fn xent_launch(
         return Err(Error::invalid("logits", "more than 2^32-1 rows"));
     }
     acc.classes = cols;
-    let ps = dev.addr(&acc.buf, 0);
+    let ps = dev.addr(&acc.buf, 0)?;
     let f = dev.function("softmax_xent.ptx", SOFTMAX_XENT_PTX, "nk_softmax_xent")?;
     let (plabels, pt, trs, tcs, soft) = match targets {
-        DeviceTargets::Labels(l) => (dev.addr(l, 0), 0, 0, 0, 0),
-        DeviceTargets::Soft(t) => (0, dev.addr(t.buf, t.offset), t.rs, t.cs, 1),
+        DeviceTargets::Labels(l) => (dev.addr(l, 0)?, 0, 0, 0, 0),
+        DeviceTargets::Soft(t) => (0, dev.addr(t.buf, t.offset)?, t.rs, t.cs, 1),
     };
-    let (pd, drs, dcs) = dlogits
-        .as_ref()
-        .map_or((0, 0, 0), |d| (dev.addr(d.buf, d.offset), d.rs, d.cs));
+    let (pd, drs, dcs) = match &dlogits {
+        Some(d) => (dev.addr(d.buf, d.offset)?, d.rs, d.cs),
+        None => (0, 0, 0),
+    };
     let args = [
-        Arg::U64(dev.addr(logits.buf, logits.offset)),
+        Arg::U64(dev.addr(logits.buf, logits.offset)?),
         u64_of(rows),
         u64_of(cols),
         u64_of(logits.rs),
@@ -615,6 +636,7 @@ fn xent_launch(
         u64_of(drs),
         u64_of(dcs),
         Arg::F32((1.0 / rows as f64) as f32),
+        // the accumulator's two 8-byte halves (its buffer holds 16 bytes)
         Arg::U64(ps),
         Arg::U64(ps + 8),
         Arg::U32(soft),
@@ -697,11 +719,23 @@ pub struct AdamParam<'a> {
 /// The table is cached on the device by content, so a training loop that steps
 /// the same tensors uploads it once, not every step.
 fn chunk_table(dev: &Device, tensors: &[[u64; 4]], lens: &[usize]) -> Result<(Arc<DeviceBuffer<u32>>, usize)> {
-    let mut table: Vec<u64> = Vec::new();
+    // Count first, so an impossible launch is refused before the table is built.
+    let chunks = lens
+        .iter()
+        .try_fold(0usize, |n, &len| n.checked_add(len.div_ceil(CHUNK)))
+        .filter(|&n| n <= i32::MAX as usize)
+        .ok_or_else(|| Error::invalid("params", "too many parameters for one launch"))?;
+    let entries = chunks.checked_mul(6).ok_or(Error::Overflow {
+        arg: "params",
+        what: "the chunk table's size",
+    })?;
+    let mut table: Vec<u64> = Vec::with_capacity(entries);
     for (ptrs, &len) in tensors.iter().zip(lens) {
         let mut start = 0;
         while start < len {
             let count = CHUNK.min(len - start);
+            // start < len, and each pointer's buffer holds len f32 (len * 4 bytes were
+            // allocated), so the byte offset fits and p + off stays inside that buffer.
             let off = (start * 4) as u64;
             for &p in ptrs {
                 table.push(if p == 0 { 0 } else { p + off });
@@ -711,7 +745,7 @@ fn chunk_table(dev: &Device, tensors: &[[u64; 4]], lens: &[usize]) -> Result<(Ar
             start += count;
         }
     }
-    let chunks = table.len() / 6;
+    debug_assert_eq!(table.len(), entries);
     let words: Vec<u32> = table.iter().flat_map(|&v| [v as u32, (v >> 32) as u32]).collect();
     Ok((dev.cached_table(words)?, chunks))
 }
@@ -747,17 +781,17 @@ pub fn adam_step_many(dev: &Device, cfg: &AdamConfig, step: u64, params: &mut [A
             return Err(Error::invalid("step", "steps count from 1"));
         }
     }
-    let ptrs: Vec<[u64; 4]> = params
+    let ptrs = params
         .iter()
         .map(|p| {
-            [
-                dev.addr(p.w, 0),
-                dev.addr(p.grad, 0),
-                dev.addr(p.m, 0),
-                dev.addr(p.v, 0),
-            ]
+            Ok([
+                dev.addr(p.w, 0)?,
+                dev.addr(p.grad, 0)?,
+                dev.addr(p.m, 0)?,
+                dev.addr(p.v, 0)?,
+            ])
         })
-        .collect();
+        .collect::<Result<Vec<[u64; 4]>>>()?;
     let lens: Vec<usize> = params.iter().map(|p| p.w.len()).collect();
     let (table, chunks) = chunk_table(dev, &ptrs, &lens)?;
     if chunks == 0 {
@@ -768,7 +802,7 @@ pub fn adam_step_many(dev: &Device, cfg: &AdamConfig, step: u64, params: &mut [A
     let flags = u32::from(cfg.decay == WeightDecay::Decoupled) | (u32::from(cfg.epsilon == AdamEpsilon::Keras) << 1);
     let f = dev.function("optim.ptx", OPTIM_PTX, "nk_adam")?;
     let args = [
-        Arg::U64(dev.addr(&*table, 0)),
+        Arg::U64(dev.addr(&*table, 0)?),
         Arg::F32(cfg.lr),
         Arg::F32(cfg.beta1),
         Arg::F32(cfg.beta2),
@@ -800,14 +834,14 @@ pub fn sgd_step(
             return Err(Error::shape(arg, (len, 1), (w.len(), 1)));
         }
     }
-    let ptrs = [[dev.addr(w, 0), dev.addr(grad, 0), dev.addr(buf, 0), 0]];
+    let ptrs = [[dev.addr(w, 0)?, dev.addr(grad, 0)?, dev.addr(buf, 0)?, 0]];
     let (table, chunks) = chunk_table(dev, &ptrs, &[w.len()])?;
     if chunks == 0 {
         return Ok(());
     }
     let f = dev.function("optim.ptx", OPTIM_PTX, "nk_sgd")?;
     let args = [
-        Arg::U64(dev.addr(&*table, 0)),
+        Arg::U64(dev.addr(&*table, 0)?),
         Arg::F32(cfg.lr),
         Arg::F32(cfg.momentum),
         Arg::F32(cfg.weight_decay),
@@ -825,7 +859,7 @@ fn sumsq(
     let acc = dev.zeros::<f32>(2)?;
     if chunks > 0 {
         let f = dev.function("optim.ptx", OPTIM_PTX, "nk_sumsq")?;
-        let args = [Arg::U64(dev.addr(&*table, 0)), Arg::U64(dev.addr(&acc, 0))];
+        let args = [Arg::U64(dev.addr(&*table, 0)?), Arg::U64(dev.addr(&acc, 0)?)];
         dev.launch(&f, chunk_grid(chunks)?, (BLOCK, 1, 1), &args)?;
     }
     Ok((table, chunks, acc))
@@ -841,7 +875,10 @@ fn read_f64(dev: &Device, acc: &DeviceBuffer<f32>) -> Result<f64> {
 
 /// The Euclidean norm of all gradients together, on the device. Waits for it.
 pub fn global_norm(dev: &Device, grads: &[&DeviceBuffer<f32>]) -> Result<f32> {
-    let ptrs: Vec<[u64; 4]> = grads.iter().map(|g| [dev.addr(g, 0), 0, 0, 0]).collect();
+    let ptrs = grads
+        .iter()
+        .map(|g| Ok([dev.addr(g, 0)?, 0, 0, 0]))
+        .collect::<Result<Vec<[u64; 4]>>>()?;
     let lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
     let (_table, _, acc) = sumsq(dev, &ptrs, &lens)?;
     Ok(read_f64(dev, &acc)?.sqrt() as f32)
@@ -853,14 +890,17 @@ pub fn global_norm(dev: &Device, grads: &[&DeviceBuffer<f32>]) -> Result<f32> {
 /// returned value is waited for.
 pub fn clip_global_norm(dev: &Device, grads: &mut [&mut DeviceBuffer<f32>], max_norm: f32) -> Result<f32> {
     check_clip(max_norm)?;
-    let ptrs: Vec<[u64; 4]> = grads.iter().map(|g| [dev.addr(g, 0), 0, 0, 0]).collect();
+    let ptrs = grads
+        .iter()
+        .map(|g| Ok([dev.addr(g, 0)?, 0, 0, 0]))
+        .collect::<Result<Vec<[u64; 4]>>>()?;
     let lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
     let (table, chunks, acc) = sumsq(dev, &ptrs, &lens)?;
     if chunks > 0 {
         let f = dev.function("optim.ptx", OPTIM_PTX, "nk_clip_scale")?;
         let args = [
-            Arg::U64(dev.addr(&*table, 0)),
-            Arg::U64(dev.addr(&acc, 0)),
+            Arg::U64(dev.addr(&*table, 0)?),
+            Arg::U64(dev.addr(&acc, 0)?),
             Arg::F32(max_norm),
         ];
         dev.launch(&f, chunk_grid(chunks)?, (BLOCK, 1, 1), &args)?;

@@ -1,10 +1,10 @@
-//! Shapes, inputs and checks shared by the kernel tests: the GPU tests
-//! (`tests/cuda.rs`) and the tests that run the PTX on the CPU use the same
-//! cases and the same tolerances.
+//! Shapes, inputs, error bounds and checks shared by the CUDA tests
+//! (`tests/cuda.rs`, `tests/ptx_kernels.rs`).
 #![allow(dead_code)]
 
-use nnkern::reference;
-use nnkern::{Activation, MatMut, MatRef};
+mod tol;
+#[allow(unused_imports)]
+pub use tol::*;
 
 /// A small deterministic generator (xorshift64*), so a failing case is
 /// reproduced from its seed alone.
@@ -33,10 +33,6 @@ impl KRng {
         (0..n).map(|_| self.f32_in(lo, hi)).collect()
     }
 }
-
-/// Sizes that straddle the kernels' tiles: 128-wide GEMM blocks, 8/32-deep K
-/// steps, 256-thread element blocks, 32-column bias blocks, 8-row softmax blocks.
-pub const EDGE_SIZES: [usize; 10] = [1, 2, 7, 8, 31, 33, 127, 128, 129, 257];
 
 /// GEMM problem: `C (m×n) = alpha·op(A)·op(B) + beta·C`; `ta`/`tb` store A/B
 /// transposed in memory (so every load mapping of the kernels runs).
@@ -104,102 +100,6 @@ pub fn gemm_cases() -> Vec<GemmCase> {
     v
 }
 
-/// Inputs for a GEMM case, as f32 values exactly representable in `bf16`
-/// when `bf16_exact` (so one set of values serves every input type).
-pub struct GemmData {
-    pub a: Vec<f32>,
-    pub b: Vec<f32>,
-    pub c: Vec<f32>,
-    pub bias: Vec<f32>,
-}
-
-pub fn gemm_data(case: &GemmCase, seed: u64, bf16_exact: bool) -> GemmData {
-    let mut r = KRng::new(seed);
-    let mut gen = |n: usize| -> Vec<f32> {
-        r.vec(n, -2.0, 2.0)
-            .into_iter()
-            .map(|x| {
-                if bf16_exact {
-                    nnkern::bf16::from_f32(x).to_f32()
-                } else {
-                    x
-                }
-            })
-            .collect()
-    };
-    let a = gen(case.m * case.k);
-    let b = gen(case.k * case.n);
-    let mut c = gen(case.m * case.n);
-    if case.beta == 0.0 {
-        c.iter_mut().for_each(|x| *x = f32::NAN);
-    }
-    let bias = gen(case.n);
-    GemmData { a, b, c, bias }
-}
-
-/// Views of A (m×k) and B (k×n) over `data`, transposed in memory when asked.
-pub fn gemm_views<'a, T>(case: &GemmCase, a: &'a [T], b: &'a [T]) -> (MatRef<'a, T>, MatRef<'a, T>) {
-    let (m, n, k) = (case.m, case.n, case.k);
-    let av = if case.ta {
-        MatRef::new(a, k, m).unwrap().t()
-    } else {
-        MatRef::new(a, m, k).unwrap()
-    };
-    let bv = if case.tb {
-        MatRef::new(b, n, k).unwrap().t()
-    } else {
-        MatRef::new(b, k, n).unwrap()
-    };
-    (av, bv)
-}
-
-/// The reference result of a case (row-major `m×n`) and the per-element error
-/// scale `|alpha|·Σ|a||b| + |beta·c|`.
-pub fn gemm_expected(case: &GemmCase, d: &GemmData) -> (Vec<f32>, Vec<f64>) {
-    let (av, bv) = gemm_views(case, &d.a, &d.b);
-    let mut c = d.c.clone();
-    let scale = reference::gemm_error_scale(
-        case.alpha,
-        av,
-        bv,
-        case.beta,
-        MatRef::new(&d.c, case.m, case.n).unwrap(),
-    );
-    reference::gemm(
-        case.alpha,
-        av,
-        bv,
-        case.beta,
-        MatMut::new(&mut c, case.m, case.n).unwrap(),
-    )
-    .unwrap();
-    (c, scale)
-}
-
-/// Compares `got` to `want` element by element: NaN must meet NaN, infinities
-/// must be equal, everything else within `tol(i)`. Returns the first mismatch.
-pub fn check_close(what: &str, got: &[f32], want: &[f32], tol: impl Fn(usize) -> f64) -> Result<(), String> {
-    if got.len() != want.len() {
-        return Err(format!("{what}: {} values, expected {}", got.len(), want.len()));
-    }
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = if w.is_nan() {
-            g.is_nan()
-        } else if w.is_infinite() {
-            g == w
-        } else {
-            (g as f64 - w as f64).abs() <= tol(i)
-        };
-        if !ok {
-            return Err(format!(
-                "{what}[{i}]: got {g:e}, expected {w:e} (tolerance {:e})",
-                tol(i)
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Activation inputs: random values plus the special ones every kernel must
 /// get right (±0, ±inf, NaN, large magnitudes, the tanh polynomial switch).
 pub fn act_inputs(n: usize, seed: u64) -> Vec<f32> {
@@ -231,28 +131,6 @@ pub fn act_inputs(n: usize, seed: u64) -> Vec<f32> {
     v
 }
 
-/// Activation tolerance (see activation.ptx): `2e-6 + 2e-5·|ref|`.
-pub fn act_tol(want: f32) -> f64 {
-    2e-6 + 2e-5 * (want as f64).abs()
-}
-
-pub fn act_forward_expected(act: Activation, x: &[f32]) -> Vec<f32> {
-    x.iter().map(|&v| reference::forward_scalar(act, v)).collect()
-}
-
-pub fn act_backward_expected(act: Activation, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    x.iter()
-        .zip(dy)
-        .map(|(&v, &d)| reference::backward_scalar(act, v, d))
-        .collect()
-}
-
-/// Backward tolerance: the forward one on `f'(x)`, scaled by `|dy|`.
-pub fn act_backward_tol(act: Activation, x: f32, dy: f32) -> f64 {
-    let d = reference::derivative_f64(act, x as f64);
-    (2e-6 + 2e-5 * d.abs()) * (dy.abs() as f64).max(1.0)
-}
-
 /// Matrix shapes for bias and softmax kernels: several blocks plus edges.
 pub fn row_col_cases() -> Vec<(usize, usize)> {
     vec![
@@ -268,16 +146,13 @@ pub fn row_col_cases() -> Vec<(usize, usize)> {
     ]
 }
 
-/// The SGEMM kernel's layout flags, the rule src/cuda/ops.rs applies: bit 0 A's
-/// m index contiguous, bit 1 B's n index contiguous, bits 2/3 A/B loads can be
-/// aligned 128-bit loads (contiguous stride 1, the other a multiple of 4, base
-/// 16-byte aligned).
-pub fn sgemm_flags(a: (usize, usize), b: (usize, usize), pa: u64, pb: u64) -> u32 {
-    let a_mfast = a.0 == 1 && a.1 != 1;
-    let b_nfast = b.1 == 1 || b.0 != 1;
-    let (a_contig, a_other) = if a_mfast { a } else { (a.1, a.0) };
-    let (b_contig, b_other) = if b_nfast { (b.1, b.0) } else { b };
-    let a_vec = a_contig == 1 && a_other % 4 == 0 && pa.is_multiple_of(16);
-    let b_vec = b_contig == 1 && b_other % 4 == 0 && pb.is_multiple_of(16);
-    u32::from(a_mfast) | (u32::from(b_nfast) << 1) | (u32::from(a_vec) << 2) | (u32::from(b_vec) << 3)
-}
+#[cfg(feature = "cuda")]
+mod device;
+#[cfg(feature = "cuda")]
+mod ops;
+#[cfg(feature = "cuda")]
+#[allow(unused_imports)]
+pub use device::*;
+#[cfg(feature = "cuda")]
+#[allow(unused_imports)]
+pub use ops::*;
