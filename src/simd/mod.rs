@@ -220,6 +220,14 @@ mod tests {
     }
 
     #[test]
+    fn cached_support_matches_fresh_detection() {
+        for isa in Isa::ALL {
+            assert_eq!(isa.is_supported(), isa.detect(), "{isa}");
+        }
+        assert!(Isa::Scalar.is_supported());
+    }
+
+    #[test]
     fn unsupported_isa_is_an_error() {
         for isa in Isa::ALL {
             assert_eq!(with_isa(isa, || ()).is_ok(), isa.is_supported());

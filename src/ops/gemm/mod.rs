@@ -154,7 +154,8 @@ pub fn run_microkernel(isa: crate::Isa, imp: KernelImpl, k: usize, calls: usize)
     if !isa.is_supported() {
         return Err(Error::invalid("isa", format!("{isa} is not supported by this CPU")));
     }
-    kernel::run_full_tiles(kernel::kernel_set(isa), imp, k, calls);
+    // SAFETY: `isa` was just checked to run on this CPU.
+    unsafe { kernel::run_full_tiles(kernel::kernel_set(isa), imp, k, calls) };
     Ok(())
 }
 
