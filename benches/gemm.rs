@@ -13,6 +13,14 @@
 //! ```
 //! `BENCH_FILTER_HALF=0` skips the bf16/f16 group.
 //!
+//! Our kernels: `BENCH_ISA=avx2` (or `avx512`, `scalar`, `neon`) runs ours
+//! with that ISA forced (the peers keep their own dispatch), so the AVX2 and
+//! AVX-512 kernels are both measured on an AVX-512 machine;
+//! `BENCH_IMPLS=asm,intrinsics` times both implementations of the full
+//! tiles side by side (ids `nnkern-asm`, `nnkern-intrinsics`; default: the
+//! default implementation only, id `nnkern`); `BENCH_PEERS=0` skips the
+//! peers. The forced implementation applies to tiles on the calling thread.
+//!
 //! Clock: with one thread, the calling thread's CPU time (every library runs
 //! on the calling thread then), so other processes on a shared machine do
 //! not inflate the figures; `BENCH_CLOCK=wall` switches to wall time, which
@@ -20,7 +28,8 @@
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkId, Criterion, Throughput};
-use nnkern::{bf16, f16, gemm_with_threads, GemmInput, MatMut, MatRef};
+use nnkern::ops::gemm::{force_kernel_impl, KernelImpl};
+use nnkern::{bf16, f16, gemm_with_threads, with_isa, GemmInput, Isa, MatMut, MatRef};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -54,6 +63,37 @@ fn threads() -> usize {
         .unwrap_or(1)
 }
 
+/// The ISA ours runs with (`BENCH_ISA`, else the detected one).
+fn isa() -> Isa {
+    match std::env::var("BENCH_ISA") {
+        Ok(name) if !name.is_empty() => {
+            let isa: Isa = name.parse().unwrap_or_else(|e| panic!("BENCH_ISA: {e}"));
+            assert!(isa.is_supported(), "BENCH_ISA={isa} is not supported by this CPU");
+            isa
+        }
+        _ => Isa::detected(),
+    }
+}
+
+/// Our implementations to time: `(id, forced implementation)`.
+fn impls() -> Vec<(&'static str, Option<KernelImpl>)> {
+    match std::env::var("BENCH_IMPLS") {
+        Ok(list) if !list.is_empty() => list
+            .split(',')
+            .map(|s| match s.trim() {
+                "asm" => ("nnkern-asm", Some(KernelImpl::Asm)),
+                "intrinsics" => ("nnkern-intrinsics", Some(KernelImpl::Intrinsics)),
+                other => panic!("BENCH_IMPLS: unknown implementation {other:?} (asm, intrinsics)"),
+            })
+            .collect(),
+        _ => vec![("nnkern", None)],
+    }
+}
+
+fn peers() -> bool {
+    !std::env::var("BENCH_PEERS").is_ok_and(|v| v == "0")
+}
+
 fn data(len: usize, seed: u32) -> Vec<f32> {
     (0..len)
         .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1u32 << 24) as f32 - 0.5)
@@ -85,19 +125,30 @@ fn bench_f32<M: Measurement>(c: &mut Criterion<M>) {
         g.measurement_time(Duration::from_secs(if big { 2 } else { 1 }));
         let av = MatRef::from_strides(&a, m, k, ars, acs).unwrap();
         let bv = MatRef::from_strides(&b, k, n, brs, bcs).unwrap();
-        g.bench_function(BenchmarkId::new("nnkern", format!("{t}T")), |bench| {
-            bench.iter(|| {
-                gemm_with_threads(
-                    t,
-                    1.0,
-                    black_box(av),
-                    black_box(bv),
-                    0.0,
-                    MatMut::new(&mut out, m, n).unwrap(),
-                )
-                .unwrap()
-            })
-        });
+        for (id, imp) in impls() {
+            g.bench_function(BenchmarkId::new(id, format!("{t}T {}", isa())), |bench| {
+                force_kernel_impl(imp);
+                with_isa(isa(), || {
+                    bench.iter(|| {
+                        gemm_with_threads(
+                            t,
+                            1.0,
+                            black_box(av),
+                            black_box(bv),
+                            0.0,
+                            MatMut::new(&mut out, m, n).unwrap(),
+                        )
+                        .unwrap()
+                    })
+                })
+                .unwrap();
+                force_kernel_impl(None);
+            });
+        }
+        if !peers() {
+            g.finish();
+            continue;
+        }
         g.bench_function(BenchmarkId::new("matrixmultiply", format!("{t}T")), |bench| {
             bench.iter(|| {
                 // SAFETY: the pointers and strides describe the buffers above.
@@ -173,18 +224,21 @@ fn bench_half_one<T: GemmInput, M: Measurement>(c: &mut Criterion<M>, from: fn(f
         g.sample_size(10);
         g.warm_up_time(Duration::from_millis(300));
         g.measurement_time(Duration::from_secs(2));
-        g.bench_function(BenchmarkId::new("nnkern", format!("{t}T")), |bench| {
-            bench.iter(|| {
-                gemm_with_threads(
-                    t,
-                    1.0,
-                    MatRef::new(black_box(&a), s, s).unwrap(),
-                    MatRef::new(&b, s, s).unwrap(),
-                    0.0,
-                    MatMut::new(&mut out, s, s).unwrap(),
-                )
-                .unwrap()
+        g.bench_function(BenchmarkId::new("nnkern", format!("{t}T {}", isa())), |bench| {
+            with_isa(isa(), || {
+                bench.iter(|| {
+                    gemm_with_threads(
+                        t,
+                        1.0,
+                        MatRef::new(black_box(&a), s, s).unwrap(),
+                        MatRef::new(&b, s, s).unwrap(),
+                        0.0,
+                        MatMut::new(&mut out, s, s).unwrap(),
+                    )
+                    .unwrap()
+                })
             })
+            .unwrap();
         });
         g.finish();
     }

@@ -120,6 +120,9 @@ int64_t nnkern_num_threads(void);
 /* ISA used by calls from this thread (NNKERN_ISA_*). */
 int nnkern_active_isa(void);
 int nnkern_isa_supported(int isa);
+/* One core's f32 FMA peak, GFLOP/s, of the ISA calls from this thread use
+ * (measured at the first call, ~40 ms, then cached); 0 if unmeasurable. */
+double nnkern_fma_peak_gflops(void);
 const char *nnkern_isa_name(int isa);
 /* Forces an ISA for later calls from this thread; NNKERN_ISA_AUTO undoes it.
  * NNKERN_ERR_UNSUPPORTED if this CPU cannot run it. */

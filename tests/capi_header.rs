@@ -34,6 +34,7 @@ fn rust_type(t: &Type) -> String {
             let last = p.path.segments.last().unwrap().ident.to_string();
             match last.as_str() {
                 "f32" => "float",
+                "f64" => "double",
                 "i64" => "int64_t",
                 "u64" => "uint64_t",
                 "u32" => "uint32_t",

@@ -385,6 +385,13 @@ fn main() -> ExitCode {
         Command::Info => {
             println!("nnkern {}", env!("CARGO_PKG_VERSION"));
             println!("isa: {}", nnkern::Isa::detected());
+            let isa = nnkern::active_isa();
+            println!("fma peak ({isa}, one core): {:.1} GFLOP/s", nnkern::cpu::fma_peak());
+            let b = nnkern::ops::gemm::blocking();
+            println!(
+                "gemm blocking ({isa}, k = 1024): MR {} NR {} KC {} MC {} NC {}",
+                b.mr, b.nr, b.kc, b.mc, b.nc
+            );
             let supported: Vec<&str> = nnkern::Isa::supported().iter().map(|i| i.name()).collect();
             println!("isas supported: {}", supported.join(", "));
             println!("threads: {}", nnkern::num_threads());

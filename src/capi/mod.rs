@@ -530,6 +530,18 @@ pub extern "C" fn nnkern_active_isa() -> c_int {
     .unwrap_or(NNKERN_ISA_SCALAR)
 }
 
+/// One core's f32 FMA peak in GFLOP/s for the ISA calls from this thread
+/// use (see `nnkern::cpu::fma_peak_of`: measured once per ISA, ~40 ms, then
+/// cached); 0 if it could not be measured.
+#[no_mangle]
+pub extern "C" fn nnkern_fma_peak_gflops() -> f64 {
+    catch_unwind(|| {
+        let isa = FORCED_ISA.with(|f| f.get()).unwrap_or_else(crate::active_isa);
+        crate::cpu::fma_peak_of(isa).unwrap_or(0.0)
+    })
+    .unwrap_or(0.0)
+}
+
 /// 1 if this CPU can run `isa` (`NNKERN_ISA_*`), else 0.
 #[no_mangle]
 pub extern "C" fn nnkern_isa_supported(isa: c_int) -> c_int {

@@ -15,6 +15,16 @@ impl Avx2 {
     pub(crate) fn new() -> Option<Self> {
         Isa::Avx2.is_supported().then_some(Avx2(()))
     }
+
+    /// The token without the check, for code reached only through a
+    /// dispatch that already made it (the GEMM's per-ISA kernel tables).
+    ///
+    /// # Safety
+    /// The CPU must run AVX2, FMA and F16C.
+    #[inline(always)]
+    pub(crate) unsafe fn new_unchecked() -> Self {
+        Avx2(())
+    }
 }
 
 /// Lane `i` all-ones when `i < n`.
@@ -61,6 +71,35 @@ impl Simd for Avx2 {
     unsafe fn store_partial(self, p: *mut f32, n: usize, v: __m256) {
         // SAFETY: vmaskmovps does not touch masked-off lanes; the first n are writable.
         unsafe { _mm256_maskstore_ps(p, tail_mask(n), v) }
+    }
+    type Tail = __m256i;
+    #[inline(always)]
+    fn tail(self, n: usize) -> __m256i {
+        tail_mask(n)
+    }
+    #[inline(always)]
+    unsafe fn load_masked(self, p: *const f32, t: __m256i) -> __m256 {
+        // SAFETY: vmaskmovps does not touch (or fault on) masked-off lanes; the selected ones are readable.
+        unsafe { _mm256_maskload_ps(p, t) }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(self, p: *mut f32, v: __m256, t: __m256i) {
+        // SAFETY: vmaskmovps does not touch masked-off lanes; the selected ones are writable.
+        unsafe { _mm256_maskstore_ps(p, t, v) }
+    }
+    #[inline(always)]
+    unsafe fn broadcast(self, p: *const f32) -> __m256 {
+        // SAFETY: the caller guarantees `p` is readable; token proves AVX.
+        unsafe { _mm256_broadcast_ss(&*p) }
+    }
+    #[inline(always)]
+    fn prefetch(self, p: *const f32) {
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+    #[inline(always)]
+    fn madd(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+        self.fma(a, b, c)
     }
     #[inline(always)]
     fn add(self, a: __m256, b: __m256) -> __m256 {

@@ -15,6 +15,16 @@ impl Avx512 {
     pub(crate) fn new() -> Option<Self> {
         Isa::Avx512.is_supported().then_some(Avx512(()))
     }
+
+    /// The token without the check, for code reached only through a
+    /// dispatch that already made it (the GEMM's per-ISA kernel tables).
+    ///
+    /// # Safety
+    /// The CPU must run AVX-512 F/BW/DQ/VL with AVX2, FMA and F16C.
+    #[inline(always)]
+    pub(crate) unsafe fn new_unchecked() -> Self {
+        Avx512(())
+    }
 }
 
 #[inline(always)]
@@ -54,6 +64,35 @@ impl Simd for Avx512 {
     unsafe fn store_partial(self, p: *mut f32, n: usize, v: __m512) {
         // SAFETY: masked-off lanes are not written, the first n are writable.
         unsafe { _mm512_mask_storeu_ps(p, tail_mask(n), v) }
+    }
+    type Tail = __mmask16;
+    #[inline(always)]
+    fn tail(self, n: usize) -> __mmask16 {
+        tail_mask(n)
+    }
+    #[inline(always)]
+    unsafe fn load_masked(self, p: *const f32, t: __mmask16) -> __m512 {
+        // SAFETY: masked-off lanes are not accessed (no fault), the selected ones are readable.
+        unsafe { _mm512_maskz_loadu_ps(t, p) }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(self, p: *mut f32, v: __m512, t: __mmask16) {
+        // SAFETY: masked-off lanes are not written, the selected ones are writable.
+        unsafe { _mm512_mask_storeu_ps(p, t, v) }
+    }
+    #[inline(always)]
+    unsafe fn broadcast(self, p: *const f32) -> __m512 {
+        // SAFETY: the caller guarantees `p` is readable; token proves AVX-512F.
+        unsafe { _mm512_set1_ps(*p) }
+    }
+    #[inline(always)]
+    fn prefetch(self, p: *const f32) {
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
+    #[inline(always)]
+    fn madd(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+        self.fma(a, b, c)
     }
     #[inline(always)]
     fn add(self, a: __m512, b: __m512) -> __m512 {

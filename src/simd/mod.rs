@@ -1,6 +1,7 @@
 //! Instruction-set detection and dispatch.
 //!
-//! The best ISA this CPU runs is detected once and cached. It can be forced
+//! What this CPU runs is detected once and cached (a bit set read with one
+//! atomic load), and so is the best ISA. It can be forced
 //! process-wide with the environment variable `NNKERN_ISA`
 //! (`scalar`, `avx2`, `avx512`, `neon`), or for the calling thread only with
 //! [`with_isa`], which is how the tests run every path the machine supports.
@@ -21,6 +22,7 @@ use crate::error::{Error, Result};
 use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 /// A family of SIMD instructions that kernels are written for.
@@ -51,8 +53,19 @@ impl Isa {
         }
     }
 
-    /// Whether this CPU can run kernels written for `self`.
+    /// Whether this CPU can run kernels written for `self` (detected once,
+    /// then one relaxed atomic load per call).
+    #[inline]
     pub fn is_supported(self) -> bool {
+        supported_mask() & self.bit() != 0
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    /// Asks the CPU (through std's own cached feature detection).
+    fn detect(self) -> bool {
         match self {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
@@ -61,7 +74,7 @@ impl Isa {
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => {
-                Isa::Avx2.is_supported()
+                Isa::Avx2.detect()
                     && is_x86_feature_detected!("avx512f")
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512dq")
@@ -131,6 +144,26 @@ impl FromStr for Isa {
     }
 }
 
+/// The ISAs this CPU runs, one bit each ([`Isa::bit`]), detected at the
+/// first call and cached; bit 7 marks the cache as filled. Every dispatch
+/// (an element-wise kernel's token, the GEMM's kernel table) checks its ISA
+/// here, so detection is never repeated per call. Threads racing on the
+/// first call compute the same value.
+fn supported_mask() -> u8 {
+    const FILLED: u8 = 1 << 7;
+    static MASK: AtomicU8 = AtomicU8::new(0);
+    let m = MASK.load(Ordering::Relaxed);
+    if m != 0 {
+        return m;
+    }
+    let m = Isa::ALL
+        .into_iter()
+        .filter(|isa| isa.detect())
+        .fold(FILLED, |m, isa| m | isa.bit());
+    MASK.store(m, Ordering::Relaxed);
+    m
+}
+
 thread_local! {
     static FORCED: Cell<Option<Isa>> = const { Cell::new(None) };
 }
@@ -187,6 +220,14 @@ mod tests {
         })
         .unwrap();
         assert_eq!(active_isa(), before);
+    }
+
+    #[test]
+    fn cached_support_matches_fresh_detection() {
+        for isa in Isa::ALL {
+            assert_eq!(isa.is_supported(), isa.detect(), "{isa}");
+        }
+        assert!(Isa::Scalar.is_supported());
     }
 
     #[test]

@@ -15,6 +15,16 @@ impl Neon {
     pub(crate) fn new() -> Option<Self> {
         Isa::Neon.is_supported().then_some(Neon(()))
     }
+
+    /// The token without the check, for code reached only through a
+    /// dispatch that already made it (the GEMM's per-ISA kernel tables).
+    ///
+    /// # Safety
+    /// The CPU must run NEON.
+    #[inline(always)]
+    pub(crate) unsafe fn new_unchecked() -> Self {
+        Neon(())
+    }
 }
 
 // SAFETY (every `unsafe` block below that calls a register-only intrinsic):
@@ -57,6 +67,59 @@ impl Simd for Neon {
             vst1q_f32(buf.as_mut_ptr(), v);
             std::ptr::copy_nonoverlapping(buf.as_ptr(), p, n);
         }
+    }
+    type Tail = usize;
+    #[inline(always)]
+    fn tail(self, n: usize) -> usize {
+        n
+    }
+    #[inline(always)]
+    unsafe fn load_masked(self, p: *const f32, n: usize) -> float32x4_t {
+        // SAFETY: lane l is read only when l < n, and those lanes are readable (caller); token
+        // proves NEON. Inside a loop the branches on the loop-invariant `n` predict perfectly.
+        unsafe {
+            let mut v = vld1q_lane_f32::<0>(p, vdupq_n_f32(0.0));
+            if n > 1 {
+                v = vld1q_lane_f32::<1>(p.add(1), v);
+            }
+            if n > 2 {
+                v = vld1q_lane_f32::<2>(p.add(2), v);
+            }
+            if n > 3 {
+                v = vld1q_lane_f32::<3>(p.add(3), v);
+            }
+            v
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(self, p: *mut f32, v: float32x4_t, n: usize) {
+        // SAFETY: lane l is written only when l < n, and those lanes are writable (caller).
+        unsafe {
+            vst1q_lane_f32::<0>(p, v);
+            if n > 1 {
+                vst1q_lane_f32::<1>(p.add(1), v);
+            }
+            if n > 2 {
+                vst1q_lane_f32::<2>(p.add(2), v);
+            }
+            if n > 3 {
+                vst1q_lane_f32::<3>(p.add(3), v);
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn broadcast(self, p: *const f32) -> float32x4_t {
+        // SAFETY: the caller guarantees `p` is readable; token proves NEON.
+        unsafe { vld1q_dup_f32(p) }
+    }
+    #[inline(always)]
+    fn prefetch(self, _p: *const f32) {
+        // Stable Rust has no AArch64 prefetch intrinsic; the hardware
+        // prefetchers cover the GEMM's sequential panels.
+    }
+    #[inline(always)]
+    fn madd(self, a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+        self.fma(a, b, c)
     }
     #[inline(always)]
     fn add(self, a: float32x4_t, b: float32x4_t) -> float32x4_t {

@@ -34,6 +34,32 @@ impl Simd for Scalar {
     }
     #[inline(always)]
     unsafe fn store_partial(self, _p: *mut f32, _n: usize, _v: f32) {}
+    // One lane: every tail is the whole vector.
+    type Tail = ();
+    #[inline(always)]
+    fn tail(self, _n: usize) {}
+    #[inline(always)]
+    unsafe fn load_masked(self, p: *const f32, _t: ()) -> f32 {
+        // SAFETY: the caller guarantees the one (selected) lane is readable.
+        unsafe { p.read_unaligned() }
+    }
+    #[inline(always)]
+    unsafe fn store_masked(self, p: *mut f32, v: f32, _t: ()) {
+        // SAFETY: the caller guarantees the one (selected) lane is writable.
+        unsafe { p.write_unaligned(v) }
+    }
+    #[inline(always)]
+    unsafe fn broadcast(self, p: *const f32) -> f32 {
+        // SAFETY: the caller guarantees `p` is readable.
+        unsafe { p.read_unaligned() }
+    }
+    #[inline(always)]
+    fn prefetch(self, _p: *const f32) {}
+    #[inline(always)]
+    fn madd(self, a: f32, b: f32, c: f32) -> f32 {
+        // Two roundings: without an FMA unit, `mul_add` is a library call.
+        a * b + c
+    }
     #[inline(always)]
     fn add(self, a: f32, b: f32) -> f32 {
         a + b

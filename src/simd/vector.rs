@@ -53,6 +53,37 @@ pub(crate) trait Simd: Copy {
     /// `p .. p + n` must be writable.
     unsafe fn store_partial(self, p: *mut f32, n: usize, v: Self::V);
 
+    /// A precomputed selection of the first `n` lanes, for loops that load
+    /// and store the same partial vector many times (GEMM edge tiles).
+    type Tail: Copy;
+    /// The first `n` lanes, `1 <= n <= LANES`.
+    fn tail(self, n: usize) -> Self::Tail;
+    /// Loads the lanes `t` selects; the others are zero.
+    ///
+    /// # Safety
+    /// The selected lanes' addresses must be readable; nothing past them is
+    /// accessed.
+    unsafe fn load_masked(self, p: *const f32, t: Self::Tail) -> Self::V;
+    /// Stores the lanes `t` selects, touching nothing else.
+    ///
+    /// # Safety
+    /// The selected lanes' addresses must be writable.
+    unsafe fn store_masked(self, p: *mut f32, v: Self::V, t: Self::Tail);
+    /// Every lane `*p` (a broadcast straight from memory).
+    ///
+    /// # Safety
+    /// `p` must be readable.
+    unsafe fn broadcast(self, p: *const f32) -> Self::V;
+    /// Hints that the cache line holding `p` will be read soon. Never
+    /// dereferences `p` (any address is fine); a no-op where the ISA has no
+    /// hint.
+    fn prefetch(self, p: *const f32);
+    /// `a · b + c`: one rounding where the ISA has fused multiply-add (AVX2,
+    /// AVX-512, NEON), two on the portable path, where a fused operation
+    /// may be a slow library call. For kernels whose error bound allows
+    /// either (GEMM); [`Simd::fma`] is always fused.
+    fn madd(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+
     /// `a + b`.
     fn add(self, a: Self::V, b: Self::V) -> Self::V;
     /// `a − b`.

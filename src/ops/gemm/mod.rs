@@ -11,7 +11,6 @@ mod driver;
 mod kernel;
 mod pack;
 pub mod reference;
-mod vector;
 
 use crate::error::{Error, Result};
 use crate::matrix::{MatMut, MatRef};
@@ -83,9 +82,42 @@ impl GemmInput for f16 {
     }
 }
 
+/// The register tile and cache blocking the GEMM uses on this CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocking {
+    /// Rows of C per register tile.
+    pub mr: usize,
+    /// Columns of C per register tile.
+    pub nr: usize,
+    /// Steps of k per packed block (one B micro-panel of KC × NR sits in L1).
+    pub kc: usize,
+    /// Rows of A per packed block (MC × KC in L2).
+    pub mc: usize,
+    /// Columns of B per packed block (KC × NC in the last-level cache).
+    pub nc: usize,
+}
+
+/// The blocking the GEMM uses with the ISA calls from this thread use
+/// ([`crate::active_isa`]), derived from this CPU's detected cache sizes
+/// (never from a product's sizes).
+///
+/// ```
+/// let b = nnkern::ops::gemm::blocking();
+/// assert!(b.mr >= 1 && b.nr >= 1 && b.kc >= 1 && b.mc >= b.mr && b.nc >= b.nr);
+/// ```
+pub fn blocking() -> Blocking {
+    blocking_for(crate::active_isa())
+}
+
+/// As [`blocking`], for the kernels of `isa` (whether or not this CPU runs
+/// them; ISAs of another architecture report the portable kernels').
+pub fn blocking_for(isa: crate::Isa) -> Blocking {
+    let [mr, nr, kc, mc, nc] = driver::tiling(isa);
+    Blocking { mr, nr, kc, mc, nc }
+}
+
 /// The GEMM's tile and block sizes for `isa` on this CPU:
-/// `[MR, NR, KC, MC, NC]` (tests use them to cross every boundary). They
-/// depend on the caches, never on the product's sizes.
+/// `[MR, NR, KC, MC, NC]` (tests use them to cross every boundary).
 #[doc(hidden)]
 pub fn tiling(isa: crate::Isa) -> [usize; 5] {
     driver::tiling(isa)
@@ -171,6 +203,31 @@ pub(crate) fn prepare_thread_scratch() {
 #[doc(hidden)]
 pub fn force_plan(plan: Option<(bool, bool, bool)>) {
     driver::force_plan(plan)
+}
+
+#[doc(hidden)]
+pub use kernel::KernelImpl;
+
+/// Forces the implementation of full tiles (`asm!` or intrinsics) for
+/// GEMMs whose tiles run on this thread (`None` restores the default), so
+/// tests and benchmarks compare them. Both give the same bits.
+#[doc(hidden)]
+pub fn force_kernel_impl(v: Option<KernelImpl>) {
+    kernel::force_impl(v)
+}
+
+/// Runs `calls` full register tiles of `isa`'s kernels with `k` steps on
+/// L1-resident packed panels, C accumulated in place (the microkernel
+/// alone, for benchmarks: 2·MR·NR·k FLOP per call). An error if this CPU
+/// cannot run `isa`.
+#[doc(hidden)]
+pub fn run_microkernel(isa: crate::Isa, imp: KernelImpl, k: usize, calls: usize) -> Result<()> {
+    if !isa.is_supported() {
+        return Err(Error::invalid("isa", format!("{isa} is not supported by this CPU")));
+    }
+    // SAFETY: `isa` was just checked to run on this CPU.
+    unsafe { kernel::run_full_tiles(kernel::kernel_set(isa), imp, k, calls) };
+    Ok(())
 }
 
 /// Checks the shapes of a GEMM and the scalars; returns `(m, n, k)`.
