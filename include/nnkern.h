@@ -46,7 +46,6 @@ extern "C" {
 #define NNKERN_ERR_LABEL_OUT_OF_RANGE 6
 #define NNKERN_ERR_INVALID_VALUE 7
 #define NNKERN_ERR_UNSUPPORTED 8
-#define NNKERN_ERR_DATA 9
 #define NNKERN_ERR_CUDA 10
 /* The system could not provide memory the call needs. */
 #define NNKERN_ERR_OUT_OF_MEMORY 11

@@ -98,14 +98,6 @@ pub enum Error {
         /// What is wrong with it.
         what: String,
     },
-    /// A data or checkpoint file that is missing, truncated or corrupt.
-    #[error("{path}: {what}")]
-    Data {
-        /// The file.
-        path: String,
-        /// What is wrong with it.
-        what: String,
-    },
     /// No CUDA driver or no CUDA device (never a panic).
     #[error("CUDA is not available: {0}")]
     NoCuda(String),

@@ -47,7 +47,8 @@
 //! # Ok::<(), nnkern::Error>(())
 //! ```
 //!
-//! From C, C++ or Python: see [`capi`] and `include/nnkern.h`.
+//! From C, C++ or Python: the `nnkern-capi` crate of this workspace builds
+//! `libnnkern.so` / `libnnkern.a`, declared in `include/nnkern.h`.
 //!
 //! ## Features
 //! - `cuda`: the GPU backend (hand-written PTX loaded through the CUDA driver
@@ -57,19 +58,15 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
-pub mod capi;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod error;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod matrix;
 pub mod ops;
 mod parallel;
 pub mod simd;
 pub mod threads;
-pub mod train;
 
 pub use error::{Error, Result, Shape};
 pub use matrix::{MatMut, MatRef};
@@ -86,6 +83,9 @@ pub use ops::softmax_xent::{log_softmax, softmax, softmax_xent, softmax_xent_los
 pub use simd::{active_isa, with_isa, Isa};
 pub use threads::{num_threads, set_num_threads, with_threads};
 
+/// Test hooks (forced plans, task splits, the ISAs a test should cover);
+/// only with the `testing` feature, for this workspace's tests and fuzz harnesses.
+#[cfg(any(test, feature = "testing"))]
 #[doc(hidden)]
 pub mod testing;
 

@@ -78,7 +78,7 @@ fn validate(
 /// The checks [`MatRef::from_strides`] (and with `output`,
 /// [`MatMut::from_strides`]) make, on a buffer length instead of a slice, so
 /// a description of foreign memory can be checked before any slice is made.
-pub(crate) fn check_view(
+pub fn check_view(
     arg: &'static str,
     len: usize,
     rows: usize,

@@ -335,12 +335,14 @@ pub(crate) fn min_per_task(default: usize) -> usize {
 /// Test hook: makes every splitting kernel called from this thread split
 /// once each task has at least `min` units of work (FLOPs for GEMM,
 /// elements for the streams); `None` restores the tuned thresholds.
+#[cfg(any(test, feature = "testing"))]
 pub fn force_min_per_task(min: Option<usize>) {
     FORCED_MIN_PER_TASK.with(|c| c.set(min.map(|m| m.max(1))));
 }
 
 /// How many tasks the last splitting call from this thread made (1 when it
 /// did not split), so tests can check that a threaded path really ran.
+#[cfg(any(test, feature = "testing"))]
 pub fn last_task_count() -> usize {
     LAST_TASKS.with(|c| c.get())
 }

@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| nnkern::fuzzing::gemm_half(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| nnkern_fuzzing::gemm_half(data));

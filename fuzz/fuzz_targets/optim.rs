@@ -1,2 +1,2 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| nnkern::fuzzing::optim(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| nnkern_fuzzing::optim(data));

@@ -4,7 +4,7 @@
 //! PTX executor read, so they are complete files: unrolled loops, the shared
 //! activation helpers in every file that calls them. They are written by this
 //! crate from the templates in `kernels/src/`, which hold each piece once.
-//! Edit a template, then run `cargo run -p nnkern-ptxgen` to rewrite the
+//! Edit a template, then run `cargo run -p nnkern-ptxgen --example ptxgen` to rewrite the
 //! kernels (`-- --check` only compares); `cargo test` fails while a committed
 //! kernel differs from what its template gives.
 //!
@@ -461,7 +461,7 @@ pub fn generate(kernels: &Path) -> Result<Vec<(PathBuf, String)>, Error> {
         .iter()
         .map(|(out, tpl)| {
             let text = format!(
-                "// Generated from kernels/src/{tpl} by `cargo run -p nnkern-ptxgen`: edit the template, not this file.\n{}",
+                "// Generated from kernels/src/{tpl} by `cargo run -p nnkern-ptxgen --example ptxgen`: edit the template, not this file.\n{}",
                 expand(tpl, &src)?
             );
             Ok((kernels.join(out), text))

@@ -15,7 +15,7 @@ fn committed_kernels_match_their_templates() {
                 .unwrap_or_else(|| committed.lines().count().min(text.lines().count()))
                 + 1;
             panic!(
-                "{} differs from its template from line {line} on: run `cargo run -p nnkern-ptxgen`",
+                "{} differs from its template from line {line} on: run `cargo run -p nnkern-ptxgen --example ptxgen`",
                 path.display()
             );
         }
