@@ -861,6 +861,19 @@ fn sm90_gemm_falls_back_where_the_copies_cannot_read() {
             },
             true,
         ),
+        // A with K every other element (rows 96 elements apart, aligned: only the
+        // K stride keeps the copies from reading it)
+        (
+            GemmSpec {
+                a: Lay {
+                    offset: 0,
+                    rs: 96,
+                    cs: 2,
+                },
+                ..base
+            },
+            true,
+        ),
         // B row-major (K not contiguous in Bᵀ)
         (
             GemmSpec {
