@@ -187,26 +187,36 @@ impl DriverEngine {
         self.ctx
             .bind_to_thread()
             .map_err(|e| self.err(e, "binding the context"))?;
-        // SAFETY: `out` is a CUtensorMap-sized, CUtensorMap-aligned (64 bytes or more)
-        // place the driver writes; the dimension, stride, box and element-stride
-        // arrays hold at least `rank` (strides: rank - 1) entries (validate() checked
-        // rank <= 5 and every rule the driver documents); the global address is only
-        // recorded, not dereferenced, by the encoding.
-        let r_code = unsafe {
-            sys::cuTensorMapEncodeTiled(
-                out.as_mut_ptr(),
-                dtype,
-                r as u32,
-                map.global_address as *mut std::ffi::c_void,
-                map.dims.as_ptr(),
-                map.strides.as_ptr(),
-                map.box_dims.as_ptr(),
-                element_strides.as_ptr(),
-                sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
-                swizzle,
-                sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
-            )
+        // cudarc panics when the driver lacks the symbol (a driver older than CUDA
+        // 12): that must be an error, not a panic.
+        let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: `out` is a CUtensorMap-sized, CUtensorMap-aligned (64 bytes or
+            // more) place the driver writes; the dimension, stride, box and
+            // element-stride arrays hold at least `rank` (strides: rank - 1) entries
+            // (validate() checked rank <= 5 and every rule the driver documents); the
+            // global address is only recorded, not dereferenced, by the encoding.
+            unsafe {
+                sys::cuTensorMapEncodeTiled(
+                    out.as_mut_ptr(),
+                    dtype,
+                    r as u32,
+                    map.global_address as *mut std::ffi::c_void,
+                    map.dims.as_ptr(),
+                    map.strides.as_ptr(),
+                    map.box_dims.as_ptr(),
+                    element_strides.as_ptr(),
+                    sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                    swizzle,
+                    sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                    sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+                )
+            }
+        }));
+        let Ok(r_code) = encoded else {
+            return Err(Error::Cuda(format!(
+                "the CUDA driver {} has no cuTensorMapEncodeTiled (CUDA 12 or newer is needed)",
+                self.driver
+            )));
         };
         if r_code != sys::CUresult::CUDA_SUCCESS {
             return Err(self.err(DriverError(r_code), &format!("encoding the tensor map {map:?}")));

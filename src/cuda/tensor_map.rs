@@ -178,13 +178,6 @@ impl TiledTensorMap {
         Ok(())
     }
 
-    /// Bytes one box occupies in shared memory (what one copy's completion counts).
-    pub fn box_bytes(&self) -> u64 {
-        self.box_dims[..self.rank]
-            .iter()
-            .fold(u64::from(self.elem.bytes()), |acc, &b| acc * u64::from(b))
-    }
-
     /// The PTX executor's encoding of this map (the `nkTMAPv1` layout of
     /// `nnkern_ptx_exec::TensorMap`), after [`TiledTensorMap::validate`].
     pub fn executor_encoding(&self) -> Result<TensorMapArg> {
@@ -285,7 +278,6 @@ mod tests {
     #[test]
     fn every_encode_rule_is_checked() {
         let g = good();
-        assert_eq!(g.box_bytes(), 128 * 64 * 2);
         refused(TiledTensorMap { rank: 0, ..g }, "rank");
         refused(TiledTensorMap { rank: 6, ..g }, "rank");
         refused(
