@@ -1,6 +1,12 @@
 //! GPU benchmarks: our PTX GEMMs beside cuBLAS in the same run, TFLOP/s from CUDA
 //! events, and one MLP training step (784→500 ReLU→10, batch 32, Adam) on the device.
 //!
+//! The bf16 GEMM runs what the dispatch picks (on an sm_90 GPU the sm_90a kernel,
+//! `nk_gemm_sm90_bf16`; the benchmark name says which kernel ran) and the mma.sync
+//! kernel beside it; before criterion starts, a table of the large squares
+//! (4096³, 8192³) prints TFLOP/s of each and its percentage of cuBLAS, from CUDA
+//! events around 20 runs after 5 warm-up runs (lines starting `bf16 gemm`).
+//!
 //! `cargo bench --features cublas --bench cuda`; without a GPU it prints why and exits.
 //! Criterion's "elem/s" throughput is FLOP/s (2·m·n·k elements per GEMM).
 
@@ -47,6 +53,120 @@ fn fill(dev: &Device, n: usize, seed: u32) -> DeviceBuffer<f32> {
         .map(|i| (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) as f32 / (1u32 << 24) as f32) - 0.5)
         .collect();
     dev.upload(&v).unwrap()
+}
+
+fn bf16_values(dev: &Device, n: usize, s: u32) -> DeviceBuffer<bf16> {
+    let v: Vec<bf16> = (0..n)
+        .map(|i| {
+            bf16::from_f32(
+                (((i as u32).wrapping_mul(2654435761).wrapping_add(s) >> 8) as f32 / (1u32 << 24) as f32) - 0.5,
+            )
+        })
+        .collect();
+    dev.upload(&v).unwrap()
+}
+
+/// Row-major C (m×n, f32) = A (m×k, bf16, row-major) · B, B stored as Bᵀ (n×k,
+/// row-major), by cuBLAS (gemm_ex, f32 compute).
+fn cublas_bf16(blas_h: &CudaBlas, m: usize, n: usize, k: usize, pa: u64, pbt: u64, pc: u64) {
+    let (alpha, beta) = (1.0f32, 0.0f32);
+    // Column-major Cᵀ (n×m) = (Bᵀ stored n×k row-major = k×n col-major)ᵀ · Aᵀ.
+    // SAFETY: the pointers are live device buffers of the sizes given (the callers
+    // allocate m·k, n·k and m·n elements); types and leading dimensions match them;
+    // the handle runs on the device's stream.
+    unsafe {
+        blas::gemm_ex(
+            *blas_h.handle(),
+            blas_sys::cublasOperation_t::CUBLAS_OP_T,
+            blas_sys::cublasOperation_t::CUBLAS_OP_N,
+            n as i32,
+            m as i32,
+            k as i32,
+            (&alpha as *const f32).cast(),
+            pbt as *const _,
+            blas_sys::cudaDataType::CUDA_R_16BF,
+            k as i32,
+            pa as *const _,
+            blas_sys::cudaDataType::CUDA_R_16BF,
+            k as i32,
+            (&beta as *const f32).cast(),
+            pc as *mut _,
+            blas_sys::cudaDataType::CUDA_R_32F,
+            n as i32,
+            blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+        .unwrap()
+    }
+}
+
+/// Our bf16 GEMM (A row-major, B stored as Bᵀ) with the sm_90a kernels allowed or
+/// not.
+#[allow(clippy::too_many_arguments)]
+fn ours_bf16(
+    dev: &Device,
+    sm90: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &DeviceBuffer<bf16>,
+    bt: &DeviceBuffer<bf16>,
+    c: &mut DeviceBuffer<f32>,
+) {
+    dev.allow_sm90_kernels(sm90);
+    let av = DeviceMatRef::new(a, m, k).unwrap();
+    let bv = DeviceMatRef::new(bt, n, k).unwrap().t();
+    cuda::gemm(dev, 1.0, av, bv, 0.0, DeviceMatMut::new(c, m, n).unwrap()).unwrap();
+    dev.allow_sm90_kernels(true);
+}
+
+/// The kernel our bf16 GEMM runs with the sm_90a kernels allowed or not.
+fn kernel_ran(dev: &Device, sm90: bool, m: usize, n: usize, k: usize, bufs: &mut Bf16Bufs) -> &'static str {
+    dev.record_launches(true);
+    ours_bf16(dev, sm90, m, n, k, &bufs.0, &bufs.1, &mut bufs.2);
+    let l = dev.take_launches();
+    dev.record_launches(false);
+    l.last().map_or("none", |r| r.kernel)
+}
+
+type Bf16Bufs = (DeviceBuffer<bf16>, DeviceBuffer<bf16>, DeviceBuffer<f32>);
+
+/// TFLOP/s of 20 runs (after 5 to warm up) timed with CUDA events.
+fn tflops(dev: &Device, m: usize, n: usize, k: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..5 {
+        f();
+    }
+    let t = time_gpu(dev, 20, f);
+    2.0 * (m * n * k) as f64 * 20.0 / t.as_secs_f64() / 1e12
+}
+
+/// The large bf16 squares: the dispatched kernel (sm_90a on an sm_90 GPU), the
+/// mma.sync kernel and cuBLAS in one run, as TFLOP/s and % of cuBLAS.
+fn bf16_square_table(dev: &Device, blas_h: &CudaBlas) {
+    let gpu = dev.name().unwrap_or_default();
+    for &(m, n, k, label) in SHAPES.iter().filter(|s| s.0 == s.1 && s.1 == s.2) {
+        let mut bufs: Bf16Bufs = (
+            bf16_values(dev, m * k, 3),
+            bf16_values(dev, n * k, 4),
+            dev.zeros::<f32>(m * n).unwrap(),
+        );
+        let (pa, pb, pc) = (bufs.0.device_ptr(), bufs.1.device_ptr(), bufs.2.device_ptr());
+        let blas = tflops(dev, m, n, k, || cublas_bf16(blas_h, m, n, k, pa, pb, pc));
+        let mut seen = Vec::new();
+        for sm90 in [true, false] {
+            let kernel = kernel_ran(dev, sm90, m, n, k, &mut bufs);
+            if seen.contains(&kernel) {
+                continue;
+            }
+            seen.push(kernel);
+            let (a, bt, c) = (&bufs.0, &bufs.1, &mut bufs.2);
+            let ours = tflops(dev, m, n, k, || ours_bf16(dev, sm90, m, n, k, a, bt, c));
+            eprintln!(
+                "bf16 gemm {label} on {gpu}: {kernel} {ours:.1} TFLOP/s = {:.1}% of cuBLAS {blas:.1} TFLOP/s",
+                100.0 * ours / blas
+            );
+        }
+    }
 }
 
 fn gemm_benches(c: &mut Criterion, dev: &Device, blas_h: &CudaBlas) {
@@ -110,62 +230,28 @@ fn gemm_benches(c: &mut Criterion, dev: &Device, blas_h: &CudaBlas) {
     let mut g = c.benchmark_group("bf16_gemm");
     for &(m, n, k, label) in &SHAPES {
         g.throughput(Throughput::Elements(2 * (m * n * k) as u64));
-        let to16 = |n: usize, s: u32| {
-            let v: Vec<bf16> = (0..n)
-                .map(|i| {
-                    bf16::from_f32(
-                        (((i as u32).wrapping_mul(2654435761).wrapping_add(s) >> 8) as f32 / (1u32 << 24) as f32) - 0.5,
-                    )
-                })
-                .collect();
-            dev.upload(&v).unwrap()
-        };
-        // A row-major (m×k) and B stored as n×k (the layout the kernel reads directly).
-        let (a, bt) = (to16(m * k, 3), to16(n * k, 4));
-        let mut cbuf = dev.zeros::<f32>(m * n).unwrap();
-        g.bench_function(BenchmarkId::new("nnkern", label), |bch| {
-            bch.iter_custom(|iters| {
-                time_gpu(dev, iters, || {
-                    let av = DeviceMatRef::new(&a, m, k).unwrap();
-                    let bv = DeviceMatRef::new(&bt, n, k).unwrap().t();
-                    cuda::gemm(dev, 1.0, av, bv, 0.0, DeviceMatMut::new(&mut cbuf, m, n).unwrap()).unwrap();
-                })
-            })
-        });
-        let (pa, pb) = (a.device_ptr(), bt.device_ptr());
-        let pc = cbuf.device_ptr();
+        // A row-major (m×k) and B stored as n×k (the layout the kernels read directly).
+        let mut bufs: Bf16Bufs = (
+            bf16_values(dev, m * k, 3),
+            bf16_values(dev, n * k, 4),
+            dev.zeros::<f32>(m * n).unwrap(),
+        );
+        let mut seen = Vec::new();
+        for sm90 in [true, false] {
+            // Off sm_90 both runs are the mma.sync kernel: time it once.
+            let kernel = kernel_ran(dev, sm90, m, n, k, &mut bufs);
+            if seen.contains(&kernel) {
+                continue;
+            }
+            seen.push(kernel);
+            let (a, bt, cb) = (&bufs.0, &bufs.1, &mut bufs.2);
+            g.bench_function(BenchmarkId::new(format!("nnkern {kernel}"), label), |bch| {
+                bch.iter_custom(|iters| time_gpu(dev, iters, || ours_bf16(dev, sm90, m, n, k, a, bt, cb)))
+            });
+        }
+        let (pa, pb, pc) = (bufs.0.device_ptr(), bufs.1.device_ptr(), bufs.2.device_ptr());
         g.bench_function(BenchmarkId::new("cublas", label), |bch| {
-            bch.iter_custom(|iters| {
-                time_gpu(dev, iters, || {
-                    let (alpha, beta) = (1.0f32, 0.0f32);
-                    // Column-major Cᵀ (n×m) = (Bᵀ stored n×k row-major = k×n col-major)ᵀ · Aᵀ.
-                    // SAFETY: as above; types and leading dimensions match the buffers.
-                    unsafe {
-                        blas::gemm_ex(
-                            *blas_h.handle(),
-                            blas_sys::cublasOperation_t::CUBLAS_OP_T,
-                            blas_sys::cublasOperation_t::CUBLAS_OP_N,
-                            n as i32,
-                            m as i32,
-                            k as i32,
-                            (&alpha as *const f32).cast(),
-                            pb as *const _,
-                            blas_sys::cudaDataType::CUDA_R_16BF,
-                            k as i32,
-                            pa as *const _,
-                            blas_sys::cudaDataType::CUDA_R_16BF,
-                            k as i32,
-                            (&beta as *const f32).cast(),
-                            pc as *mut _,
-                            blas_sys::cudaDataType::CUDA_R_32F,
-                            n as i32,
-                            blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                            blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-                        )
-                        .unwrap()
-                    }
-                })
-            })
+            bch.iter_custom(|iters| time_gpu(dev, iters, || cublas_bf16(blas_h, m, n, k, pa, pb, pc)))
         });
     }
     g.finish();
@@ -390,6 +476,7 @@ fn main() {
         dev.name().unwrap_or_default(),
         dev.driver_version()
     );
+    bf16_square_table(&dev, &blas_h);
     let mut c = Criterion::default().configure_from_args();
     gemm_benches(&mut c, &dev, &blas_h);
     elementwise_benches(&mut c, &dev);

@@ -2,10 +2,14 @@
 # The GPU check, run ON the GPU machine from the repository root, over the executables that
 # scripts/gpu-prepare.sh built elsewhere (default folder .devbin):
 #   1. the CUDA tests (tests/cuda.rs, tests/ptx_kernels.rs, with the GPU-vs-executor
-#      comparison) and the library's unit tests with --include-ignored and REQUIRE_GPU=1
-#      (a missing GPU fails them); TESTS=all runs the CPU-only test binaries too;
+#      comparisons: the SGEMM and optimizers, and on an sm_90 GPU the sm_90a GEMM against
+#      the executor's sm_90 model, sm90_gpu_and_executor_agree_bit_for_bit, which prints
+#      how many elements differ and by how many ulps) and the library's unit tests with
+#      --include-ignored and REQUIRE_GPU=1 (a missing GPU fails them); TESTS=all runs the
+#      CPU-only test binaries too;
 #   2. the cuda bench (ours beside cuBLAS, TFLOP/s from CUDA events, one training step),
-#      with short criterion settings.
+#      with short criterion settings; first it prints the bf16 4096^3 and 8192^3 table
+#      (the sm_90a kernel, the mma.sync kernel, % of cuBLAS; lines "bf16 gemm ...").
 # Prints a PASS/FAIL summary; full logs and criterion's output go to $OUT.
 #   usage: bash .devbin/device-check.sh [all|tests|bench]     (about 5-8 minutes in all)
 # knobs: BUDGET_S (stop starting new steps after this, default 420), PER_STEP_TIMEOUT (240),
@@ -37,7 +41,7 @@ step() {
   timeout --kill-after=10 "${PER_STEP_TIMEOUT:-240}" "$@" > "$OUT/cur.log" 2>&1
   local rc=$?
   cat "$OUT/cur.log" >> "$LOG"
-  grep -E '^test .* FAILED|^test result|panicked at|CUDA device:|time:|thrpt:|^[a-z0-9_]+/' "$OUT/cur.log" | head -80
+  grep -E '^test .* FAILED|^test result|panicked at|CUDA device:|time:|thrpt:|^[a-z0-9_]+/|^bf16 gemm|elements differ' "$OUT/cur.log" | head -80
   local st=PASS; [ $rc -eq 0 ] || { st=FAIL; nfail=$((nfail + 1)); }
   [ $rc -eq 124 ] || [ $rc -eq 137 ] && st=TIMEOUT
   SUMMARY+=("$st $name rc=$rc $(( $(date +%s) - s ))s"); say "   => $st"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build, on a machine without a GPU, everything the GPU check runs, into one folder to carry
 # to the GPU machine (which has no Rust toolchain): the test executables and the criterion
-# bench executable built with --features cublas, plus scripts/device-check.sh.
+# bench executable built with --features cublas, plus scripts/device-check.sh. The sm_90a
+# GEMM needs nothing extra: its PTX is embedded, the tests pick it on an sm_90 GPU and
+# compare it with the executor's sm_90 model, and the bench times it beside cuBLAS.
 #   usage: scripts/gpu-prepare.sh [DIR=.devbin]
 # Add "/.devbin/" to .git/info/exclude once, so the folder travels as an ignored path.
 set -euo pipefail

@@ -16,7 +16,7 @@ mod common;
 
 use common::*;
 use nnkern::cuda::{self, Device, DeviceBuffer, DeviceMatMut, DeviceMatRef, DeviceTargets};
-use nnkern::{bf16, reference, Activation, AdamConfig, Error, MatMut, MatRef, SgdConfig, Targets};
+use nnkern::{bf16, f16, reference, Activation, AdamConfig, Error, MatMut, MatRef, SgdConfig, Targets};
 use proptest::prelude::{proptest, ProptestConfig, TestCaseError};
 
 /// The fixed GEMM cases, plus on a GPU larger ones: many tiles, many K steps,
@@ -669,4 +669,148 @@ fn gpu_and_executor_agree_bit_for_bit() {
     {
         assert!(x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()), "{what}");
     }
+}
+
+// ---------------------------------------------------------------- the sm_90a GEMM
+
+/// A problem in the layout the sm_90a kernel reads in place (A row-major, B
+/// column-major, rows a multiple of 8 elements apart), C row-major.
+fn tma_spec(m: usize, n: usize, k: usize, act: Option<Activation>) -> GemmSpec {
+    let ld = k.next_multiple_of(8);
+    GemmSpec {
+        m,
+        n,
+        k,
+        a: Lay::new(m, k, false, ld - k, 0),
+        b: Lay::new(k, n, true, ld - k, 0),
+        c: Lay::new(m, n, false, 0, 0),
+        y: act.map(|a| (Lay::new(m, n, false, 0, 0), a)),
+        bias: act.is_some(),
+        alpha: 0.5,
+        beta: -1.0,
+        rough: false,
+    }
+}
+
+/// The sm_90a GEMM against the reference: on an sm_90 GPU at GPU sizes (many
+/// tiles per block of the persistent grid, long K), else on the executor's sm_90
+/// model at small ones. The launch records show it ran.
+#[test]
+fn sm90_gemm_against_the_reference() {
+    let dev = device();
+    let hopper;
+    let (d, shapes): (&Device, &[(usize, usize, usize)]) = if dev.compute_capability().unwrap() == (9, 0) {
+        (&dev, &[(1024, 768, 520), (257, 2048, 1032), (4000, 300, 64)])
+    } else {
+        eprintln!("no sm_90 GPU: the sm_90a kernel runs on the executor's sm_90 model");
+        hopper = Device::executor_sm90();
+        (&hopper, &[(129, 257, 72), (20, 600, 16)])
+    };
+    for (i, &(m, n, k)) in shapes.iter().enumerate() {
+        for kind in [Kind::Bf16, Kind::F16] {
+            let act = [None, Some(Activation::GeluErf)][i % 2];
+            d.record_launches(true);
+            let l = gemm_check(d, kind, &tma_spec(m, n, k, act), 700 + i as u64).unwrap();
+            let want = if kind == Kind::Bf16 {
+                cuda::SM90_KERNELS[0]
+            } else {
+                cuda::SM90_KERNELS[1]
+            };
+            assert_eq!(l.iter().map(|r| r.kernel).collect::<Vec<_>>(), [want]);
+        }
+    }
+}
+
+/// The sm_90a GEMM on an sm_90 GPU and on the executor's sm_90 model, same inputs
+/// (bf16 and f16, ragged edges, several k tiles, the fused bias + ReLU epilogue):
+/// C and Y must agree bit for bit. The executor sums each k16 step's exact products
+/// in f64 and rounds once; a difference says the tensor cores round otherwise, and
+/// the message counts the elements that differ and by how many ulps at most.
+#[test]
+#[ignore = "needs an sm_90 GPU: compares it with the PTX executor"]
+fn sm90_gpu_and_executor_agree_bit_for_bit() {
+    let Some(gpu) = gpu_device() else {
+        return eprintln!("skipped: no CUDA GPU");
+    };
+    if gpu.compute_capability().unwrap() != (9, 0) {
+        return eprintln!("skipped: the GPU is not sm_90");
+    }
+    let exe = Device::executor_sm90();
+    let mut r = KRng::new(91);
+    let (m, n, k) = (200usize, 300usize, 136usize);
+    let a = r.vec(m * k, -1.0, 1.0);
+    let bt = r.vec(n * k, -1.0, 1.0);
+    let c = r.vec(m * n, -1.0, 1.0);
+    let bias = r.vec(n, -1.0, 1.0);
+    #[allow(clippy::too_many_arguments)]
+    fn run<T: cuda::GpuGemmInput>(
+        dev: &Device,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[T],
+        bt: &[T],
+        c: &[f32],
+        bias: &[f32],
+    ) -> (Vec<f32>, Vec<f32>, &'static str) {
+        let (da, db, dbias) = (
+            dev.upload(a).unwrap(),
+            dev.upload(bt).unwrap(),
+            dev.upload(bias).unwrap(),
+        );
+        let mut dc = dev.upload(c).unwrap();
+        let mut dy = dev.filled(m * n, f32::NAN).unwrap();
+        dev.record_launches(true);
+        cuda::gemm_bias_activation(
+            dev,
+            1.5,
+            DeviceMatRef::new(&da, m, k).unwrap(),
+            DeviceMatRef::new(&db, n, k).unwrap().t(),
+            -0.5,
+            DeviceMatMut::new(&mut dc, m, n).unwrap(),
+            Some(&dbias),
+            Activation::Relu,
+            Some(DeviceMatMut::new(&mut dy, m, n).unwrap()),
+        )
+        .unwrap();
+        let kernel = dev.take_launches()[0].kernel;
+        (dev.download(&dc).unwrap(), dev.download(&dy).unwrap(), kernel)
+    }
+    let differ = |x: &[f32], y: &[f32]| -> (usize, u32) {
+        let ulps = |p: f32, q: f32| (p.to_bits() as i32).wrapping_sub(q.to_bits() as i32).unsigned_abs();
+        let d: Vec<u32> = x.iter().zip(y).map(|(&p, &q)| ulps(p, q)).filter(|&u| u != 0).collect();
+        (d.len(), d.iter().copied().max().unwrap_or(0))
+    };
+    let mut report = Vec::new();
+    for half in [false, true] {
+        let (g, e) = if half {
+            let conv = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+            let (a, bt) = (conv(&a), conv(&bt));
+            (
+                run(gpu, m, n, k, &a, &bt, &c, &bias),
+                run(&exe, m, n, k, &a, &bt, &c, &bias),
+            )
+        } else {
+            let conv = |v: &[f32]| v.iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>();
+            let (a, bt) = (conv(&a), conv(&bt));
+            (
+                run(gpu, m, n, k, &a, &bt, &c, &bias),
+                run(&exe, m, n, k, &a, &bt, &c, &bias),
+            )
+        };
+        assert_eq!(g.2, e.2, "both ran the same kernel");
+        assert!(g.2.starts_with("nk_gemm_sm90_"), "{}", g.2);
+        for (what, x, y) in [("C", &g.0, &e.0), ("Y", &g.1, &e.1)] {
+            let (count, max) = differ(x, y);
+            eprintln!(
+                "{} {what}: {count} of {} elements differ, at most {max} ulps",
+                g.2,
+                m * n
+            );
+            if count > 0 {
+                report.push(format!("{} {what}: {count} elements differ (max {max} ulps)", g.2));
+            }
+        }
+    }
+    assert!(report.is_empty(), "GPU and executor differ: {report:?}");
 }

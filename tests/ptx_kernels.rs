@@ -18,7 +18,7 @@
 mod common;
 
 use common::*;
-use nnkern::cuda::{self, DeviceBuffer, DeviceMatMut, DeviceMatRef, DeviceTargets};
+use nnkern::cuda::{self, Device, DeviceBuffer, DeviceMatMut, DeviceMatRef, DeviceTargets, KernelArg};
 use nnkern::{
     bf16, f16, reference, Activation, AdamConfig, AdamEpsilon, MatMut, MatRef, SgdConfig, Targets, WeightDecay,
 };
@@ -26,7 +26,7 @@ use proptest::prelude::{proptest, ProptestConfig, TestCaseError};
 
 /// Every kernel entry of `kernels/*.ptx`; the coverage test checks that this
 /// file launches each one.
-const ALL_ENTRIES: [&str; 16] = [
+const ALL_ENTRIES: [&str; 18] = [
     "nk_act_fwd",
     "nk_act_bwd",
     "nk_bias_act",
@@ -43,6 +43,8 @@ const ALL_ENTRIES: [&str; 16] = [
     "nk_gemm_tf32",
     "nk_pack16",
     "nk_pack32",
+    "nk_gemm_sm90_bf16",
+    "nk_gemm_sm90_f16",
 ];
 
 // ---------------------------------------------------------------- activations
@@ -300,6 +302,12 @@ fn gemm_paths_over_layouts() {
             dev.record_launches(true);
             let l = gemm_check(&dev, kind, &s, 10 + ci as u64).unwrap();
             let names: Vec<&str> = l.iter().map(|r| r.kernel).collect();
+            // On an sm_90 GPU the 16-bit layouts the tensor cores read in place go
+            // to the Hopper kernel (its dispatch is tested on the executor below).
+            if is_sm90(&dev) && sm90_kernel_of(kind).is_some() && packed == (false, false) {
+                assert_eq!(names, [sm90_kernel_of(kind).unwrap()], "case {ci}");
+                continue;
+            }
             assert_eq!(names.last(), Some(&kernel_of(kind)), "{names:?}");
             if kind == Kind::F32 {
                 assert_eq!(names, ["nk_sgemm"]);
@@ -693,6 +701,21 @@ fn every_kernel_is_launched_and_temporaries_are_freed() {
     cuda::sgd_step(&dev, &SgdConfig::default(), &mut w, &x, &mut m).unwrap();
     cuda::clip_global_norm(&dev, &mut [&mut g], 0.5).unwrap();
     let mut ran: Vec<&str> = dev.take_launches().iter().map(|r| r.kernel).collect();
+    // The sm_90a kernels, on this device when it is an sm_90 GPU, else on the
+    // executor's sm_90 model: 12x12x8 with A row-major and B column-major (rows of
+    // 8 elements, 16 bytes, as the bulk tensor copies need).
+    let hopper = Device::executor_sm90();
+    let h = if is_sm90(&dev) { &*dev } else { &hopper };
+    h.record_launches(true);
+    let y16 = h.upload(&[bf16::ONE; 96]).unwrap();
+    let yh = h.upload(&[f16::ONE; 96]).unwrap();
+    let mut hc = h.zeros::<f32>(144).unwrap();
+    let a16 = DeviceMatRef::new(&y16, 12, 8).unwrap();
+    cuda::gemm(h, 1.0, a16, a16.t(), 0.0, DeviceMatMut::new(&mut hc, 12, 12).unwrap()).unwrap();
+    assert_eq!(h.download(&hc).unwrap(), [8.0; 144]);
+    let ah = DeviceMatRef::new(&yh, 12, 8).unwrap();
+    cuda::gemm(h, 1.0, ah, ah.t(), 0.0, DeviceMatMut::new(&mut hc, 12, 12).unwrap()).unwrap();
+    ran.extend(h.take_launches().iter().map(|r| r.kernel));
     ran.sort_unstable();
     ran.dedup();
     assert_eq!(ran, listed, "kernels launched");
@@ -704,4 +727,247 @@ fn every_kernel_is_launched_and_temporaries_are_freed() {
             "{after} bytes in use, {before} before the operations"
         );
     }
+}
+
+// ---------------------------------------------------------------- sm_90 dispatch
+
+fn is_sm90(dev: &Device) -> bool {
+    dev.compute_capability().unwrap() == (9, 0)
+}
+
+/// The sm_90a kernel of a 16-bit input kind.
+fn sm90_kernel_of(kind: Kind) -> Option<&'static str> {
+    match kind {
+        Kind::Bf16 => Some(cuda::SM90_KERNELS[0]),
+        Kind::F16 => Some(cuda::SM90_KERNELS[1]),
+        Kind::F32 | Kind::Tf32 => None,
+    }
+}
+
+/// A case in the layout the sm_90a kernel reads in place: A row-major and B
+/// column-major (Bᵀ row-major), both with rows padded to a multiple of 8 elements
+/// (plus `pad8` more groups of 8), bases 16-byte aligned; C (and Y) as given.
+fn tma_case(m: usize, n: usize, k: usize, pad8: usize, c: Lay, y: Option<(Lay, Activation)>) -> GemmSpec {
+    let ld = k.next_multiple_of(8) + 8 * pad8;
+    GemmSpec {
+        m,
+        n,
+        k,
+        a: Lay::new(m, k, false, ld - k, 8 * pad8),
+        b: Lay::new(k, n, true, ld - k, 0),
+        c,
+        y,
+        bias: y.is_some(),
+        alpha: 1.0,
+        beta: 0.0,
+        rough: false,
+    }
+}
+
+/// Checks one launch record of the sm_90a kernel: the launch contract of
+/// kernels/gemm_sm90.ptx (384 threads, 197632 bytes of dynamic shared memory,
+/// the two tensor maps first, then C, M, N, K).
+fn check_sm90_launch(r: &cuda::LaunchRecord, m: usize, n: usize, k: usize, blocks: u32) {
+    assert_eq!(r.block, (384, 1, 1));
+    assert_eq!(r.shared_bytes, 197_632);
+    assert_eq!(r.grid, (blocks, 1, 1));
+    assert!(matches!(r.args[0], KernelArg::TensorMap(_)) && matches!(r.args[1], KernelArg::TensorMap(_)));
+    assert_eq!(
+        r.args[3..6],
+        [
+            KernelArg::U32(m as u32),
+            KernelArg::U32(n as u32),
+            KernelArg::U32(k as u32)
+        ]
+    );
+}
+
+/// On an sm_90 device the bf16 / f16 GEMM runs the sm_90a kernel (wgmma fed by
+/// bulk tensor copies through the host's tensor maps); on sm_80 the mma.sync
+/// kernel, on the same inputs. Both against the reference, at shapes with ragged
+/// edge tiles in M, N and K, K long enough for the 4-stage ring to wrap, persistent
+/// blocks taking several tiles, alpha/beta, C and Y in either order, both epilogues.
+#[test]
+fn sm90_gemm_dispatch_against_the_reference() {
+    let (sm90, sm80) = (Device::executor_sm90(), Device::executor());
+    let row = |r, c| Lay::new(r, c, false, 0, 0);
+    let col = |r, c| Lay::new(r, c, true, 1, 0);
+    let cases = [
+        // ragged everywhere: 2x2 tiles, K = 65 (two k tiles, the second one element)
+        (
+            GemmSpec {
+                alpha: 1.5,
+                beta: -0.75,
+                ..tma_case(129, 257, 65, 0, row(129, 257), None)
+            },
+            132,
+        ),
+        // K = 300: 5 k tiles through the 4 stages; 2 blocks for 2 tiles; the fused
+        // epilogue (bias + GELU) into a column-major Y, C column-major
+        (
+            GemmSpec {
+                beta: 0.5,
+                ..tma_case(
+                    130,
+                    200,
+                    300,
+                    1,
+                    col(130, 200),
+                    Some((col(130, 200), Activation::GeluTanh)),
+                )
+            },
+            132,
+        ),
+        // one block taking all three tiles in turn (the grid limited to 1), ReLU
+        (
+            tma_case(300, 40, 24, 0, row(300, 40), Some((row(300, 40), Activation::Relu))),
+            1,
+        ),
+        // a single element
+        (tma_case(1, 1, 1, 0, row(1, 1), None), 132),
+    ];
+    for (i, (s, sms)) in cases.iter().enumerate() {
+        let kind = if i % 2 == 0 { Kind::Bf16 } else { Kind::F16 };
+        let tiles = (s.m.div_ceil(128) * s.n.div_ceil(256)) as u32;
+        sm90.limit_grid_for_tests(*sms);
+        sm90.record_launches(true);
+        let l = gemm_check(&sm90, kind, s, 500 + i as u64).unwrap();
+        assert_eq!(l.len(), 1, "case {i}: {l:?}");
+        assert_eq!(l[0].kernel, sm90_kernel_of(kind).unwrap(), "case {i}");
+        check_sm90_launch(&l[0], s.m, s.n, s.k, tiles.min(*sms as u32));
+        sm80.record_launches(true);
+        let l = gemm_check(&sm80, kind, s, 500 + i as u64).unwrap();
+        let names: Vec<&str> = l.iter().map(|r| r.kernel).collect();
+        assert_eq!(names, [kernel_of(kind)], "case {i}");
+    }
+}
+
+/// Layouts the bulk tensor copies cannot read in place (K not contiguous in A or
+/// in Bᵀ, a base not 16-byte aligned, rows not a multiple of 8 elements apart),
+/// and problems with nothing to multiply (K = 0, alpha = 0), fall back on sm_90
+/// to the mma.sync kernel (which packs what it cannot read), still against the
+/// reference.
+#[test]
+fn sm90_gemm_falls_back_where_the_copies_cannot_read() {
+    let sm90 = Device::executor_sm90();
+    let (m, n, k) = (70usize, 90usize, 40usize);
+    let base = tma_case(m, n, k, 0, Lay::new(m, n, false, 0, 0), None);
+    let cases = [
+        // A column-major
+        (
+            GemmSpec {
+                a: Lay::new(m, k, true, 0, 0),
+                ..base
+            },
+            true,
+        ),
+        // A with K every other element (rows 96 elements apart, aligned: only the
+        // K stride keeps the copies from reading it)
+        (
+            GemmSpec {
+                a: Lay {
+                    offset: 0,
+                    rs: 96,
+                    cs: 2,
+                },
+                ..base
+            },
+            true,
+        ),
+        // B row-major (K not contiguous in Bᵀ)
+        (
+            GemmSpec {
+                b: Lay::new(k, n, false, 0, 0),
+                ..base
+            },
+            true,
+        ),
+        // A starting 2 bytes into its buffer
+        (
+            GemmSpec {
+                a: Lay::new(m, k, false, 0, 1),
+                ..base
+            },
+            true,
+        ),
+        // Bᵀ rows 44 elements (88 bytes) apart
+        (
+            GemmSpec {
+                b: Lay::new(k, n, true, 4, 0),
+                ..base
+            },
+            true,
+        ),
+        // K = 0 and alpha = 0 read neither operand: the epilogue alone
+        (
+            GemmSpec {
+                k: 0,
+                a: Lay::new(m, 0, false, 8, 0),
+                b: Lay::new(0, n, true, 8, 0),
+                beta: 0.5,
+                bias: true,
+                y: Some((Lay::new(m, n, false, 0, 0), Activation::Sigmoid)),
+                ..base
+            },
+            false,
+        ),
+        (
+            GemmSpec {
+                alpha: 0.0,
+                beta: 2.0,
+                ..base
+            },
+            false,
+        ),
+    ];
+    for (i, (s, packs)) in cases.iter().enumerate() {
+        for kind in [Kind::Bf16, Kind::F16] {
+            sm90.record_launches(true);
+            let l = gemm_check(&sm90, kind, s, 600 + i as u64).unwrap();
+            let names: Vec<&str> = l.iter().map(|r| r.kernel).collect();
+            assert_eq!(names.last(), Some(&kernel_of(kind)), "case {i}: {names:?}");
+            assert_eq!(names.contains(&"nk_pack16"), *packs, "case {i}: {names:?}");
+        }
+    }
+    // The same problem in the readable layout does take the sm_90a kernel.
+    sm90.record_launches(true);
+    let l = gemm_check(&sm90, Kind::Bf16, &base, 600).unwrap();
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].kernel, cuda::SM90_KERNELS[0]);
+    // ... unless switched off (the benchmarks time the mma.sync kernel this way).
+    sm90.allow_sm90_kernels(false);
+    let l = gemm_check(&sm90, Kind::Bf16, &base, 600).unwrap();
+    assert_eq!(l.iter().map(|r| r.kernel).collect::<Vec<_>>(), ["nk_gemm_bf16"]);
+}
+
+/// Each operand layout is encoded into a tensor map once per device: a second
+/// GEMM on the same buffers reuses both maps, another operand adds one.
+#[test]
+fn sm90_tensor_maps_are_built_once_per_layout() {
+    let dev = Device::executor_sm90();
+    let (m, n, k) = (20usize, 30usize, 16usize);
+    let a = dev.upload(&vec![bf16::ONE; m * k]).unwrap();
+    let bt = dev.upload(&vec![bf16::ONE; n * k]).unwrap();
+    let bt2 = dev.upload(&vec![bf16::ONE; n * k]).unwrap();
+    let mut c = dev.zeros::<f32>(m * n).unwrap();
+    dev.record_launches(true);
+    let run = |b: &DeviceBuffer<bf16>, c: &mut DeviceBuffer<f32>| {
+        let av = DeviceMatRef::new(&a, m, k).unwrap();
+        let bv = DeviceMatRef::new(b, n, k).unwrap().t();
+        cuda::gemm(&dev, 1.0, av, bv, 0.0, DeviceMatMut::new(c, m, n).unwrap()).unwrap();
+    };
+    run(&bt, &mut c);
+    assert_eq!(dev.tensor_maps_encoded(), 2);
+    run(&bt, &mut c);
+    assert_eq!(dev.tensor_maps_encoded(), 2);
+    run(&bt2, &mut c);
+    assert_eq!(dev.tensor_maps_encoded(), 3);
+    let l = dev.take_launches();
+    assert_eq!(l.len(), 3);
+    assert!(l.iter().all(|r| r.kernel == cuda::SM90_KERNELS[0]));
+    // The same maps were passed both times; the third launch has another B map.
+    assert_eq!(l[0].args[..2], l[1].args[..2]);
+    assert_eq!(l[0].args[0], l[2].args[0]);
+    assert_ne!(l[0].args[1], l[2].args[1]);
+    assert_eq!(dev.download(&c).unwrap(), vec![16.0; m * n]);
 }

@@ -6,6 +6,9 @@
 //!
 //! The host side is what the launch contract in the kernel header says, with
 //! the executor's tensor maps ([`TensorMap`]) in place of `cuTensorMapEncodeTiled`.
+//! With the `cuda` feature the maps come from the library's own encoder
+//! (`nnkern::cuda::sm90_operand_map`, what the GEMM dispatch passes), and a test
+//! checks that it builds exactly the maps written out here.
 //!
 //! Tolerance: bf16/f16 inputs are exact in f32 and their products exact; the
 //! reference sums in f64 and rounds once. The kernel rounds at most once per
@@ -165,27 +168,9 @@ fn run_case(src: Option<&str>, case: &GemmCase, seed: u64, run: Run) -> Result<(
     let bc = mem.alloc_f32(&store(&d.c));
     let bbias = mem.alloc_f32(&d.bias);
     let by = mem.alloc(m * n * 4);
-    let kdim = k_eff.max(1) as u32;
-    let ta = TensorMap::matrix(
-        ga.addr,
-        2,
-        m as u32,
-        kdim,
-        ld as u64 * 2,
-        gen::BM,
-        gen::BK,
-        Swizzle::B128,
-    );
-    let tb = TensorMap::matrix(
-        gb.addr,
-        2,
-        n as u32,
-        kdim,
-        ld as u64 * 2,
-        gen::BN,
-        gen::BK,
-        Swizzle::B128,
-    );
+    let kdim = k_eff.max(1);
+    let ta = operand_param(ga.addr, run.half, m, kdim, ld, gen::BM);
+    let tb = operand_param(gb.addr, run.half, n, kdim, ld, gen::BN);
     let (pbias, py) = match run.epilogue {
         Some(_) => (Param::Ptr(bbias), Param::Ptr(by)),
         None => (Param::U64(0), Param::U64(0)),
@@ -212,8 +197,8 @@ fn run_case(src: Option<&str>, case: &GemmCase, seed: u64, run: Run) -> Result<(
         (gen::THREADS, 1, 1),
         gen::DYNAMIC_SHARED,
         &[
-            ta.param().unwrap(),
-            tb.param().unwrap(),
+            ta,
+            tb,
             Param::Ptr(bc),
             Param::U32(m as u32),
             Param::U32(n as u32),
@@ -246,6 +231,76 @@ fn run_case(src: Option<&str>, case: &GemmCase, seed: u64, run: Run) -> Result<(
         })?;
     }
     Ok(())
+}
+
+/// The executor's tensor map of an operand as the launch contract describes it:
+/// `rows` rows of `k` 16-bit elements, `ld` apart, boxes of `box_rows` x 64, 128B swizzle.
+fn operand_map(addr: u64, rows: usize, k: usize, ld: usize, box_rows: u32) -> TensorMap {
+    TensorMap::matrix(
+        addr,
+        2,
+        rows as u32,
+        k as u32,
+        ld as u64 * 2,
+        box_rows,
+        gen::BK,
+        Swizzle::B128,
+    )
+}
+
+/// The kernel parameter of an operand's map: the library's encoder when it is built
+/// (the `cuda` feature), else [`operand_map`].
+fn operand_param(addr: u64, half: bool, rows: usize, k: usize, ld: usize, box_rows: u32) -> Param {
+    #[cfg(feature = "cuda")]
+    {
+        use nnkern::cuda::{sm90_operand_map, TensorMapElem};
+        let elem = if half { TensorMapElem::F16 } else { TensorMapElem::Bf16 };
+        let map = sm90_operand_map(addr, elem, rows, k, ld, box_rows).unwrap();
+        Param::Bytes(map.executor_encoding().unwrap().bytes().to_vec())
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = half;
+        operand_map(addr, rows, k, ld, box_rows).param().unwrap()
+    }
+}
+
+/// The library's operand maps are the ones the launch contract describes, byte for
+/// byte, and its launch uses this file's geometry (threads, shared memory).
+#[cfg(feature = "cuda")]
+#[test]
+fn library_operand_maps_and_launch_geometry_match_the_contract() {
+    use nnkern::cuda::{self, sm90_operand_map, Device, DeviceMatMut, DeviceMatRef, TensorMapElem};
+    for (addr, rows, k, ld, box_rows) in [
+        (0x1000u64, 300usize, 700usize, 704usize, gen::BM),
+        (0x20_0000, 520, 700, 712, gen::BN),
+        (0x40, 1, 1, 8, gen::BM),
+    ] {
+        for elem in [TensorMapElem::Bf16, TensorMapElem::F16] {
+            let lib = sm90_operand_map(addr, elem, rows, k, ld, box_rows).unwrap();
+            assert_eq!(
+                lib.executor_encoding().unwrap().bytes(),
+                &operand_map(addr, rows, k, ld, box_rows).encode().unwrap(),
+                "{rows}x{k} ld {ld}"
+            );
+        }
+    }
+    let dev = Device::executor_sm90();
+    let (m, n, k) = (3usize, 5usize, 8usize);
+    let a = dev.upload(&vec![bf16::from_f32(1.0); m * k]).unwrap();
+    let bt = dev.upload(&vec![bf16::from_f32(2.0); n * k]).unwrap();
+    let mut c = dev.zeros::<f32>(m * n).unwrap();
+    dev.record_launches(true);
+    let av = DeviceMatRef::new(&a, m, k).unwrap();
+    let bv = DeviceMatRef::new(&bt, n, k).unwrap().t();
+    cuda::gemm(&dev, 1.0, av, bv, 0.0, DeviceMatMut::new(&mut c, m, n).unwrap()).unwrap();
+    let l = dev.take_launches();
+    assert_eq!(l.len(), 1);
+    assert_eq!(
+        (l[0].kernel, l[0].block, l[0].shared_bytes),
+        ("nk_gemm_sm90_bf16", (gen::THREADS, 1, 1), gen::DYNAMIC_SHARED)
+    );
+    assert_eq!(dev.download(&c).unwrap(), vec![16.0; m * n]);
 }
 
 fn case(m: usize, n: usize, k: usize, alpha: f32, beta: f32) -> GemmCase {

@@ -3,12 +3,15 @@
 
 use super::buffer::{DeviceBuffer, DeviceElem};
 use super::driver::{DriverEngine, DriverMem};
-use super::engine::{check_launch, param_kinds, DeviceMemory, Engine, EngineKind, KernelArg, LaunchRecord, ParamKind};
+use super::engine::{
+    check_launch, param_kinds, DeviceMemory, Engine, EngineKind, KernelArg, LaunchRecord, ParamKind, Shared,
+};
 use super::executor::{ExecEngine, ExecFunc, ExecMem, DEFAULT_MEMORY_LIMIT};
+use super::tensor_map::{TensorMapArg, TiledTensorMap};
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub(crate) const ACTIVATION_PTX: &str = include_str!("../../kernels/activation.ptx");
@@ -16,6 +19,32 @@ pub(crate) const OPTIM_PTX: &str = include_str!("../../kernels/optim.ptx");
 pub(crate) const SOFTMAX_XENT_PTX: &str = include_str!("../../kernels/softmax_xent.ptx");
 pub(crate) const GEMM_F32_PTX: &str = include_str!("../../kernels/gemm_f32.ptx");
 pub(crate) const GEMM_TC_PTX: &str = include_str!("../../kernels/gemm_tc.ptx");
+pub(crate) const GEMM_SM90_PTX: &str = include_str!("../../kernels/gemm_sm90.ptx");
+
+/// Tensor maps a device keeps encoded (most recently used last).
+const TENSOR_MAP_CACHE: usize = 64;
+
+/// What an executor device models: the compute capability it reports, its
+/// multiprocessors and its shared memory per block (the opt-in maximum).
+#[derive(Debug, Clone, Copy)]
+struct ExecModel {
+    cc: (i32, i32),
+    sms: u32,
+    max_shared: u32,
+}
+
+/// sm_80 as an A100: 108 SMs, 163 KiB of shared memory per block.
+const EXEC_SM80: ExecModel = ExecModel {
+    cc: (8, 0),
+    sms: 108,
+    max_shared: 166_912,
+};
+/// sm_90 as an H200 (and H100 SXM): 132 SMs, 227 KiB of shared memory per block.
+const EXEC_SM90: ExecModel = ExecModel {
+    cc: (9, 0),
+    sms: 132,
+    max_shared: 232_448,
+};
 
 /// A chunk table's contents and its device copy.
 type CachedTable = (Vec<u32>, Arc<DeviceBuffer<u32>>);
@@ -50,7 +79,7 @@ enum Func {
 
 enum Engines {
     Driver(DriverEngine),
-    Executor(ExecEngine),
+    Executor(ExecEngine, ExecModel),
 }
 
 /// A loaded kernel and its parameter list.
@@ -92,6 +121,11 @@ pub struct Device {
     log: Mutex<Option<Vec<LaunchRecord>>>,
     // Most blocks per grid dimension of the grid-stride kernels (a test hook).
     grid_limit: AtomicUsize,
+    // Encoded tensor maps by layout, most recently used last, and how many were encoded.
+    tensor_maps: Mutex<Vec<(TiledTensorMap, TensorMapArg)>>,
+    tensor_maps_encoded: AtomicUsize,
+    // Whether the GEMM may dispatch to the sm_90a kernels (a benchmark hook).
+    sm90_kernels: AtomicBool,
 }
 
 impl std::fmt::Debug for Device {
@@ -119,6 +153,9 @@ impl Device {
             tables: Mutex::new(Vec::new()),
             log: Mutex::new(None),
             grid_limit: AtomicUsize::new(usize::MAX),
+            tensor_maps: Mutex::new(Vec::new()),
+            tensor_maps_encoded: AtomicUsize::new(0),
+            sm90_kernels: AtomicBool::new(true),
         }
     }
 
@@ -144,14 +181,22 @@ impl Device {
     /// [`Device::executor`] holding at most `bytes` of live buffers (more is an
     /// out-of-memory [`Error::Cuda`], as on a GPU).
     pub fn executor_with_memory_limit(bytes: usize) -> Device {
-        Device::with(Engines::Executor(ExecEngine::new(bytes)))
+        Device::with(Engines::Executor(ExecEngine::new(bytes), EXEC_SM80))
+    }
+
+    /// [`Device::executor`] modelling an sm_90 GPU (compute capability 9.0, 132
+    /// multiprocessors and 227 KiB of shared memory per block, as an H200): the
+    /// operations dispatch as on such a GPU, so the sm_90a kernels (wgmma, bulk
+    /// tensor copies through tensor maps, mbarriers) and their host code run here.
+    pub fn executor_sm90() -> Device {
+        Device::with(Engines::Executor(ExecEngine::new(DEFAULT_MEMORY_LIMIT), EXEC_SM90))
     }
 
     /// Which engine runs this device's kernels.
     pub fn engine(&self) -> EngineKind {
         match self.engine {
             Engines::Driver(_) => EngineKind::Driver,
-            Engines::Executor(_) => EngineKind::Executor,
+            Engines::Executor(..) => EngineKind::Executor,
         }
     }
 
@@ -159,24 +204,74 @@ impl Device {
     pub fn name(&self) -> Result<String> {
         match &self.engine {
             Engines::Driver(e) => e.name(),
-            Engines::Executor(_) => Ok("PTX executor (CPU)".into()),
+            Engines::Executor(_, m) if m.cc == EXEC_SM90.cc => Ok("PTX executor (CPU, sm_90 model)".into()),
+            Engines::Executor(..) => Ok("PTX executor (CPU)".into()),
         }
     }
 
     /// The compute capability `(major, minor)`; 8.0 or higher is needed. The
-    /// executor models the kernels' target, sm_80.
+    /// executor reports the one it models: 8.0 ([`Device::executor`]) or 9.0
+    /// ([`Device::executor_sm90`]).
     pub fn compute_capability(&self) -> Result<(i32, i32)> {
         match &self.engine {
             Engines::Driver(e) => e.compute_capability(),
-            Engines::Executor(_) => Ok((8, 0)),
+            Engines::Executor(_, m) => Ok(m.cc),
         }
+    }
+
+    /// The number of multiprocessors (the executor: the number its model has).
+    pub fn multiprocessor_count(&self) -> Result<u32> {
+        match &self.engine {
+            Engines::Driver(e) => e.multiprocessor_count(),
+            Engines::Executor(_, m) => Ok(m.sms),
+        }
+    }
+
+    /// The most dynamic shared memory one block may be given, in bytes (the
+    /// opt-in maximum; the executor: its model's).
+    pub fn max_dynamic_shared_bytes(&self) -> u32 {
+        match &self.engine {
+            Engines::Driver(e) => e.max_shared(),
+            Engines::Executor(_, m) => m.max_shared,
+        }
+    }
+
+    /// `map` encoded for this device's engine (`cuTensorMapEncodeTiled` on a GPU,
+    /// the executor's model on the executor), after the same checks on both
+    /// ([`TiledTensorMap::validate`]). Encodings are kept per layout (the last 64),
+    /// so an operand layout used again is not encoded again.
+    pub fn tensor_map(&self, map: &TiledTensorMap) -> Result<TensorMapArg> {
+        map.validate()?;
+        let mut cache = lock(&self.tensor_maps);
+        if let Some(pos) = cache.iter().position(|(m, _)| m == map) {
+            let entry = cache.remove(pos);
+            let arg = entry.1;
+            cache.push(entry);
+            return Ok(arg);
+        }
+        let arg = match &self.engine {
+            Engines::Driver(e) => e.encode_tensor_map(map)?,
+            Engines::Executor(..) => map.executor_encoding()?,
+        };
+        self.tensor_maps_encoded.fetch_add(1, Ordering::Relaxed);
+        if cache.len() >= TENSOR_MAP_CACHE {
+            cache.remove(0);
+        }
+        cache.push((*map, arg));
+        Ok(arg)
+    }
+
+    /// How many tensor maps this device has encoded (not counting those reused from
+    /// its cache): a test can check that a layout is encoded once.
+    pub fn tensor_maps_encoded(&self) -> usize {
+        self.tensor_maps_encoded.load(Ordering::Relaxed)
     }
 
     /// The driver version, `major.minor` (`none` on the executor).
     pub fn driver_version(&self) -> &str {
         match &self.engine {
             Engines::Driver(e) => e.driver_version(),
-            Engines::Executor(_) => "none",
+            Engines::Executor(..) => "none",
         }
     }
 
@@ -184,7 +279,7 @@ impl Device {
     pub fn synchronize(&self) -> Result<()> {
         match &self.engine {
             Engines::Driver(e) => e.synchronize(),
-            Engines::Executor(e) => e.synchronize(),
+            Engines::Executor(e, _) => e.synchronize(),
         }
     }
 
@@ -193,7 +288,7 @@ impl Device {
     pub fn stream(&self) -> Option<&Arc<CudaStream>> {
         match &self.engine {
             Engines::Driver(e) => Some(e.stream()),
-            Engines::Executor(_) => None,
+            Engines::Executor(..) => None,
         }
     }
 
@@ -201,7 +296,7 @@ impl Device {
     pub fn context(&self) -> Option<&Arc<CudaContext>> {
         match &self.engine {
             Engines::Driver(e) => Some(e.context()),
-            Engines::Executor(_) => None,
+            Engines::Executor(..) => None,
         }
     }
 
@@ -210,7 +305,7 @@ impl Device {
     pub fn executor_bytes_in_use(&self) -> Option<usize> {
         match &self.engine {
             Engines::Driver(_) => None,
-            Engines::Executor(e) => Some(e.allocated_bytes()),
+            Engines::Executor(e, _) => Some(e.allocated_bytes()),
         }
     }
 
@@ -239,6 +334,20 @@ impl Device {
         self.grid_limit.store(blocks.max(1), Ordering::Relaxed);
     }
 
+    /// Benchmark hook: with `false`, the GEMM runs the mma.sync kernels even on an
+    /// sm_90 device (to time them beside the sm_90a kernel); `true` (the default)
+    /// restores the normal dispatch. Results stay within the same bounds.
+    #[doc(hidden)]
+    pub fn allow_sm90_kernels(&self, on: bool) {
+        self.sm90_kernels.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the sm_90a kernels may run here: compute capability 9.0 and not
+    /// switched off by [`Device::allow_sm90_kernels`].
+    pub(crate) fn runs_sm90_kernels(&self) -> Result<bool> {
+        Ok(self.sm90_kernels.load(Ordering::Relaxed) && self.compute_capability()? == (9, 0))
+    }
+
     /// `cap`, or less when a test lowered it.
     pub(crate) fn grid_cap(&self, cap: usize) -> usize {
         cap.min(self.grid_limit.load(Ordering::Relaxed))
@@ -255,7 +364,7 @@ impl Device {
         }
         let mem = match &self.engine {
             Engines::Driver(e) => Mem::Driver(e.alloc(bytes, zeroed)?),
-            Engines::Executor(e) => Mem::Executor(e.alloc(bytes, zeroed)?),
+            Engines::Executor(e, _) => Mem::Executor(e.alloc(bytes, zeroed)?),
         };
         Ok(DeviceBuffer::from_mem(self.id, len, mem))
     }
@@ -293,7 +402,7 @@ impl Device {
         match (&self.engine, dst.mem_mut()) {
             (_, None) => Ok(()),
             (Engines::Driver(e), Some(Mem::Driver(m))) => e.write(m, at, bytes),
-            (Engines::Executor(e), Some(Mem::Executor(m))) => e.write(m, at, bytes),
+            (Engines::Executor(e, _), Some(Mem::Executor(m))) => e.write(m, at, bytes),
             _ => Err(foreign()),
         }
     }
@@ -305,7 +414,7 @@ impl Device {
         match (&self.engine, src.mem()) {
             (_, None) => Ok(()),
             (Engines::Driver(e), Some(Mem::Driver(m))) => e.read(m, at, bytes),
-            (Engines::Executor(e), Some(Mem::Executor(m))) => e.read(m, at, bytes),
+            (Engines::Executor(e, _), Some(Mem::Executor(m))) => e.read(m, at, bytes),
             _ => Err(foreign()),
         }
     }
@@ -400,9 +509,22 @@ impl Device {
         }
         let params =
             param_kinds(src, name).ok_or_else(|| Error::Cuda(format!("kernel {name} is not declared in {file}")))?;
+        // An architecture-specific target (sm_90a) runs only on that architecture.
+        if let Some(t) = src.lines().find_map(|l| l.trim().strip_prefix(".target ")) {
+            let t = t.trim();
+            if let Some(arch) = t.strip_prefix("sm_").and_then(|a| a.strip_suffix('a')) {
+                let cc = self.compute_capability()?;
+                if arch != format!("{}{}", cc.0, cc.1) {
+                    return Err(Error::Cuda(format!(
+                        "{file} targets {t}, which a device of compute capability {}.{} cannot run",
+                        cc.0, cc.1
+                    )));
+                }
+            }
+        }
         let func = match &self.engine {
             Engines::Driver(e) => Func::Driver(e.function(file, src, name)?),
-            Engines::Executor(e) => Func::Executor(e.function(file, src, name)?),
+            Engines::Executor(e, _) => Func::Executor(e.function(file, src, name)?),
         };
         let k = Kernel { name, params, func };
         lock(&self.functions).insert((file, name), k.clone());
@@ -418,19 +540,37 @@ impl Device {
         block: (u32, u32, u32),
         args: &[KernelArg],
     ) -> Result<()> {
+        self.launch_with_shared(kernel, grid, block, 0, args)
+    }
+
+    /// [`Device::launch`] with `shared_bytes` of dynamic shared memory per block
+    /// (at most [`Device::max_dynamic_shared_bytes`]).
+    pub(crate) fn launch_with_shared(
+        &self,
+        kernel: &Kernel,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        shared_bytes: u32,
+        args: &[KernelArg],
+    ) -> Result<()> {
+        let shared = Shared {
+            bytes: shared_bytes,
+            max: self.max_dynamic_shared_bytes(),
+        };
         // A wrong argument list would be read as garbage by the kernel: refuse it.
-        check_launch(kernel.name, &kernel.params, grid, block, args)?;
+        check_launch(kernel.name, &kernel.params, grid, block, shared, args)?;
         if let Some(log) = lock(&self.log).as_mut() {
             log.push(LaunchRecord {
                 kernel: kernel.name,
                 grid,
                 block,
+                shared_bytes,
                 args: args.to_vec(),
             });
         }
         match (&self.engine, &kernel.func) {
-            (Engines::Driver(e), Func::Driver(f)) => e.launch(f, grid, block, args),
-            (Engines::Executor(e), Func::Executor(f)) => e.launch(f, grid, block, args),
+            (Engines::Driver(e), Func::Driver(f)) => e.launch(f, grid, block, shared_bytes, args),
+            (Engines::Executor(e, _), Func::Executor(f)) => e.launch(f, grid, block, shared_bytes, args),
             _ => Err(Error::Cuda(format!(
                 "kernel {} was loaded by another engine",
                 kernel.name

@@ -2,10 +2,11 @@
 //! JIT-compiled so far.
 
 use super::engine::{DeviceMemory, Engine, KernelArg};
+use super::tensor_map::{TensorMapArg, TensorMapElem, TensorMapSwizzle, TiledTensorMap, TENSOR_MAP_BYTES};
 use crate::error::{Error, Result};
 use cudarc::driver::{
-    result::DriverError, sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
-    PushKernelArg,
+    result::DriverError, sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
+    LaunchConfig, PushKernelArg,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -42,7 +43,20 @@ pub(crate) struct DriverEngine {
     stream: Arc<CudaStream>,
     driver: String,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    cc: (i32, i32),
+    sms: u32,
+    max_shared: u32,
+    // Per kernel (its CUfunction handle), the dynamic shared memory it was allowed.
+    shared_set: Mutex<HashMap<usize, u32>>,
 }
+
+// SAFETY: TensorMapArg is repr(C), 128 plain bytes aligned to 64, exactly the
+// layout of CUDA's CUtensorMap parameter; the launch passes its address and the
+// driver copies the parameter's declared 128 bytes from it.
+unsafe impl DeviceRepr for TensorMapArg {}
+
+/// Shared memory a block may use without opting in (CUDA's static limit).
+const DEFAULT_SHARED: u32 = 48 * 1024;
 
 /// Device memory from the driver, freed (stream-ordered) when dropped.
 #[derive(Debug)]
@@ -96,21 +110,39 @@ impl DriverEngine {
             }
         };
         // The kernels are written for sm_80 (cp.async, ldmatrix, mma.sync, max.NaN).
-        match ctx.compute_capability() {
+        let cc = match ctx.compute_capability() {
             Ok((major, minor)) if major < 8 => {
                 return Err(Error::NoCuda(format!(
                     "CUDA device {ordinal} has compute capability {major}.{minor}; the kernels need 8.0 or newer"
                 )))
             }
-            Ok(_) => {}
+            Ok(cc) => cc,
             Err(e) => return Err(Error::Cuda(describe(&e, "reading the compute capability", &driver))),
-        }
+        };
+        let attr = |a: sys::CUdevice_attribute, what: &str| -> Result<u32> {
+            match ctx.attribute(a) {
+                Ok(v) => u32::try_from(v).map_err(|_| Error::Cuda(format!("{what} reads {v}"))),
+                Err(e) => Err(Error::Cuda(describe(&e, &format!("reading {what}"), &driver))),
+            }
+        };
+        let sms = attr(
+            sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            "the multiprocessor count",
+        )?;
+        let max_shared = attr(
+            sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+            "the shared memory per block",
+        )?;
         let stream = ctx.default_stream();
         Ok(DriverEngine {
             ctx,
             stream,
             driver,
             modules: Mutex::new(HashMap::new()),
+            cc,
+            sms,
+            max_shared,
+            shared_set: Mutex::new(HashMap::new()),
         })
     }
 
@@ -123,9 +155,79 @@ impl DriverEngine {
     }
 
     pub(crate) fn compute_capability(&self) -> Result<(i32, i32)> {
+        Ok(self.cc)
+    }
+
+    pub(crate) fn multiprocessor_count(&self) -> Result<u32> {
+        Ok(self.sms)
+    }
+
+    pub(crate) fn max_shared(&self) -> u32 {
+        self.max_shared
+    }
+
+    /// `map` (validated by the caller) through `cuTensorMapEncodeTiled`: interleave
+    /// none, element strides 1, L2 promotion 256 B, out-of-bounds elements zero.
+    pub(crate) fn encode_tensor_map(&self, map: &TiledTensorMap) -> Result<TensorMapArg> {
+        map.validate()?;
+        let r = map.rank;
+        let dtype = match map.elem {
+            TensorMapElem::Bf16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            TensorMapElem::F16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+            TensorMapElem::F32 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+        };
+        let swizzle = match map.swizzle {
+            TensorMapSwizzle::None => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_NONE,
+            TensorMapSwizzle::B32 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_32B,
+            TensorMapSwizzle::B64 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_64B,
+            TensorMapSwizzle::B128 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+        };
+        let element_strides = [1u32; 5];
+        let mut out = std::mem::MaybeUninit::<sys::CUtensorMap>::uninit();
         self.ctx
-            .compute_capability()
-            .map_err(|e| self.err(e, "reading the compute capability"))
+            .bind_to_thread()
+            .map_err(|e| self.err(e, "binding the context"))?;
+        // cudarc panics when the driver lacks the symbol (a driver older than CUDA
+        // 12): that must be an error, not a panic.
+        let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: `out` is a CUtensorMap-sized, CUtensorMap-aligned (64 bytes or
+            // more) place the driver writes; the dimension, stride, box and
+            // element-stride arrays hold at least `rank` (strides: rank - 1) entries
+            // (validate() checked rank <= 5 and every rule the driver documents); the
+            // global address is only recorded, not dereferenced, by the encoding.
+            unsafe {
+                sys::cuTensorMapEncodeTiled(
+                    out.as_mut_ptr(),
+                    dtype,
+                    r as u32,
+                    map.global_address as *mut std::ffi::c_void,
+                    map.dims.as_ptr(),
+                    map.strides.as_ptr(),
+                    map.box_dims.as_ptr(),
+                    element_strides.as_ptr(),
+                    sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                    swizzle,
+                    sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                    sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+                )
+            }
+        }));
+        let Ok(r_code) = encoded else {
+            return Err(Error::Cuda(format!(
+                "the CUDA driver {} has no cuTensorMapEncodeTiled (CUDA 12 or newer is needed)",
+                self.driver
+            )));
+        };
+        if r_code != sys::CUresult::CUDA_SUCCESS {
+            return Err(self.err(DriverError(r_code), &format!("encoding the tensor map {map:?}")));
+        }
+        // SAFETY: the call succeeded, so it wrote the whole map.
+        let raw = unsafe { out.assume_init() };
+        let mut bytes = [0u8; TENSOR_MAP_BYTES];
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(raw.opaque.iter()) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        Ok(TensorMapArg { bytes })
     }
 
     pub(crate) fn driver_version(&self) -> &str {
@@ -208,12 +310,27 @@ impl Engine for DriverEngine {
         func: &CudaFunction,
         grid: (u32, u32, u32),
         block: (u32, u32, u32),
+        shared_bytes: u32,
         args: &[KernelArg],
     ) -> Result<()> {
+        if shared_bytes > DEFAULT_SHARED {
+            // Past 48 KiB a kernel must be allowed its dynamic shared memory first
+            // (once per kernel and size; the device checked the size against the limit).
+            let mut set = self.shared_set.lock().unwrap_or_else(|p| p.into_inner());
+            let key = func.cu_function() as usize;
+            if set.get(&key).is_none_or(|&s| s < shared_bytes) {
+                func.set_attribute(
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    shared_bytes as i32,
+                )
+                .map_err(|e| self.err(e, &format!("allowing {shared_bytes} bytes of dynamic shared memory")))?;
+                set.insert(key, shared_bytes);
+            }
+        }
         let cfg = LaunchConfig {
             grid_dim: grid,
             block_dim: block,
-            shared_mem_bytes: 0,
+            shared_mem_bytes: shared_bytes,
         };
         let mut b = self.stream.launch_builder(func);
         for a in args {
@@ -221,6 +338,7 @@ impl Engine for DriverEngine {
                 KernelArg::U64(v) => b.arg(v),
                 KernelArg::U32(v) => b.arg(v),
                 KernelArg::F32(v) => b.arg(v),
+                KernelArg::TensorMap(t) => b.arg(t),
             };
         }
         // SAFETY: the device checked the argument list against the kernel's parameter

@@ -16,6 +16,7 @@
 //! order; the executor runs each launch to completion before returning, which
 //! is one valid schedule of that stream.
 
+use super::tensor_map::TensorMapArg;
 use crate::error::{Error, Result};
 
 /// Which engine a [`Device`](super::Device) runs its kernels on.
@@ -39,6 +40,9 @@ pub enum KernelArg {
     U32(u32),
     /// A `.f32` parameter.
     F32(f32),
+    /// A `.param .align 64 .b8 name[128]` parameter: a tensor map, encoded by the
+    /// device that launches it (see [`TiledTensorMap`](super::TiledTensorMap)).
+    TensorMap(TensorMapArg),
 }
 
 /// The type of a kernel parameter, as declared in the PTX.
@@ -47,6 +51,8 @@ pub(crate) enum ParamKind {
     U64,
     U32,
     F32,
+    /// 128 bytes aligned to at least 64 (a `CUtensorMap`).
+    TensorMap,
 }
 
 impl KernelArg {
@@ -55,6 +61,7 @@ impl KernelArg {
             KernelArg::U64(_) => ParamKind::U64,
             KernelArg::U32(_) => ParamKind::U32,
             KernelArg::F32(_) => ParamKind::F32,
+            KernelArg::TensorMap(_) => ParamKind::TensorMap,
         }
     }
 }
@@ -67,15 +74,36 @@ pub(crate) fn param_kinds(src: &str, name: &str) -> Option<Vec<ParamKind>> {
     if src[start..end].trim().is_empty() {
         return Some(Vec::new());
     }
-    src[start..end]
-        .split(',')
-        .map(|p| match p.split_whitespace().nth(1)? {
-            ".u64" | ".b64" | ".s64" => Some(ParamKind::U64),
-            ".u32" | ".b32" | ".s32" => Some(ParamKind::U32),
-            ".f32" => Some(ParamKind::F32),
-            _ => None,
-        })
-        .collect()
+    src[start..end].split(',').map(param_kind).collect()
+}
+
+/// One declaration, `.param [.align A] .type name[[N]]`.
+fn param_kind(decl: &str) -> Option<ParamKind> {
+    let mut words = decl.split_whitespace();
+    if words.next()? != ".param" {
+        return None;
+    }
+    let mut ty = words.next()?;
+    let mut align = None;
+    if ty == ".align" {
+        align = Some(words.next()?.parse::<u32>().ok()?);
+        ty = words.next()?;
+    }
+    let name = words.next()?;
+    if words.next().is_some() {
+        return None;
+    }
+    match (ty, name.split_once('[')) {
+        // A tensor map: 128 bytes, aligned to 64 (CUDA's CUtensorMap) or more.
+        (".b8", Some((_, "128]"))) if align.is_some_and(|a| a >= 64 && a.is_power_of_two()) => {
+            Some(ParamKind::TensorMap)
+        }
+        (_, Some(_)) => None,
+        (".u64" | ".b64" | ".s64", None) => Some(ParamKind::U64),
+        (".u32" | ".b32" | ".s32", None) => Some(ParamKind::U32),
+        (".f32", None) => Some(ParamKind::F32),
+        _ => None,
+    }
 }
 
 /// A launch as the device records it (see [`Device::record_launches`](super::Device::record_launches)).
@@ -87,19 +115,23 @@ pub struct LaunchRecord {
     pub grid: (u32, u32, u32),
     /// Threads per block in x, y, z.
     pub block: (u32, u32, u32),
+    /// Bytes of dynamic shared memory per block.
+    pub shared_bytes: u32,
     /// The arguments, in parameter order.
     pub args: Vec<KernelArg>,
 }
 
 /// Checks a launch against the kernel's declared parameters and the hardware's
 /// limits on grid and block shape (sm_80: grid.x ≤ 2³¹−1, grid.y and grid.z ≤
-/// 65535, at most 1024 threads per block, block.z ≤ 64), so that a host-code
-/// mistake is the same error on both engines.
+/// 65535, at most 1024 threads per block, block.z ≤ 64) and on dynamic shared
+/// memory (`max_shared`, the device's opt-in limit per block), so that a
+/// host-code mistake is the same error on both engines.
 pub(crate) fn check_launch(
     kernel: &str,
     params: &[ParamKind],
     grid: (u32, u32, u32),
     block: (u32, u32, u32),
+    shared: Shared,
     args: &[KernelArg],
 ) -> Result<()> {
     let given: Vec<ParamKind> = args.iter().map(|a| a.kind()).collect();
@@ -121,7 +153,20 @@ pub(crate) fn check_launch(
             "kernel {kernel}: block {block:?} is empty or has more than 1024 threads"
         )));
     }
+    if shared.bytes > shared.max {
+        return Err(Error::Cuda(format!(
+            "kernel {kernel}: {} bytes of dynamic shared memory, more than the device's {} per block",
+            shared.bytes, shared.max
+        )));
+    }
     Ok(())
+}
+
+/// Dynamic shared memory of a launch and the device's limit per block.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shared {
+    pub(crate) bytes: u32,
+    pub(crate) max: u32,
 }
 
 /// What the device needs from an engine. Sizes are in bytes; `Mem` handles
@@ -146,13 +191,15 @@ pub(crate) trait Engine {
     /// Kernel `name` of the module `src` (named `file` in messages), loading the
     /// module the first time.
     fn function(&self, file: &'static str, src: &'static str, name: &'static str) -> Result<Self::Func>;
-    /// Queues `func` over `grid` × `block` threads with `args` (checked by
-    /// [`check_launch`] against the kernel's parameter list).
+    /// Queues `func` over `grid` × `block` threads with `shared_bytes` of dynamic
+    /// shared memory and `args` (checked by [`check_launch`] against the kernel's
+    /// parameter list and the device's limits).
     fn launch(
         &self,
         func: &Self::Func,
         grid: (u32, u32, u32),
         block: (u32, u32, u32),
+        shared_bytes: u32,
         args: &[KernelArg],
     ) -> Result<()>;
     /// Waits for everything queued and reports any failure of it.

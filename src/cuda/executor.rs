@@ -146,7 +146,14 @@ impl Engine for ExecEngine {
         Ok(ExecFunc { module, name })
     }
 
-    fn launch(&self, func: &ExecFunc, grid: (u32, u32, u32), block: (u32, u32, u32), args: &[KernelArg]) -> Result<()> {
+    fn launch(
+        &self,
+        func: &ExecFunc,
+        grid: (u32, u32, u32),
+        block: (u32, u32, u32),
+        shared_bytes: u32,
+        args: &[KernelArg],
+    ) -> Result<()> {
         let kernel = func.module.kernel(func.name).map_err(exec_err)?;
         let params: Vec<Param> = args
             .iter()
@@ -154,10 +161,11 @@ impl Engine for ExecEngine {
                 KernelArg::U64(v) => Param::U64(v),
                 KernelArg::U32(v) => Param::U32(v),
                 KernelArg::F32(v) => Param::F32(v),
+                KernelArg::TensorMap(t) => Param::Bytes(t.bytes().to_vec()),
             })
             .collect();
         let mut s = lock(&self.state);
-        nnkern_ptx_exec::launch(&mut s.mem, kernel, grid, block, 0, &params).map_err(exec_err)?;
+        nnkern_ptx_exec::launch(&mut s.mem, kernel, grid, block, shared_bytes, &params).map_err(exec_err)?;
         Ok(())
     }
 

@@ -12,7 +12,15 @@
 //!   reads of unwritten shared memory, shared-memory races and diverged warp
 //!   collectives. Every operation's host code — validation, launch geometry,
 //!   packing, layout flags, parameter order — is the same on both, so the
-//!   executor tests it without a GPU.
+//!   executor tests it without a GPU. [`Device::executor_sm90`] models an sm_90
+//!   GPU instead, so that the operations dispatch as they would on one.
+//!
+//! The bf16 / f16 [`gemm`] runs on compute capability 9.0 the sm_90a kernel
+//! (`kernels/gemm_sm90.ptx`: wgmma fed by bulk tensor copies through
+//! [`TiledTensorMap`]s the device encodes once per operand layout) when both
+//! operands are laid out as those copies read them in place (A row-major and B
+//! column-major, rows 16-byte aligned and a multiple of 8 elements apart), and the
+//! mma.sync kernel otherwise and on every other device.
 //!
 //! Data lives in [`DeviceBuffer`]s, which belong to the device that made them;
 //! matrices on the device are described by [`DeviceMatRef`] / [`DeviceMatMut`]
@@ -45,6 +53,7 @@ mod driver;
 mod engine;
 mod executor;
 mod ops;
+mod tensor_map;
 
 pub use buffer::{DeviceBuffer, DeviceElem, DeviceMatMut, DeviceMatRef};
 pub use device::Device;
@@ -52,18 +61,20 @@ pub use engine::{EngineKind, KernelArg, LaunchRecord};
 pub use ops::{
     activation_backward, activation_backward_inplace, activation_forward, activation_forward_inplace, adam_step,
     adam_step_many, bias_add, bias_add_activation, bias_grad, clip_global_norm, gemm, gemm_bias_activation,
-    gemm_bias_activation_tf32, gemm_tf32, global_norm, log_softmax, sgd_step, softmax, softmax_xent,
-    softmax_xent_accumulate, softmax_xent_loss, AdamParam, DeviceTargets, GpuGemmInput, XentAccumulator,
+    gemm_bias_activation_tf32, gemm_tf32, global_norm, log_softmax, sgd_step, sm90_operand_map, softmax, softmax_xent,
+    softmax_xent_accumulate, softmax_xent_loss, AdamParam, DeviceTargets, GpuGemmInput, XentAccumulator, SM90_KERNELS,
 };
+pub use tensor_map::{TensorMapArg, TensorMapElem, TensorMapSwizzle, TiledTensorMap, TENSOR_MAP_BYTES};
 
 /// The PTX source of every kernel family, as embedded in the library
 /// (`(file name, source)`); useful to tools that assemble or execute them.
-pub const KERNELS: [(&str, &str); 5] = [
+pub const KERNELS: [(&str, &str); 6] = [
     ("activation.ptx", device::ACTIVATION_PTX),
     ("optim.ptx", device::OPTIM_PTX),
     ("softmax_xent.ptx", device::SOFTMAX_XENT_PTX),
     ("gemm_f32.ptx", device::GEMM_F32_PTX),
     ("gemm_tc.ptx", device::GEMM_TC_PTX),
+    ("gemm_sm90.ptx", device::GEMM_SM90_PTX),
 ];
 
 #[cfg(test)]
@@ -230,7 +241,13 @@ mod tests {
             let (major, minor) = version.trim().split_once('.').unwrap();
             let v = major.parse::<u32>().unwrap() * 10 + minor.parse::<u32>().unwrap();
             assert!(v <= 90, "{name}: .version {version} is above the 13.0 driver's 9.0");
-            assert!(src.contains(".target sm_80"), "{name}: expected .target sm_80");
+            // Every kernel runs on sm_80 and later but the Hopper GEMM (sm_90a only).
+            let target = if name == "gemm_sm90.ptx" {
+                "\n.target sm_90a\n"
+            } else {
+                "\n.target sm_80\n"
+            };
+            assert!(src.contains(target), "{name}: expected {target:?}");
             assert!(
                 src.contains("Launch contract"),
                 "{name}: header must state the launch contract"
@@ -249,7 +266,15 @@ mod tests {
                 entries += 1;
             }
         }
-        assert_eq!(entries, 16);
+        assert_eq!(entries, 18);
+        assert_eq!(
+            engine::param_kinds(device::GEMM_SM90_PTX, "nk_gemm_sm90_bf16").map(|k| k[..3].to_vec()),
+            Some(vec![
+                engine::ParamKind::TensorMap,
+                engine::ParamKind::TensorMap,
+                engine::ParamKind::U64
+            ])
+        );
         assert_eq!(
             engine::param_kinds(device::OPTIM_PTX, "nk_clip_scale"),
             Some(vec![
@@ -259,5 +284,90 @@ mod tests {
             ])
         );
         assert_eq!(engine::param_kinds(device::OPTIM_PTX, "nk_missing"), None);
+    }
+
+    /// A tensor-map parameter is 128 bytes aligned to 64 or more; other aggregates
+    /// are refused (the launcher has no argument for them).
+    #[test]
+    fn tensor_map_parameters_are_recognised() {
+        let kinds = |decl: &str| {
+            let src = format!(".visible .entry k({decl}, .param .u32 n)\n{{\nret;\n}}\n");
+            engine::param_kinds(&src, "k")
+        };
+        use engine::ParamKind::{TensorMap, U32};
+        assert_eq!(kinds(".param .align 64 .b8 tm[128]"), Some(vec![TensorMap, U32]));
+        assert_eq!(kinds(".param .align 128 .b8 tm[128]"), Some(vec![TensorMap, U32]));
+        assert_eq!(kinds(".param .b8 tm[128]"), None);
+        assert_eq!(kinds(".param .align 32 .b8 tm[128]"), None);
+        assert_eq!(kinds(".param .align 64 .b8 tm[64]"), None);
+        assert_eq!(kinds(".param .align 64 .u32 tm[128]"), None);
+        assert_eq!(kinds(".param .align 64 .b8 tm[128] extra"), None);
+        assert_eq!(kinds(".param .align x .b8 tm[128]"), None);
+    }
+
+    /// The sm_90a kernels load only on a device of compute capability 9.0, and a
+    /// launch may not ask for more dynamic shared memory than the device has.
+    #[test]
+    fn sm90a_kernels_need_an_sm90_device_and_shared_memory_is_bounded() {
+        let sm80 = Device::executor();
+        match sm80.function("gemm_sm90.ptx", device::GEMM_SM90_PTX, "nk_gemm_sm90_bf16") {
+            Err(Error::Cuda(msg)) => assert!(msg.contains("sm_90a") && msg.contains("8.0"), "{msg}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let sm90 = Device::executor_sm90();
+        assert_eq!(sm90.compute_capability().unwrap(), (9, 0));
+        assert_eq!(sm90.multiprocessor_count().unwrap(), 132);
+        assert_eq!(sm90.max_dynamic_shared_bytes(), 232_448);
+        sm90.function("gemm_sm90.ptx", device::GEMM_SM90_PTX, "nk_gemm_sm90_bf16")
+            .unwrap();
+        let k = sm90.function("copy.ptx", COPY, "copy").unwrap();
+        let src = sm90.upload(&[1u32, 2, 3]).unwrap();
+        let dst = sm90.zeros::<u32>(3).unwrap();
+        let args = [
+            KernelArg::U64(sm90.addr(&src, 0).unwrap()),
+            KernelArg::U64(sm90.addr(&dst, 0).unwrap()),
+            KernelArg::U32(3),
+        ];
+        sm90.record_launches(true);
+        sm90.launch_with_shared(&k, (1, 1, 1), (32, 1, 1), 232_448, &args)
+            .unwrap();
+        match sm90.launch_with_shared(&k, (1, 1, 1), (32, 1, 1), 232_449, &args) {
+            Err(Error::Cuda(msg)) => assert!(msg.contains("dynamic shared memory"), "{msg}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(sm80.max_dynamic_shared_bytes() < 232_448);
+        let log = sm90.take_launches();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].shared_bytes, 232_448);
+        assert_eq!(sm90.download(&dst).unwrap(), [1, 2, 3]);
+    }
+
+    /// Tensor maps: the device refuses a layout the bulk copies cannot read with the
+    /// validation error (the same on both engines: it runs before either encodes),
+    /// and encodes each layout once.
+    #[test]
+    fn tensor_maps_are_validated_and_cached() {
+        let dev = Device::executor_sm90();
+        let map = |addr: u64, ld: usize| ops::sm90_operand_map(addr, TensorMapElem::Bf16, 300, 70, ld, 128);
+        assert!(matches!(map(0x1008, 72), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(map(0x1000, 68), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(map(0x1000, 64), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(map(0x1000, usize::MAX), Err(Error::Overflow { .. })));
+        let good = map(0x1000, 72).unwrap();
+        assert_eq!(good.dims[..2], [70, 300]);
+        assert_eq!(good.strides[0], 144);
+        let bad = TiledTensorMap {
+            global_address: 0x1004,
+            ..good
+        };
+        assert!(matches!(dev.tensor_map(&bad), Err(Error::InvalidArgument { .. })));
+        let a = dev.tensor_map(&good).unwrap();
+        assert_eq!(dev.tensor_maps_encoded(), 1);
+        assert_eq!(dev.tensor_map(&good).unwrap(), a);
+        assert_eq!(dev.tensor_maps_encoded(), 1);
+        let other = map(0x2000, 72).unwrap();
+        assert_ne!(dev.tensor_map(&other).unwrap(), a);
+        assert_eq!(dev.tensor_maps_encoded(), 2);
+        assert_eq!(a, good.executor_encoding().unwrap());
     }
 }

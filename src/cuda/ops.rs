@@ -2,8 +2,9 @@
 //! CPU side, each one or a few kernel launches on the device's stream.
 
 use super::buffer::{DeviceBuffer, DeviceElem, DeviceMatMut, DeviceMatRef};
-use super::device::{Device, ACTIVATION_PTX, GEMM_F32_PTX, GEMM_TC_PTX, OPTIM_PTX, SOFTMAX_XENT_PTX};
+use super::device::{Device, ACTIVATION_PTX, GEMM_F32_PTX, GEMM_SM90_PTX, GEMM_TC_PTX, OPTIM_PTX, SOFTMAX_XENT_PTX};
 use super::engine::KernelArg as Arg;
+use super::tensor_map::{TensorMapElem, TensorMapSwizzle, TiledTensorMap};
 use crate::error::{Error, Result};
 use crate::ops::activation::{check_same_len, Activation};
 use crate::ops::bias::check_bias;
@@ -210,15 +211,66 @@ mod sealed {
 pub trait GpuGemmInput: sealed::Sealed + DeviceElem {
     #[doc(hidden)]
     const KERNEL: &'static str;
+    /// The sm_90a kernel and its tensor maps' element type, for the types it takes.
+    #[doc(hidden)]
+    const SM90: Option<(&'static str, TensorMapElem)>;
 }
 impl GpuGemmInput for f32 {
     const KERNEL: &'static str = "nk_sgemm";
+    const SM90: Option<(&'static str, TensorMapElem)> = None;
 }
 impl GpuGemmInput for bf16 {
     const KERNEL: &'static str = "nk_gemm_bf16";
+    const SM90: Option<(&'static str, TensorMapElem)> = Some((SM90_KERNELS[0], TensorMapElem::Bf16));
 }
 impl GpuGemmInput for f16 {
     const KERNEL: &'static str = "nk_gemm_f16";
+    const SM90: Option<(&'static str, TensorMapElem)> = Some((SM90_KERNELS[1], TensorMapElem::F16));
+}
+
+/// The sm_90a GEMM kernels (`kernels/gemm_sm90.ptx`): bf16 and f16 inputs.
+pub const SM90_KERNELS: [&str; 2] = ["nk_gemm_sm90_bf16", "nk_gemm_sm90_f16"];
+/// The sm_90a kernel's block tile (rows of A, rows of Bᵀ) and k tile.
+const SM90_BM: u32 = 128;
+const SM90_BN: u32 = 256;
+const SM90_BK: u32 = 64;
+/// Its threads per block and dynamic shared memory (the 4-stage ring of
+/// (128 + 256) × 64 16-bit elements and 1024 bytes to align it).
+const SM90_THREADS: u32 = 384;
+const SM90_SHARED: u32 = 4 * (SM90_BM + SM90_BN) * SM90_BK * 2 + 1024;
+
+/// The tensor map the sm_90a GEMM reads an operand through (the kernel's launch
+/// contract): `rows` rows of `k` 16-bit elements, rows `ld` elements apart,
+/// starting at `global_address`, in boxes of `box_rows` (128 for A, 256 for Bᵀ)
+/// × 64, 128-byte swizzle, zero fill past the edges. Errors when the layout breaks
+/// a rule of the bulk tensor copies (see [`TiledTensorMap::validate`]) or its sizes
+/// overflow.
+pub fn sm90_operand_map(
+    global_address: u64,
+    elem: TensorMapElem,
+    rows: usize,
+    k: usize,
+    ld: usize,
+    box_rows: u32,
+) -> Result<TiledTensorMap> {
+    let overflow = || Error::Overflow {
+        arg: "a",
+        what: "an operand's row stride in bytes",
+    };
+    let stride = u64::try_from(ld)
+        .ok()
+        .and_then(|ld| ld.checked_mul(u64::from(elem.bytes())))
+        .ok_or_else(overflow)?;
+    TiledTensorMap::matrix(
+        global_address,
+        elem,
+        rows as u64,
+        k as u64,
+        stride,
+        box_rows,
+        SM90_BK,
+        TensorMapSwizzle::B128,
+    )
 }
 
 fn check_dims(m: usize, n: usize, k: usize) -> Result<()> {
@@ -269,7 +321,115 @@ pub fn gemm_bias_activation<T: GpuGemmInput>(
     act: Activation,
     y: Option<DeviceMatMut<'_, f32>>,
 ) -> Result<()> {
+    if let Some((kernel, elem)) = T::SM90 {
+        if dev.runs_sm90_kernels()? {
+            if let Some(maps) = sm90_maps(dev, elem, alpha, &a, &b, &c)? {
+                return gemm_sm90(dev, kernel, maps, alpha, beta, c, bias, act, y);
+            }
+        }
+    }
     gemm_impl(dev, T::KERNEL, alpha, a, b, beta, c, bias, act, y)
+}
+
+/// The tensor maps of A (M×K) and Bᵀ (N×K) for the sm_90a kernel, or `None` when
+/// it cannot take this problem and the mma.sync kernel runs instead: operands the
+/// bulk tensor copies cannot read in place (K not contiguous, rows not 16-byte
+/// aligned or not a multiple of 8 elements apart), nothing to multiply (K = 0 or
+/// alpha = 0 reads neither operand), more tiles than its 32-bit tile loop counts, or
+/// a shape error (left for the common checks to report).
+fn sm90_maps<T: DeviceElem>(
+    dev: &Device,
+    elem: TensorMapElem,
+    alpha: f32,
+    a: &DeviceMatRef<'_, T>,
+    b: &DeviceMatRef<'_, T>,
+    c: &DeviceMatMut<'_, f32>,
+) -> Result<Option<[TiledTensorMap; 2]>> {
+    let (m, k) = a.shape();
+    let (kb, n) = b.shape();
+    if kb != k || c.shape() != (m, n) || check_dims(m, n, k).is_err() {
+        return Ok(None);
+    }
+    if m == 0 || n == 0 || k == 0 || alpha == 0.0 {
+        return Ok(None);
+    }
+    // check_dims: m, n < 2^31, so the tile count is below 2^47: no overflow in u64.
+    let tiles = m.div_ceil(SM90_BM as usize) as u64 * n.div_ceil(SM90_BN as usize) as u64;
+    if tiles > i32::MAX as u64 {
+        return Ok(None);
+    }
+    // Row-major A (K contiguous) and column-major B (Bᵀ row-major); a single column
+    // of K has no K stride to speak of.
+    let (pa, pb) = (dev.addr(a.buf, a.offset)?, dev.addr(b.buf, b.offset)?);
+    let (a_ok, b_ok) = (a.cs == 1 || k == 1, b.rs == 1 || k == 1);
+    if !a_ok || !b_ok {
+        return Ok(None);
+    }
+    let ma = sm90_operand_map(pa, elem, m, k, a.rs, SM90_BM);
+    let mb = sm90_operand_map(pb, elem, n, k, b.cs, SM90_BN);
+    match (ma, mb) {
+        (Ok(ma), Ok(mb)) => Ok(Some([ma, mb])),
+        _ => Ok(None),
+    }
+}
+
+/// `C = alpha·A·B + beta·C` (+ bias, activation) by the sm_90a kernel: a
+/// persistent grid of one 384-thread block per multiprocessor (or per tile when
+/// there are fewer), each taking tiles `ctaid.x, ctaid.x + grid, ...`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_sm90(
+    dev: &Device,
+    kernel: &'static str,
+    maps: [TiledTensorMap; 2],
+    alpha: f32,
+    beta: f32,
+    c: DeviceMatMut<'_, f32>,
+    bias: Option<&DeviceBuffer<f32>>,
+    act: Activation,
+    y: Option<DeviceMatMut<'_, f32>>,
+) -> Result<()> {
+    let (m, n) = c.shape();
+    // The maps were built from the validated views: dims[0] is K, dims[1] the rows.
+    let k = maps[0].dims[0] as usize;
+    if let Some(bias) = bias {
+        check_bias("bias", bias.len(), n)?;
+    }
+    if let Some(y) = &y {
+        check_same_shape("y", y.shape(), (m, n))?;
+    }
+    let f = dev.function("gemm_sm90.ptx", GEMM_SM90_PTX, kernel)?;
+    let (ta, tb) = (dev.tensor_map(&maps[0])?, dev.tensor_map(&maps[1])?);
+    // sm90_maps: at most 2^31 - 1 tiles.
+    let tiles = (m.div_ceil(SM90_BM as usize) * n.div_ceil(SM90_BN as usize)) as u32;
+    let sms = dev.multiprocessor_count()?.max(1) as usize;
+    let grid = (tiles.min(dev.grid_cap(sms) as u32).max(1), 1, 1);
+    let pbias = match bias {
+        Some(b) => dev.addr(b, 0)?,
+        None => 0,
+    };
+    let (py, yrs, ycs) = match &y {
+        Some(y) => (dev.addr(y.buf, y.offset)?, y.rs, y.cs),
+        None => (0, 0, 0),
+    };
+    // check_dims (through sm90_maps): m, n, k < 2^31, so the u32 casts are exact.
+    let args = [
+        Arg::TensorMap(ta),
+        Arg::TensorMap(tb),
+        Arg::U64(dev.addr(c.buf, c.offset)?),
+        Arg::U32(m as u32),
+        Arg::U32(n as u32),
+        Arg::U32(k as u32),
+        u64_of(c.rs),
+        u64_of(c.cs),
+        Arg::F32(alpha),
+        Arg::F32(beta),
+        Arg::U64(pbias),
+        Arg::U64(py),
+        u64_of(yrs),
+        u64_of(ycs),
+        Arg::U32(act_code(act)),
+    ];
+    dev.launch_with_shared(&f, grid, (SM90_THREADS, 1, 1), SM90_SHARED, &args)
 }
 
 /// [`gemm`] for `f32` inputs on the tensor cores in TF32: each input is rounded
