@@ -15,10 +15,9 @@
 //!
 //! The ISAs give bit-identical results (same operations, same order). A
 //! reciprocal estimate (`vrcp14ps` + Newton–Raphson) instead of the divisions
-//! was measured slower on this core (sigmoid 47 vs 54 GB/s at 64 Ki elements):
-//! these functions are bound by the FMA ports, not by the divider. (Replacing
-//! the sigmoid's one division by a multiply, as a probe, saved only 11%: 8.4
-//! against 9.5 µs at 64 Ki elements.) Two formulations were tried and dropped
+//! was measured slower on the AVX-512 development machine: these functions are
+//! bound by the FMA ports, not by the divider (replacing the sigmoid's one
+//! division by a multiply, as a probe, saved little). Two formulations were tried and dropped
 //! for accuracy: `tanh` from `1 ∓ e = (1 ∓ 2ⁿ) ∓ 2ⁿp` without the small-|x|
 //! polynomial (one path, ~10 operations fewer) reaches 2.03 ulp near 0.12 on
 //! a dense sweep, over the 2-ulp bound. A table-driven `exp` (16 entries in

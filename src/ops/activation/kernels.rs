@@ -6,12 +6,9 @@
 //! [`PAR_MIN_PER_TASK`] elements per task are split over threads in
 //! 64-byte-aligned ranges.
 //!
-//! Measured (`cargo bench --bench elementwise`, AVX-512, one thread, 64 Ki
-//! elements, against a copy of the same bytes in the same run): ReLU forward
-//! 122 GB/s (102% of the copy), backward 70 GB/s (73%). In a later, quieter
-//! run: sigmoid 54, tanh 39, GELU-tanh 39, GELU-erf 18.5 GB/s (25, 17, 16, 8%
-//! of that run's copy: bound by arithmetic, see `simd::math`), 22–53× the
-//! f64 reference.
+//! ReLU runs near the speed of a copy of the same bytes; sigmoid, tanh and
+//! GELU are bound by arithmetic (see `simd::math`). Figures, with the machine
+//! they were measured on: `docs/MEASUREMENTS.md` (`cargo bench --bench elementwise`).
 
 use super::Activation;
 use crate::parallel::{min_per_task, run_tasks, task_count_max, task_range};
@@ -23,13 +20,11 @@ use std::ops::Range;
 /// Elements per task below which a stream stays on one thread: for now,
 /// every stream stays on one thread.
 ///
-/// Measured with the `threads` group of `benches/elementwise.rs` (the constant
-/// lowered for the measurement) while the shared 2-core machine ran other
-/// builds (load average 10–13): 2 threads were slower than 1 at every size up
-/// to 2²⁰ elements (ReLU 0.15–0.88×, Adam 0.27–0.93× of the 1-thread speed);
-/// at 2²²–2²⁴ they ranged 0.89–1.67× between runs for ReLU and 0.94–1.03× for
-/// Adam. No size was reliably faster, so under the rule that a second thread
-/// must never make a call slower, none is used.
+/// The `threads` group of `benches/elementwise.rs` (with this constant
+/// lowered) found no size at which two threads were reliably faster than one
+/// on the 2-core development machines (`docs/DESIGN.md`, Element-wise
+/// kernels), so under the rule that a second thread must never make a call
+/// slower, none is used.
 /// The splitting (`for_ranges`) stays, tested, for a machine where a quiet
 /// measurement finds a threshold.
 pub(crate) const PAR_MIN_PER_TASK: usize = usize::MAX;
@@ -152,7 +147,7 @@ pub(crate) use with_act;
 /// Elements before `p` reaches a multiple of the vector size (64 bytes for
 /// AVX-512): processing them first as a partial vector makes every following
 /// store aligned, which matters for `zmm` stores (an unaligned one splits a
-/// cache line every time: measured 1.4× slower on L2-resident ReLU).
+/// cache line every time, which slowed L2-resident ReLU measurably).
 #[inline(always)]
 pub(crate) fn align_head<S: Simd>(p: *const f32, n: usize) -> usize {
     let bytes = S::LANES * 4;

@@ -6,10 +6,7 @@
 //! four vectors of column accumulators in registers and walk down the rows,
 //! so each element is read once; they are summed in `f32` in row order.
 //!
-//! Measured (AVX-512, one thread, same-run copy of the same bytes): bias add
-//! 145 GB/s at 32×500 (88% of the copy), 176% at 784×500; bias + ReLU 73%
-//! at 32×500 and 82% at 64 Ki (aligned row stores; a quieter, later run),
-//! ReLU backward + bias gradient 64% at 32×500.
+//! Speed against a copy of the same bytes: `docs/MEASUREMENTS.md`.
 
 use crate::matrix::{MatMut, MatRef};
 use crate::ops::activation::kernels::{with_act, Act};
@@ -181,8 +178,8 @@ dispatch!(pub(crate) fn bias_add(x: Rows<&mut [f32]>, bias: &[f32]) => bias_add_
 fn bias_add_activation_kernel<S: Simd>(s: S, act: Activation, x: Rows<&mut [f32]>, bias: &[f32], y: Rows<&mut [f32]>) {
     let n = bias.len();
     let (xp, yp) = (x.ptr.as_mut_ptr(), y.ptr.as_mut_ptr());
-    // Row by row here: the flat stream was measured slower with the second output
-    // (bias + ReLU at 32×500: 1372 ns flat against 921 ns by rows).
+    // Row by row here: the flat stream was measured slower with the second
+    // output (bias + ReLU, `cargo bench --bench elementwise`).
     with_act!(act, A => {
         for i in 0..x.rows {
             // SAFETY: the caller checked both rows i lie inside their slices; `x` and `y` are

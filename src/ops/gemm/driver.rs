@@ -158,7 +158,7 @@ impl Blocking {
 }
 
 /// Work below which a second thread costs more (waking it, splitting the
-/// packing) than it saves: ~12 µs of one core at full speed.
+/// packing) than it saves: 32 MFLOP, a few microseconds of one core.
 const MIN_FLOPS_PER_THREAD: usize = 32_000_000;
 
 /// A split call makes up to this many tasks per thread, each of at least

@@ -8,9 +8,7 @@
 //! (`k = lr/(1−β₁ᵗ)`, `a = 1/√(1−β₂ᵗ)`) and Keras's (`k = lr·√(1−β₂ᵗ)/(1−β₁ᵗ)`,
 //! `a = 1`). Large tensors would split over threads like the activations.
 //!
-//! Measured (AVX-512, one thread): Adam 94 GB/s at 32×500 (82% of a copy of
-//! the same 28 bytes per parameter), 105% at 64 Ki, 113% at 784×500, 7–9× the
-//! f64 reference; subnormal moments cost 0.98–1.02× of normal ones.
+//! Speed against a copy of the same bytes: `docs/MEASUREMENTS.md`.
 
 use crate::ops::activation::kernels::{align_head, for_ranges, SyncPtr, PAR_MIN_PER_TASK};
 use crate::simd::vector::{dispatch, Simd};
@@ -59,11 +57,11 @@ unsafe fn load_n<S: Simd>(s: S, p: *const f32, cnt: usize) -> S::V {
 
 /// One Adam update of a vector of lanes: returns the new `(w, m, v)`.
 ///
-/// Moments of rarely active weights decay into the subnormal range. On this
-/// x86 core (measured, best of 400 runs over 4096 floats, one instruction per
-/// vector): `vaddps`, `vcmpps` and `vfmadd*ps` take subnormal operands at full
-/// speed, but `vmulps` is 1.85×, `vsqrtps` 2.7× and `vdivps` ~1.8× slower with
-/// a subnormal input, which made the whole Adam step 3.6× slower. So nothing
+/// Moments of rarely active weights decay into the subnormal range. On the
+/// x86 cores measured (`docs/DESIGN.md`, Subnormal Adam moments), `vaddps`,
+/// `vcmpps` and `vfmadd*ps` take subnormal operands at full speed, but
+/// `vmulps`, `vsqrtps` and `vdivps` are several times slower with a subnormal
+/// input, which slowed the whole Adam step several-fold. So nothing
 /// here multiplies, divides or takes the root of a moment directly: products
 /// with a moment are FMAs `a·b + 0` (equal to `a·b` but for the sign of a zero
 /// product, which cannot change the weight), the root is taken of `v·2⁶⁴` when `v` is tiny and scaled back by
