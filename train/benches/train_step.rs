@@ -2,8 +2,9 @@
 //! batch 32 and 256: batch gather, forward, fused softmax-cross-entropy,
 //! backward, and the Adam update over all 397,510 parameters.
 //!
-//! `cpu` runs the library's dispatched kernels, `cpu-reference` the naive
-//! reference, side by side in one run. Throughput is in training FLOP
+//! `cpu-1t` and `cpu-2t` run the library's dispatched kernels on one and two
+//! threads (`nnkern::with_threads`), `cpu-reference` the naive reference, side
+//! by side in one run. Throughput is in training FLOP
 //! (6 · batch · parameters: forward 2, backward 4).
 //!
 //! `cargo bench --bench train_step`; the reference is slow, so its group
@@ -27,7 +28,11 @@ fn step_bench(c: &mut Criterion) {
     g.warm_up_time(Duration::from_millis(500));
     for batch in [32usize, 256] {
         g.throughput(Throughput::Elements(6 * batch as u64 * n_params));
-        for (name, mut be) in [("cpu", Cpu::new()), ("cpu-reference", Cpu::reference())] {
+        for (name, threads, mut be) in [
+            ("cpu-1t", 1, Cpu::new()),
+            ("cpu-2t", 2, Cpu::new()),
+            ("cpu-reference", 1, Cpu::reference()),
+        ] {
             if name == "cpu-reference" {
                 g.sample_size(10).measurement_time(Duration::from_secs(3));
             } else {
@@ -48,8 +53,11 @@ fn step_bench(c: &mut Criterion) {
             let images = be.upload_bytes(data.train.images.clone()).unwrap();
             g.bench_function(BenchmarkId::new(name, batch), |b| {
                 b.iter(|| {
-                    model.load_batch(&mut be, &images, &rows, &labels).unwrap();
-                    model.train_step(&mut be, batch, None).unwrap()
+                    nnkern::with_threads(threads, || {
+                        model.load_batch(&mut be, &images, &rows, &labels).unwrap();
+                        model.train_step(&mut be, batch, None).unwrap()
+                    })
+                    .unwrap()
                 })
             });
         }
