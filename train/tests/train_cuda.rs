@@ -218,3 +218,55 @@ fn cli_runs_on_the_executor_and_reports_a_missing_gpu() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// One training step on the device is this fixed list of launches (the batch
+/// gather, two dense layers forward, the fused softmax-xent, the correct
+/// count, the backward, the clipping, one optimizer launch), and the device
+/// memory in use is the same after every step (the optimizer's and the
+/// clipping's chunk tables are cached on the device by the first).
+#[test]
+fn a_step_is_a_fixed_list_of_launches_and_holds_its_memory() {
+    use nnkern_train::{mlp::Mlp, Backend};
+    let mut be = Cuda::executor().unwrap();
+    let d = data(64, 1);
+    let dims = [FEATURES, 16, CLASSES];
+    let n_params = FEATURES * 16 + 16 + 16 * CLASSES + CLASSES;
+    let params: Vec<f32> = (0..n_params).map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0).collect();
+    let adam = Optimizer::Adam(AdamConfig::keras());
+    let mut model = Mlp::new(&mut be, &dims, nnkern::Activation::Relu, adam, &params, 16, 16).unwrap();
+    let images = be.upload_bytes(d.train.images.clone()).unwrap();
+    let mut in_use = Vec::new();
+    for step in 0..3usize {
+        let rows: Vec<u32> = (0..16).map(|i| ((i + 16 * step) % 64) as u32).collect();
+        let labels: Vec<u32> = rows.iter().map(|&r| d.train.labels[r as usize]).collect();
+        be.device().record_launches(true);
+        model.load_batch(&mut be, &images, &rows, &labels).unwrap();
+        let (loss, _) = model.train_step(&mut be, 16, Some(1.0)).unwrap();
+        assert!(loss.is_finite());
+        let ran: Vec<&str> = be.device().take_launches().iter().map(|r| r.kernel).collect();
+        assert_eq!(
+            ran,
+            [
+                "nk_gather_scaled",
+                "nk_sgemm",
+                "nk_bias_act",
+                "nk_sgemm",
+                "nk_bias_act",
+                "nk_softmax_xent",
+                "nk_count_correct",
+                "nk_sgemm",
+                "nk_bias_grad",
+                "nk_sgemm",
+                "nk_act_bwd",
+                "nk_sgemm",
+                "nk_bias_grad",
+                "nk_sumsq",
+                "nk_clip_scale",
+                "nk_adam",
+            ],
+            "step {step}"
+        );
+        in_use.push(be.device().executor_bytes_in_use().unwrap());
+    }
+    assert!(in_use.iter().all(|&b| b == in_use[0]), "{in_use:?}");
+}
