@@ -814,3 +814,299 @@ fn sm90_gpu_and_executor_agree_bit_for_bit() {
     }
     assert!(report.is_empty(), "GPU and executor differ: {report:?}");
 }
+
+/// The trainer's batch gather: rows picked by index (repeats included), every
+/// byte value, bit-for-bit the host's correctly rounded division, into a view
+/// with an offset and padded rows whose padding stays untouched; with the grid
+/// cut to one block per dimension on the executor so both grid-stride loops
+/// run; bad rows and short buffers are errors.
+#[test]
+fn batch_gather_divides_as_the_host_does() {
+    let features = 300;
+    let images: Vec<u8> = (0..3 * features).map(|i| ((i * 7 + i / 256) % 256) as u8).collect();
+    let rows = [2u32, 0, 2, 1, 0];
+    let (offset, rs) = (3, features + 5);
+    for limit in [false, true] {
+        let dev = executor();
+        if limit {
+            dev.limit_grid_for_tests(1);
+        }
+        let img = dev.upload(&images).unwrap();
+        let mut idx = dev.zeros::<u32>(8).unwrap();
+        let len = offset + rs * rows.len();
+        let mut dst = nan_buf(&dev, len);
+        let view = DeviceMatMut::from_strides(&mut dst, offset, rows.len(), features, rs, 1).unwrap();
+        cuda::gather_scaled(&dev, &img, features, &rows, &mut idx, 255.0, view).unwrap();
+        let got = dev.download(&dst).unwrap();
+        for (e, g) in got.iter().enumerate() {
+            let inside = e >= offset && (e - offset) % rs < features && (e - offset) / rs < rows.len();
+            if !inside {
+                assert!(g.is_nan(), "element {e} outside the view was written");
+                continue;
+            }
+            let (i, j) = ((e - offset) / rs, (e - offset) % rs);
+            let want = f32::from(images[rows[i] as usize * features + j]) / 255.0;
+            assert_eq!(
+                g.to_bits(),
+                want.to_bits(),
+                "row {i} column {j} (grid limited: {limit})"
+            );
+        }
+    }
+    let dev = &device();
+    let img = dev.upload(&images).unwrap();
+    let mut idx = dev.zeros::<u32>(2).unwrap();
+    let mut dst = dev.zeros::<f32>(2 * features).unwrap();
+    let r = cuda::gather_scaled(
+        dev,
+        &img,
+        features,
+        &[0, 3],
+        &mut idx,
+        255.0,
+        DeviceMatMut::new(&mut dst, 2, features).unwrap(),
+    );
+    assert!(matches!(r, Err(Error::InvalidArgument { arg: "rows", .. })), "{r:?}");
+    let r = cuda::gather_scaled(
+        dev,
+        &img,
+        features,
+        &[0],
+        &mut idx,
+        255.0,
+        DeviceMatMut::new(&mut dst, 2, features).unwrap(),
+    );
+    assert!(matches!(r, Err(Error::ShapeMismatch { .. })), "{r:?}");
+    let mut short = dev.zeros::<u32>(1).unwrap();
+    let r = cuda::gather_scaled(
+        dev,
+        &img,
+        features,
+        &[0, 1],
+        &mut short,
+        255.0,
+        DeviceMatMut::new(&mut dst, 2, features).unwrap(),
+    );
+    assert!(matches!(r, Err(Error::BufferTooShort { .. })), "{r:?}");
+    assert!(dev.download(&dst).unwrap().iter().all(|&v| v == 0.0));
+}
+
+/// Correct counts on the device equal the host's `count_correct`: ties (the
+/// first maximum wins), NaN (the first NaN wins), more rows than one block,
+/// a transposed view; the accumulating form adds; bad shapes are errors.
+#[test]
+fn count_correct_counts_as_the_host_does() {
+    let dev = &device();
+    let (rows, cols) = (300, 7);
+    let mut r = KRng::new(77);
+    // Few distinct values, so most rows hold ties.
+    let mut x: Vec<f32> = (0..rows * cols).map(|_| r.below(4) as f32).collect();
+    for i in (0..rows).step_by(9) {
+        x[i * cols + r.below(cols)] = f32::NAN;
+    }
+    for i in (0..rows).step_by(13) {
+        x[i * cols + r.below(cols)] = f32::NAN;
+    }
+    // Even rows get their (first) argmax as the label, every third row the last
+    // index holding the row's maximum (right only without a tie), the rest a
+    // random class: a wrong tie or NaN rule changes the count.
+    let mut first = vec![0u32; rows];
+    nnkern::argmax_rows(MatRef::new(&x, rows, cols).unwrap(), &mut first).unwrap();
+    let labels: Vec<u32> = (0..rows)
+        .map(|i| {
+            let row = &x[i * cols..(i + 1) * cols];
+            if i % 2 == 0 {
+                first[i]
+            } else if i % 3 == 0 && !row[first[i] as usize].is_nan() {
+                (0..cols).rev().find(|&j| row[j] == row[first[i] as usize]).unwrap() as u32
+            } else {
+                r.below(cols) as u32
+            }
+        })
+        .collect();
+    let want = nnkern::count_correct(MatRef::new(&x, rows, cols).unwrap(), &labels).unwrap();
+    assert!(want > rows / 2 && want < rows * 3 / 4, "{want}: a weak test");
+    let xd = dev.upload(&x).unwrap();
+    let ld = dev.upload(&labels).unwrap();
+    let view = DeviceMatRef::new(&xd, rows, cols).unwrap();
+    assert_eq!(cuda::count_correct(dev, view, &ld).unwrap(), want);
+    // The same logits stored transposed, read through a transposed view.
+    let mut xt = vec![0.0f32; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            xt[j * rows + i] = x[i * cols + j];
+        }
+    }
+    let xtd = dev.upload(&xt).unwrap();
+    let tview = DeviceMatRef::new(&xtd, cols, rows).unwrap().t();
+    let mut count = dev.upload(&[5u32]).unwrap();
+    cuda::count_correct_accumulate(dev, tview, &ld, &mut count).unwrap();
+    cuda::count_correct_accumulate(dev, view, &ld, &mut count).unwrap();
+    assert_eq!(dev.download(&count).unwrap(), [5 + 2 * want as u32]);
+    // The first 10 rows against the first 10 labels of the longer buffer.
+    let head = nnkern::count_correct(MatRef::new(&x[..10 * cols], 10, cols).unwrap(), &labels[..10]).unwrap();
+    let mut count = dev.zeros::<u32>(1).unwrap();
+    cuda::count_correct_accumulate(dev, DeviceMatRef::new(&xd, 10, cols).unwrap(), &ld, &mut count).unwrap();
+    assert_eq!(dev.download(&count).unwrap(), [head as u32]);
+    let short = dev.upload(&labels[..rows - 1]).unwrap();
+    assert!(matches!(
+        cuda::count_correct(dev, view, &short),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        cuda::count_correct_accumulate(dev, view, &short, &mut count),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let empty = dev.zeros::<f32>(0).unwrap();
+    let no_cols = DeviceMatRef::new(&empty, 3, 0).unwrap();
+    assert!(matches!(
+        cuda::count_correct(dev, no_cols, &dev.zeros::<u32>(3).unwrap()),
+        Err(Error::InvalidArgument { .. })
+    ));
+}
+
+/// The trainer's variants on parts of larger buffers give bit-for-bit what the
+/// whole-buffer operations give and leave the rest of the buffer alone: bias
+/// (+ activation) with the bias inside a parameter buffer, the bias gradient
+/// into a range of a gradient buffer, the activation backward over ranges,
+/// softmax-xent against the first rows of a longer label buffer, clipping with
+/// a supplied accumulator (reused); ranges outside the buffer are errors.
+#[test]
+fn range_variants_match_the_whole_buffer_operations() {
+    let dev = &device();
+    let (rows, cols) = (37, 10);
+    let mut r = KRng::new(5);
+    let x = r.vec(rows * cols, -3.0, 3.0);
+    let bias = r.vec(cols, -1.0, 1.0);
+    let mut params = r.vec(50, -1.0, 1.0);
+    params[20..30].copy_from_slice(&bias);
+    let pd = dev.upload(&params).unwrap();
+    let bd = dev.upload(&bias).unwrap();
+    for act in [Activation::Relu, Activation::Tanh] {
+        let (mut x1, mut x2) = (dev.upload(&x).unwrap(), dev.upload(&x).unwrap());
+        let (mut y1, mut y2) = (nan_buf(dev, rows * cols), nan_buf(dev, rows * cols));
+        cuda::bias_add_activation(
+            dev,
+            act,
+            DeviceMatMut::new(&mut x1, rows, cols).unwrap(),
+            &bd,
+            DeviceMatMut::new(&mut y1, rows, cols).unwrap(),
+        )
+        .unwrap();
+        cuda::bias_add_activation_at(
+            dev,
+            act,
+            DeviceMatMut::new(&mut x2, rows, cols).unwrap(),
+            &pd,
+            20..30,
+            Some(DeviceMatMut::new(&mut y2, rows, cols).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(bits(&dev.download(&x1).unwrap()), bits(&dev.download(&x2).unwrap()));
+        assert_eq!(bits(&dev.download(&y1).unwrap()), bits(&dev.download(&y2).unwrap()));
+        // Bias only (no activation output).
+        let mut x3 = dev.upload(&x).unwrap();
+        cuda::bias_add_activation_at(
+            dev,
+            act,
+            DeviceMatMut::new(&mut x3, rows, cols).unwrap(),
+            &pd,
+            20..30,
+            None,
+        )
+        .unwrap();
+        assert_eq!(bits(&dev.download(&x1).unwrap()), bits(&dev.download(&x3).unwrap()));
+        // Backward over the first 200 elements of both buffers.
+        let g = r.vec(rows * cols, -1.0, 1.0);
+        let (mut g1, mut g2) = (dev.upload(&g[..200]).unwrap(), dev.upload(&g).unwrap());
+        let xs = dev.upload(&x[..200]).unwrap();
+        cuda::activation_backward_inplace(dev, act, &xs, &mut g1).unwrap();
+        let xd = dev.upload(&x).unwrap();
+        cuda::activation_backward_inplace_at(dev, act, &xd, 0..200, &mut g2, 0..200).unwrap();
+        let g2h = dev.download(&g2).unwrap();
+        assert_eq!(bits(&dev.download(&g1).unwrap()), bits(&g2h[..200]));
+        assert_eq!(bits(&g2h[200..]), bits(&g[200..]), "past the range");
+    }
+    // Bias gradient into elements 20..30 of a 50-element buffer.
+    let dy = dev.upload(&x).unwrap();
+    let view = DeviceMatRef::new(&dy, rows, cols).unwrap();
+    let mut whole = nan_buf(dev, cols);
+    cuda::bias_grad(dev, view, &mut whole).unwrap();
+    let mut grads = dev.upload(&params).unwrap();
+    cuda::bias_grad_at(dev, view, &mut grads, 20..30).unwrap();
+    let gh = dev.download(&grads).unwrap();
+    assert_eq!(bits(&gh[20..30]), bits(&dev.download(&whole).unwrap()));
+    assert_eq!(bits(&gh[..20]), bits(&params[..20]));
+    assert_eq!(bits(&gh[30..]), bits(&params[30..]));
+    #[allow(clippy::reversed_empty_ranges)]
+    let backwards = 30..20;
+    for bad in [45..55, backwards] {
+        let mut y = nan_buf(dev, rows * cols);
+        let mut x4 = dev.upload(&x).unwrap();
+        assert!(cuda::bias_grad_at(dev, view, &mut grads, bad.clone()).is_err());
+        assert!(cuda::bias_add_activation_at(
+            dev,
+            Activation::Relu,
+            DeviceMatMut::new(&mut x4, rows, cols).unwrap(),
+            &pd,
+            bad.clone(),
+            Some(DeviceMatMut::new(&mut y, rows, cols).unwrap()),
+        )
+        .is_err());
+        assert!(cuda::activation_backward_inplace_at(dev, Activation::Relu, &pd, bad.clone(), &mut y, 0..10).is_err());
+    }
+    assert!(matches!(
+        cuda::bias_grad_at(dev, view, &mut grads, 20..29),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    // Softmax-xent against the first rows of a longer label buffer.
+    let labels: Vec<u32> = (0..rows + 5).map(|_| r.below(cols) as u32).collect();
+    let logits = dev.upload(&x).unwrap();
+    let lv = DeviceMatRef::new(&logits, rows, cols).unwrap();
+    let exact = dev.upload(&labels[..rows]).unwrap();
+    let long = dev.upload(&labels).unwrap();
+    let mut d1 = nan_buf(dev, rows * cols);
+    let loss = cuda::softmax_xent(
+        dev,
+        lv,
+        DeviceTargets::Labels(&exact),
+        DeviceMatMut::new(&mut d1, rows, cols).unwrap(),
+    )
+    .unwrap();
+    let mut d2 = nan_buf(dev, rows * cols);
+    let mut acc = cuda::XentAccumulator::new(dev).unwrap();
+    cuda::softmax_xent_labels_accumulate(
+        dev,
+        lv,
+        &long,
+        Some(DeviceMatMut::new(&mut d2, rows, cols).unwrap()),
+        &mut acc,
+    )
+    .unwrap();
+    assert_eq!((acc.read(dev).unwrap() as f32).to_bits(), loss.to_bits());
+    assert_eq!(bits(&dev.download(&d1).unwrap()), bits(&dev.download(&d2).unwrap()));
+    acc.reset(dev).unwrap();
+    cuda::softmax_xent_labels_accumulate(dev, lv, &long, None, &mut acc).unwrap();
+    assert_eq!((acc.read(dev).unwrap() as f32).to_bits(), loss.to_bits());
+    let short = dev.upload(&labels[..rows - 1]).unwrap();
+    assert!(cuda::softmax_xent_labels_accumulate(dev, lv, &short, None, &mut acc).is_err());
+    // Clipping with a supplied accumulator, twice (it is zeroed each time).
+    let g = r.vec(20_000, -1.0, 1.0);
+    let (mut a, mut b) = (dev.upload(&g).unwrap(), dev.upload(&g).unwrap());
+    let mut ws = dev.filled(2, f32::NAN).unwrap();
+    for _ in 0..2 {
+        let na = cuda::clip_global_norm(dev, &mut [&mut a], 3.0).unwrap();
+        let nb = cuda::clip_global_norm_with(dev, &mut [&mut b], 3.0, &mut ws).unwrap();
+        assert_eq!(na.to_bits(), nb.to_bits());
+        assert_eq!(bits(&dev.download(&a).unwrap()), bits(&dev.download(&b).unwrap()));
+    }
+    let mut tiny = dev.zeros::<f32>(1).unwrap();
+    assert!(matches!(
+        cuda::clip_global_norm_with(dev, &mut [&mut b], 3.0, &mut tiny),
+        Err(Error::BufferTooShort { .. })
+    ));
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}

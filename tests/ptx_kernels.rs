@@ -26,8 +26,10 @@ use proptest::prelude::{proptest, ProptestConfig, TestCaseError};
 
 /// Every kernel entry of `kernels/*.ptx`; the coverage test checks that this
 /// file launches each one.
-const ALL_ENTRIES: [&str; 18] = [
+const ALL_ENTRIES: [&str; 20] = [
     "nk_act_fwd",
+    "nk_gather_scaled",
+    "nk_count_correct",
     "nk_act_bwd",
     "nk_bias_act",
     "nk_bias_grad",
@@ -676,6 +678,8 @@ fn every_kernel_is_launched_and_temporaries_are_freed() {
     let mut w = dev.upload(&[0.5f32; 96]).unwrap();
     let bias = dev.zeros::<f32>(12).unwrap();
     let mut gb = dev.zeros::<f32>(12).unwrap();
+    let images = dev.upload(&[7u8; 96]).unwrap();
+    let mut rows = dev.zeros::<u32>(8).unwrap();
     let baseline = dev.executor_bytes_in_use();
     dev.record_launches(true);
     cuda::activation_forward(&dev, Activation::Tanh, &x, &mut y).unwrap();
@@ -700,6 +704,10 @@ fn every_kernel_is_launched_and_temporaries_are_freed() {
     cuda::adam_step(&dev, &AdamConfig::default(), 1, &mut w, &x, &mut m, &mut v).unwrap();
     cuda::sgd_step(&dev, &SgdConfig::default(), &mut w, &x, &mut m).unwrap();
     cuda::clip_global_norm(&dev, &mut [&mut g], 0.5).unwrap();
+    let dst = DeviceMatMut::new(&mut y, 8, 12).unwrap();
+    cuda::gather_scaled(&dev, &images, 12, &[1, 0, 2, 3, 4, 5, 6, 7], &mut rows, 255.0, dst).unwrap();
+    // Every row rises to its last column: no label 0, 1 or 2 is its argmax.
+    assert_eq!(cuda::count_correct(&dev, xv, &labels).unwrap(), 0);
     let mut ran: Vec<&str> = dev.take_launches().iter().map(|r| r.kernel).collect();
     // The sm_90a kernels, on this device when it is an sm_90 GPU, else on the
     // executor's sm_90 model: 12x12x8 with A row-major and B column-major (rows of

@@ -10,14 +10,17 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
     impl Sealed for u32 {}
+    impl Sealed for u8 {}
     impl Sealed for half::bf16 {}
     impl Sealed for half::f16 {}
 }
 
-/// An element type a [`DeviceBuffer`] can hold: `f32`, `u32` (labels), `bf16`, `f16`.
+/// An element type a [`DeviceBuffer`] can hold: `f32`, `u32` (labels), `u8`
+/// (images), `bf16`, `f16`.
 pub trait DeviceElem: sealed::Sealed + bytemuck::Pod + Default + Send + Sync + 'static {}
 impl DeviceElem for f32 {}
 impl DeviceElem for u32 {}
+impl DeviceElem for u8 {}
 impl DeviceElem for half::bf16 {}
 impl DeviceElem for half::f16 {}
 

@@ -59,10 +59,12 @@ pub use buffer::{DeviceBuffer, DeviceElem, DeviceMatMut, DeviceMatRef};
 pub use device::Device;
 pub use engine::{EngineKind, KernelArg, LaunchRecord};
 pub use ops::{
-    activation_backward, activation_backward_inplace, activation_forward, activation_forward_inplace, adam_step,
-    adam_step_many, bias_add, bias_add_activation, bias_grad, clip_global_norm, gemm, gemm_bias_activation,
-    gemm_bias_activation_tf32, gemm_tf32, global_norm, log_softmax, sgd_step, sm90_operand_map, softmax, softmax_xent,
-    softmax_xent_accumulate, softmax_xent_loss, AdamParam, DeviceTargets, GpuGemmInput, XentAccumulator, SM90_KERNELS,
+    activation_backward, activation_backward_inplace, activation_backward_inplace_at, activation_forward,
+    activation_forward_inplace, adam_step, adam_step_many, bias_add, bias_add_activation, bias_add_activation_at,
+    bias_grad, bias_grad_at, clip_global_norm, clip_global_norm_with, count_correct, count_correct_accumulate,
+    gather_scaled, gemm, gemm_bias_activation, gemm_bias_activation_tf32, gemm_tf32, global_norm, log_softmax,
+    sgd_step, sm90_operand_map, softmax, softmax_xent, softmax_xent_accumulate, softmax_xent_labels_accumulate,
+    softmax_xent_loss, AdamParam, DeviceTargets, GpuGemmInput, XentAccumulator, SM90_KERNELS,
 };
 pub use tensor_map::{TensorMapArg, TensorMapElem, TensorMapSwizzle, TiledTensorMap, TENSOR_MAP_BYTES};
 
@@ -266,7 +268,7 @@ mod tests {
                 entries += 1;
             }
         }
-        assert_eq!(entries, 18);
+        assert_eq!(entries, 20);
         assert_eq!(
             engine::param_kinds(device::GEMM_SM90_PTX, "nk_gemm_sm90_bf16").map(|k| k[..3].to_vec()),
             Some(vec![

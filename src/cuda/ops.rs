@@ -11,6 +11,7 @@ use crate::ops::bias::check_bias;
 use crate::ops::optim::{check_adam, check_clip, AdamConfig, AdamEpsilon, SgdConfig, WeightDecay};
 use crate::ops::softmax_xent::check_same_shape;
 use half::{bf16, f16};
+use std::ops::Range;
 use std::sync::Arc;
 
 const BLOCK: u32 = 256;
@@ -107,6 +108,22 @@ pub fn activation_backward_inplace(
     act_bwd(dev, act, px, pg, pg, x.len())
 }
 
+/// [`activation_backward_inplace`] over elements `x_at` of `x` and `grad_at`
+/// of `grad` (ranges of equal length inside each buffer).
+pub fn activation_backward_inplace_at(
+    dev: &Device,
+    act: Activation,
+    x: &DeviceBuffer<f32>,
+    x_at: Range<usize>,
+    grad: &mut DeviceBuffer<f32>,
+    grad_at: Range<usize>,
+) -> Result<()> {
+    let px = range_addr(dev, "x", x, &x_at)?;
+    let pg = range_addr(dev, "grad", grad, &grad_at)?;
+    check_same_len("grad", grad_at.len(), x_at.len())?;
+    act_bwd(dev, act, px, pg, pg, x_at.len())
+}
+
 fn act_bwd(dev: &Device, act: Activation, px: u64, pdy: u64, pdx: u64, n: usize) -> Result<()> {
     if n == 0 {
         return Ok(());
@@ -127,7 +144,7 @@ fn act_bwd(dev: &Device, act: Activation, px: u64, pdy: u64, pdx: u64, n: usize)
 /// `x[i, j] += bias[j]` on the device.
 pub fn bias_add(dev: &Device, x: DeviceMatMut<'_, f32>, bias: &DeviceBuffer<f32>) -> Result<()> {
     check_bias("bias", bias.len(), x.cols)?;
-    bias_act(dev, Activation::Identity, &x, bias, None)
+    bias_act(dev, Activation::Identity, &x, dev.addr(bias, 0)?, None)
 }
 
 /// `x[i, j] += bias[j]`, then `y = f(x)`, on the device (the forward epilogue of a
@@ -141,14 +158,51 @@ pub fn bias_add_activation(
 ) -> Result<()> {
     check_bias("bias", bias.len(), x.cols)?;
     check_same_shape("y", y.shape(), x.shape())?;
-    bias_act(dev, act, &x, bias, Some(&y))
+    bias_act(dev, act, &x, dev.addr(bias, 0)?, Some(&y))
+}
+
+/// The address of elements `at` of `buf`, after checking that they lie inside it.
+fn range_addr<T: DeviceElem>(dev: &Device, arg: &'static str, buf: &DeviceBuffer<T>, at: &Range<usize>) -> Result<u64> {
+    if at.start > at.end {
+        return Err(Error::invalid(arg, format!("range {at:?} ends before it starts")));
+    }
+    if at.end > buf.len() {
+        return Err(Error::BufferTooShort {
+            arg,
+            len: buf.len(),
+            needed: at.end,
+        });
+    }
+    dev.addr(buf, at.start)
+}
+
+/// [`bias_add_activation`] (or, when `y` is `None`, [`bias_add`]) with the bias
+/// at elements `bias_at` of a larger buffer (e.g. one holding every layer's
+/// parameters).
+pub fn bias_add_activation_at(
+    dev: &Device,
+    act: Activation,
+    x: DeviceMatMut<'_, f32>,
+    bias: &DeviceBuffer<f32>,
+    bias_at: Range<usize>,
+    y: Option<DeviceMatMut<'_, f32>>,
+) -> Result<()> {
+    let pb = range_addr(dev, "bias", bias, &bias_at)?;
+    check_bias("bias", bias_at.len(), x.cols)?;
+    if let Some(y) = &y {
+        check_same_shape("y", y.shape(), x.shape())?;
+    }
+    match &y {
+        Some(y) => bias_act(dev, act, &x, pb, Some(y)),
+        None => bias_act(dev, Activation::Identity, &x, pb, None),
+    }
 }
 
 fn bias_act(
     dev: &Device,
     act: Activation,
     x: &DeviceMatMut<'_, f32>,
-    bias: &DeviceBuffer<f32>,
+    pbias: u64,
     y: Option<&DeviceMatMut<'_, f32>>,
 ) -> Result<()> {
     if x.rows == 0 || x.cols == 0 {
@@ -165,7 +219,7 @@ fn bias_act(
         u64_of(x.cols),
         u64_of(x.rs),
         u64_of(x.cs),
-        Arg::U64(dev.addr(bias, 0)?),
+        Arg::U64(pbias),
         Arg::U64(py),
         u64_of(yrs),
         u64_of(ycs),
@@ -178,6 +232,24 @@ fn bias_act(
 /// `dbias[j] = Σ_i dy[i, j]` on the device (overwrites `dbias`).
 pub fn bias_grad(dev: &Device, dy: DeviceMatRef<'_, f32>, dbias: &mut DeviceBuffer<f32>) -> Result<()> {
     check_bias("dbias", dbias.len(), dy.cols)?;
+    let pd = dev.addr(dbias, 0)?;
+    bias_grad_impl(dev, dy, pd)
+}
+
+/// [`bias_grad`] into elements `at` of a larger buffer (e.g. one holding every
+/// layer's gradients); the rest of the buffer is left alone.
+pub fn bias_grad_at(
+    dev: &Device,
+    dy: DeviceMatRef<'_, f32>,
+    dbias: &mut DeviceBuffer<f32>,
+    at: Range<usize>,
+) -> Result<()> {
+    let pd = range_addr(dev, "dbias", dbias, &at)?;
+    check_bias("dbias", at.len(), dy.cols)?;
+    bias_grad_impl(dev, dy, pd)
+}
+
+fn bias_grad_impl(dev: &Device, dy: DeviceMatRef<'_, f32>, pdbias: u64) -> Result<()> {
     if dy.cols == 0 {
         return Ok(());
     }
@@ -192,7 +264,7 @@ pub fn bias_grad(dev: &Device, dy: DeviceMatRef<'_, f32>, dbias: &mut DeviceBuff
         u64_of(dy.cols),
         u64_of(dy.rs),
         u64_of(dy.cs),
-        Arg::U64(dev.addr(dbias, 0)?),
+        Arg::U64(pdbias),
     ];
     dev.launch(&f, (blocks as u32, 1, 1), (32, 8, 1), &args)
 }
@@ -860,6 +932,142 @@ pub fn softmax_xent_accumulate(
     xent_launch(dev, logits, targets, Some(dlogits), shape, acc)
 }
 
+/// [`softmax_xent_accumulate`] scored against the first `logits` rows of
+/// `labels` (a buffer sized for the largest batch, reused for smaller ones);
+/// `dlogits = None` adds the loss only. Nothing is waited for.
+pub fn softmax_xent_labels_accumulate(
+    dev: &Device,
+    logits: DeviceMatRef<'_, f32>,
+    labels: &DeviceBuffer<u32>,
+    dlogits: Option<DeviceMatMut<'_, f32>>,
+    acc: &mut XentAccumulator,
+) -> Result<()> {
+    let (rows, cols) = logits.shape();
+    if labels.len() < rows {
+        return Err(Error::shape("labels", (labels.len(), 1), (rows, 1)));
+    }
+    if rows > 0 && cols == 0 {
+        return Err(Error::invalid("logits", format!("{rows} rows with 0 classes")));
+    }
+    if let Some(d) = &dlogits {
+        check_same_shape("dlogits", d.shape(), (rows, cols))?;
+    }
+    xent_launch(dev, logits, DeviceTargets::Labels(labels), dlogits, (rows, cols), acc)
+}
+
+fn check_argmax_rows(logits: &DeviceMatRef<'_, f32>) -> Result<()> {
+    let (rows, cols) = logits.shape();
+    if rows > 0 && cols == 0 {
+        return Err(Error::invalid("x", "argmax of a row with no columns"));
+    }
+    if cols > u32::MAX as usize {
+        return Err(Error::invalid("x", "more columns than a u32 index holds"));
+    }
+    Ok(())
+}
+
+/// How many rows of `logits` have their argmax (the first on ties; a NaN
+/// counts as largest) equal to the label, on the device, as
+/// [`crate::count_correct`] counts them. Waits for the count.
+pub fn count_correct(dev: &Device, logits: DeviceMatRef<'_, f32>, labels: &DeviceBuffer<u32>) -> Result<usize> {
+    if labels.len() != logits.rows {
+        return Err(Error::shape("labels", (labels.len(), 1), (logits.rows, 1)));
+    }
+    let mut count = dev.zeros::<u32>(1)?;
+    count_correct_accumulate(dev, logits, labels, &mut count)?;
+    let mut out = [0u32];
+    dev.copy_to_host(&count, &mut out)?;
+    Ok(out[0] as usize)
+}
+
+/// Adds to `count[0]` the rows of `logits` whose argmax equals their label
+/// (the first `logits` rows of `labels`), without waiting: a training loop can
+/// sum many batches on the device and read the total once.
+pub fn count_correct_accumulate(
+    dev: &Device,
+    logits: DeviceMatRef<'_, f32>,
+    labels: &DeviceBuffer<u32>,
+    count: &mut DeviceBuffer<u32>,
+) -> Result<()> {
+    check_argmax_rows(&logits)?;
+    let rows = logits.rows;
+    if labels.len() < rows {
+        return Err(Error::shape("labels", (labels.len(), 1), (rows, 1)));
+    }
+    if count.is_empty() {
+        return Err(Error::BufferTooShort {
+            arg: "count",
+            len: 0,
+            needed: 1,
+        });
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    let blocks = rows.div_ceil(BLOCK as usize);
+    if blocks > i32::MAX as usize {
+        return Err(Error::invalid("logits", "too many rows for one launch"));
+    }
+    let f = dev.function("softmax_xent.ptx", SOFTMAX_XENT_PTX, "nk_count_correct")?;
+    let args = [
+        Arg::U64(dev.addr(logits.buf, logits.offset)?),
+        u64_of(rows),
+        u64_of(logits.cols),
+        u64_of(logits.rs),
+        u64_of(logits.cs),
+        Arg::U64(dev.addr(labels, 0)?),
+        Arg::U64(dev.addr(count, 0)?),
+    ];
+    dev.launch(&f, (blocks as u32, 1, 1), (BLOCK, 1, 1), &args)
+}
+
+// ---------------------------------------------------------------- batch gather
+
+/// Row `i` of `dst` = row `rows[i]` of `images` (rows of `features` bytes)
+/// converted to `f32` and divided by `divisor` (correctly rounded, as the host
+/// divides), on the device. The row indices are checked on the host, then
+/// copied into `rows_dev` (at least `rows.len()` long, reused from step to
+/// step) for the kernel; `dst` is `rows.len() × features`.
+pub fn gather_scaled(
+    dev: &Device,
+    images: &DeviceBuffer<u8>,
+    features: usize,
+    rows: &[u32],
+    rows_dev: &mut DeviceBuffer<u32>,
+    divisor: f32,
+    dst: DeviceMatMut<'_, f32>,
+) -> Result<()> {
+    check_same_shape("dst", dst.shape(), (rows.len(), features))?;
+    if rows_dev.len() < rows.len() {
+        return Err(Error::BufferTooShort {
+            arg: "rows_dev",
+            len: rows_dev.len(),
+            needed: rows.len(),
+        });
+    }
+    if rows.is_empty() || features == 0 {
+        return Ok(());
+    }
+    let count = images.len() / features;
+    if let Some(&r) = rows.iter().find(|&&r| r as usize >= count) {
+        return Err(Error::invalid("rows", format!("row {r} of a set of {count}")));
+    }
+    dev.copy_to_device(rows, rows_dev)?;
+    let f = dev.function("activation.ptx", ACTIVATION_PTX, "nk_gather_scaled")?;
+    let args = [
+        Arg::U64(dev.addr(images, 0)?),
+        u64_of(count),
+        u64_of(features),
+        Arg::U64(dev.addr(rows_dev, 0)?),
+        u64_of(rows.len()),
+        Arg::F32(divisor),
+        Arg::U64(dev.addr(dst.buf, dst.offset)?),
+        u64_of(dst.rs),
+        u64_of(dst.cs),
+    ];
+    dev.launch(&f, grid_2d(dev, rows.len(), features), (BLOCK, 1, 1), &args)
+}
+
 // ---------------------------------------------------------------- optimizers
 
 /// The four buffers of one parameter tensor for [`adam_step_many`].
@@ -1009,20 +1217,29 @@ pub fn sgd_step(
     dev.launch(&f, chunk_grid(chunks)?, (BLOCK, 1, 1), &args)
 }
 
+/// Zeroes `acc` (two f32 slots holding an f64) and adds the sum of squares of
+/// the tensors into it on the device.
 fn sumsq(
     dev: &Device,
     ptrs: &[[u64; 4]],
     lens: &[usize],
-) -> Result<(Arc<DeviceBuffer<u32>>, usize, DeviceBuffer<f32>)> {
+    acc: &mut DeviceBuffer<f32>,
+) -> Result<(Arc<DeviceBuffer<u32>>, usize)> {
+    if acc.len() < 2 {
+        return Err(Error::BufferTooShort {
+            arg: "acc",
+            len: acc.len(),
+            needed: 2,
+        });
+    }
     let (table, chunks) = chunk_table(dev, ptrs, lens)?;
-    // Two f32 slots hold the f64 accumulator.
-    let acc = dev.zeros::<f32>(2)?;
+    dev.copy_to_device(&[0.0f32; 2], acc)?;
     if chunks > 0 {
         let f = dev.function("optim.ptx", OPTIM_PTX, "nk_sumsq")?;
-        let args = [Arg::U64(dev.addr(&*table, 0)?), Arg::U64(dev.addr(&acc, 0)?)];
+        let args = [Arg::U64(dev.addr(&*table, 0)?), Arg::U64(dev.addr(acc, 0)?)];
         dev.launch(&f, chunk_grid(chunks)?, (BLOCK, 1, 1), &args)?;
     }
-    Ok((table, chunks, acc))
+    Ok((table, chunks))
 }
 
 fn read_f64(dev: &Device, acc: &DeviceBuffer<f32>) -> Result<f64> {
@@ -1040,7 +1257,8 @@ pub fn global_norm(dev: &Device, grads: &[&DeviceBuffer<f32>]) -> Result<f32> {
         .map(|g| Ok([dev.addr(g, 0)?, 0, 0, 0]))
         .collect::<Result<Vec<[u64; 4]>>>()?;
     let lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
-    let (_table, _, acc) = sumsq(dev, &ptrs, &lens)?;
+    let mut acc = dev.zeros::<f32>(2)?;
+    let (_table, _) = sumsq(dev, &ptrs, &lens, &mut acc)?;
     Ok(read_f64(dev, &acc)?.sqrt() as f32)
 }
 
@@ -1049,21 +1267,33 @@ pub fn global_norm(dev: &Device, grads: &[&DeviceBuffer<f32>]) -> Result<f32> {
 /// The norm and the scale are computed on the device (two launches); only the
 /// returned value is waited for.
 pub fn clip_global_norm(dev: &Device, grads: &mut [&mut DeviceBuffer<f32>], max_norm: f32) -> Result<f32> {
+    let mut acc = dev.zeros::<f32>(2)?;
+    clip_global_norm_with(dev, grads, max_norm, &mut acc)
+}
+
+/// [`clip_global_norm`] with its accumulator supplied (at least 2 `f32` of
+/// scratch, overwritten), so a training loop allocates nothing per step.
+pub fn clip_global_norm_with(
+    dev: &Device,
+    grads: &mut [&mut DeviceBuffer<f32>],
+    max_norm: f32,
+    acc: &mut DeviceBuffer<f32>,
+) -> Result<f32> {
     check_clip(max_norm)?;
     let ptrs = grads
         .iter()
         .map(|g| Ok([dev.addr(g, 0)?, 0, 0, 0]))
         .collect::<Result<Vec<[u64; 4]>>>()?;
     let lens: Vec<usize> = grads.iter().map(|g| g.len()).collect();
-    let (table, chunks, acc) = sumsq(dev, &ptrs, &lens)?;
+    let (table, chunks) = sumsq(dev, &ptrs, &lens, acc)?;
     if chunks > 0 {
         let f = dev.function("optim.ptx", OPTIM_PTX, "nk_clip_scale")?;
         let args = [
             Arg::U64(dev.addr(&*table, 0)?),
-            Arg::U64(dev.addr(&acc, 0)?),
+            Arg::U64(dev.addr(acc, 0)?),
             Arg::F32(max_norm),
         ];
         dev.launch(&f, chunk_grid(chunks)?, (BLOCK, 1, 1), &args)?;
     }
-    Ok(read_f64(dev, &acc)?.sqrt() as f32)
+    Ok(read_f64(dev, acc)?.sqrt() as f32)
 }

@@ -2,7 +2,8 @@
 //! built only from the library's public kernels.
 //!
 //! - [`data`]: IDX files (gzipped or plain), validated; the bundled digits.
-//! - [`backend`]: the [`Backend`] trait the model is written against, and the CPU backend.
+//! - [`backend`]: the [`Backend`] trait the model is written against, and the CPU backend;
+//!   `cuda` (feature `cuda`): the CUDA backend, on a GPU or the PTX executor.
 //! - [`mlp`]: the model: forward, backward, optimizer step, all buffers sized once.
 //! - [`checkpoint`]: the checkpoint format, written atomically.
 //! - [`metrics`]: JSON-lines metrics; [`plot`]: loss and accuracy curves.
@@ -25,6 +26,8 @@
 
 pub mod backend;
 pub mod checkpoint;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod data;
 pub mod error;
 pub mod fsutil;
@@ -34,6 +37,8 @@ pub mod plot;
 
 pub use backend::{Backend, Cpu, CpuKernels, Layout};
 pub use checkpoint::Checkpoint;
+#[cfg(feature = "cuda")]
+pub use cuda::Cuda;
 pub use data::{Dataset, Split};
 pub use error::{Error, Result};
 pub use mlp::{Mlp, Optimizer};

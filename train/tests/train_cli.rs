@@ -350,6 +350,20 @@ fn impossible_options_are_rejected_naming_the_option() {
     ] {
         rejects(&d, args, &[needle]);
     }
+    // A build without the CUDA backend says so, for the GPU and the executor alike;
+    // with it and no GPU, `--backend cuda` names the missing device (and leaves
+    // nothing behind either), never panicking.
+    for b in ["cuda", "cuda-executor"] {
+        let needles: &[&str] = if cfg!(feature = "cuda") {
+            &["--backend"]
+        } else {
+            &["--backend: cuda: this build has no CUDA backend", "use --backend cpu"]
+        };
+        if cfg!(feature = "cuda") && (b == "cuda-executor" || std::path::Path::new("/proc/driver/nvidia").exists()) {
+            continue;
+        }
+        rejects(&d, &["--backend", b], needles);
+    }
     // A plot name without a known image extension is refused before training.
     let o = nnkern(&d, &["train", "--epochs", "1", "--hidden", "4", "--plot", "curves.jpg"]);
     assert!(!o.status.success());
