@@ -19,16 +19,15 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n--- %s\n' "$1"; }
 
-# Where Debian puts the testers and the reference libblas.so.3.
-multiarch=$(gcc -print-multiarch 2>/dev/null || dpkg-architecture -qDEB_HOST_MULTIARCH)
-blas_dir=/usr/lib/$multiarch/blas
-if [ ! -x "$blas_dir/xscblat3" ] || [ ! -x "$blas_dir/xblat3s" ] || [ ! -e "$blas_dir/libblas.so.3" ]; then
+if ! dpkg -s libblas-test libblas3 >/dev/null 2>&1; then
   step "installing libblas-test and the reference libblas3"
   sudo=""
   if [ "$(id -u)" != 0 ]; then sudo=sudo; fi
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libblas-test libblas3 >/dev/null
 fi
+# The testers and the reference libblas.so.3 lie together (/usr/lib/<multiarch>/blas).
+blas_dir=$(dirname "$(dpkg -L libblas-test | grep '/xscblat3$')")
 for f in xscblat3 xblat3s libblas.so.3; do
   [ -e "$blas_dir/$f" ] || { echo "missing $blas_dir/$f after installing libblas-test libblas3" >&2; exit 1; }
 done
