@@ -95,27 +95,36 @@ enum CBLAS_ORDER { CblasRowMajor = 101, CblasColMajor = 102 };
 enum CBLAS_TRANSPOSE { CblasNoTrans = 111, CblasTrans = 112, CblasConjTrans = 113 };
 #endif
 
-/* Error exits of cblas_sgemm and sgemm_. A bad argument leaves C untouched,
- * sets nnkern_last_error(), and is reported through the first of:
- * 1. (cblas_sgemm only) the handler set with nnkern_set_cblas_error_handler,
- *    given the argument's position in the C signature (1 = Order, 2 = TransA,
- *    3 = TransB, 4 = M, 5 = N, 6 = K, 9 = lda, 11 = ldb, 14 = ldc; also
- *    8/10/13 for a NULL A/B/C and 13 for a C overlapping A or B);
- * 2. the process's own cblas_xerbla (for cblas_sgemm) or xerbla_ (for
- *    sgemm_), when it has one, called as the reference implementation calls
- *    it: cblas_xerbla(p, "cblas_sgemm", form, ...) with the reference
- *    CBLAS's number p (column-major: the C position as above; row-major, where
- *    the reference exchanges M/N, A/B and lda/ldb in its call to SGEMM: N is
- *    checked first and reported as 4, M as 5, ldb as 9, lda as 11; a reference
- *    cblas_xerbla maps these back while its RowMajorStrg is set), and
- *    xerbla_("SGEMM ", &info, 6) with the reference BLAS's INFO (1 TRANSA,
- *    2 TRANSB, 3 M, 4 N, 5 K, 8 LDA, 10 LDB, 13 LDC; also 7/9/12 for a NULL
- *    A/B/C or a C overlapping A or B, 6/11 for a NULL ALPHA/BETA);
- * 3. otherwise one line on stderr; the call returns, never exits.
- * "The process's own": found through weak references, so a program's
- * definition (linked statically, or exported, as it is when a shared BLAS
- * library it links also uses the name) or that of a reference BLAS/CBLAS
- * library loaded beside this one. libnnkern defines neither symbol. */
+/* Error exits of cblas_sgemm and sgemm_ (the xerbla convention). A bad
+ * argument leaves C untouched, sets nnkern_last_error(), and is reported
+ * through the first of:
+ * 1. cblas_sgemm only: the handler set with nnkern_set_cblas_error_handler,
+ *    given the argument's position in the C signature (1 Order, 2 TransA,
+ *    3 TransB, 4 M, 5 N, 6 K, 9 lda, 11 ldb, 14 ldc; also 8/10/13 for a
+ *    NULL A/B/C, 13 for a C overlapping A or B);
+ * 2. the process's cblas_xerbla (for cblas_sgemm) or xerbla_ (for sgemm_),
+ *    if it has one, called as the reference implementation calls it:
+ *    - cblas_xerbla(p, "cblas_sgemm", "%s\n", message) with the reference
+ *      CBLAS's number p. Column-major, p is the C position above. Row-major,
+ *      the reference calls SGEMM with M/N, A/B and lda/ldb exchanged, so N is
+ *      checked first and reported as 4, M as 5, ldb as 9, lda as 11 (8/10/13
+ *      keep their positions). A reference cblas_xerbla maps these back while
+ *      the reference's int RowMajorStrg is 1: if the process has that
+ *      variable, it is set to 1 (row-major) or 0 for the call, then 0.
+ *    - xerbla_("SGEMM ", &info, 6) (six characters, then a NUL) with the
+ *      reference BLAS's INFO: 1 TRANSA, 2 TRANSB, 3 M, 4 N, 5 K, 8 LDA,
+ *      10 LDB, 13 LDC; also 7/9/12 for a NULL A/B/C or a C overlapping A or
+ *      B, and a NULL scalar pointer is its own argument's number.
+ *    Whatever that function does next is its own: the reference's prints
+ *    and may exit, a tester's records the call and returns.
+ * 3. otherwise one line on stderr, and the call returns.
+ * "The process's": found through weak references, so the program's own
+ * definition (linked statically, or exported, as it is when a shared
+ * library the program links uses the name), else that of a reference
+ * BLAS/CBLAS library loaded with this one. libnnkern defines none of
+ * cblas_xerbla, xerbla_, RowMajorStrg: a definition of ours would shadow the
+ * reference library's own for its other routines when preloaded, and
+ * clash with the program's when linked statically. */
 
 /* C = alpha*op(A)*op(B) + beta*C, exactly as CBLAS defines it. */
 void cblas_sgemm(const enum CBLAS_ORDER Order, const enum CBLAS_TRANSPOSE TransA,
@@ -123,8 +132,8 @@ void cblas_sgemm(const enum CBLAS_ORDER Order, const enum CBLAS_TRANSPOSE TransA
                  const float alpha, const float *A, const int lda, const float *B, const int ldb,
                  const float beta, float *C, const int ldc);
 
-/* The CBLAS error handler: parameter position, routine name, message. The
- * default (NULL) reports as 2./3. above; no handler ever exits. */
+/* The CBLAS error handler: parameter position, routine name, message. With
+ * none (NULL), errors are reported as in 2. and 3. above. */
 typedef void (*nnkern_cblas_error_handler)(int param, const char *routine, const char *message);
 /* Installs a handler process-wide; NULL restores the default. */
 void nnkern_set_cblas_error_handler(nnkern_cblas_error_handler handler);

@@ -9,7 +9,8 @@
 //! 2. the program's `cblas_xerbla` (for `cblas_sgemm`) or `xerbla_` (for
 //!    `sgemm_`), when the process has one, called with the numbers the
 //!    reference implementation passes (see [`cblas_sgemm_reference_number`]
-//!    and [`sgemm_info`]);
+//!    and [`sgemm_info`]), with the reference CBLAS's `RowMajorStrg` set
+//!    as the reference sets it when the process has that variable;
 //! 3. otherwise one line on standard error, and the call returns: a bad call
 //!    never ends the process.
 //!
@@ -73,24 +74,26 @@ pub mod xerbla {
 
     #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
     mod weak {
-        // Two pointer-sized words holding the addresses of the weak symbols
-        // (0 when unresolved); hidden, so never exported.
+        // Pointer-sized words holding the addresses of the weak symbols (0
+        // when unresolved); hidden, so never exported.
         std::arch::global_asm!(
             ".pushsection .data.nnkern_capi_xerbla,\"aw\"",
             ".p2align 3",
             ".weak cblas_xerbla",
             ".weak xerbla_",
+            ".weak RowMajorStrg",
             ".globl nnkern_capi_xerbla_addrs",
             ".hidden nnkern_capi_xerbla_addrs",
             "nnkern_capi_xerbla_addrs:",
             ".quad cblas_xerbla",
             ".quad xerbla_",
+            ".quad RowMajorStrg",
             ".popsection",
         );
         extern "C" {
-            static nnkern_capi_xerbla_addrs: [usize; 2];
+            static nnkern_capi_xerbla_addrs: [usize; 3];
         }
-        pub(super) fn addrs() -> [usize; 2] {
+        pub(super) fn addrs() -> [usize; 3] {
             // SAFETY: a plain initialised array defined above; the dynamic
             // loader writes it before any code of ours runs, never after.
             unsafe { std::ptr::addr_of!(nnkern_capi_xerbla_addrs).read_volatile() }
@@ -98,8 +101,8 @@ pub mod xerbla {
     }
     #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
     mod weak {
-        pub(super) fn addrs() -> [usize; 2] {
-            [0, 0]
+        pub(super) fn addrs() -> [usize; 3] {
+            [0, 0, 0]
         }
     }
 
@@ -111,6 +114,14 @@ pub mod xerbla {
         (raw != 0).then(|| unsafe { std::mem::transmute::<usize, CblasXerbla>(raw) })
     }
 
+    /// The reference CBLAS's `int RowMajorStrg`, if the process has one:
+    /// the reference sets it to 1 while a row-major call runs (0 otherwise)
+    /// and its `cblas_xerbla` reads it to map row-major numbers back.
+    pub fn row_major_flag() -> Option<*mut c_int> {
+        let raw = weak::addrs()[2];
+        (raw != 0).then_some(raw as *mut c_int)
+    }
+
     /// The process's `xerbla_`, if it has one.
     pub fn fortran() -> Option<FortranXerbla> {
         let raw = weak::addrs()[1];
@@ -120,7 +131,7 @@ pub mod xerbla {
     }
 }
 
-fn report_cblas(position: c_int, reference: c_int, routine: &str, what: &str) {
+fn report_cblas(position: c_int, reference: c_int, row_major: bool, routine: &str, what: &str) {
     let message = format!("** On entry to {routine}, parameter number {position} had an illegal value ({what})");
     set_last_error(&message);
     let r = CString::new(routine).unwrap_or_default();
@@ -139,9 +150,19 @@ fn report_cblas(position: c_int, reference: c_int, routine: &str, what: &str) {
     }
     // A panic (position 0) is ours to report, not a numbered argument.
     if let Some(x) = xerbla::cblas().filter(|_| position > 0) {
+        let flag = xerbla::row_major_flag();
+        if let Some(p) = flag {
+            // SAFETY: the reference CBLAS's `int RowMajorStrg`, which it
+            // writes the same way on every call (as unsynchronised as there).
+            unsafe { p.write_volatile(row_major as c_int) };
+        }
         // SAFETY: the CBLAS contract of cblas_xerbla: a number, the routine
         // name and a printf format, here "%s\n" with one C string.
         unsafe { x(reference, r.as_ptr(), c"%s\n".as_ptr(), m.as_ptr()) };
+        if let Some(p) = flag {
+            // SAFETY: as above; the reference leaves it 0 after each call.
+            unsafe { p.write_volatile(0) };
+        }
         return;
     }
     // Never panic over a closed standard error.
@@ -152,11 +173,13 @@ fn report_fortran(info: c_int, what: &str) {
     let message = format!("** On entry to SGEMM, parameter number {info} had an illegal value ({what})");
     set_last_error(&message);
     if let Some(x) = xerbla::fortran().filter(|_| info > 0) {
-        // The reference passes the name blank-padded to six characters.
-        let name = b"SGEMM ";
+        // The reference passes the name blank-padded to six characters; the
+        // NUL after them serves an `xerbla_` written in C that prints it
+        // with %s (the one of the reference CBLAS does).
+        let name = c"SGEMM ";
         // SAFETY: XERBLA(SRNAME, INFO) reads `len` characters of the name
-        // and one integer, both valid for the call.
-        unsafe { x(name.as_ptr().cast(), &info, name.len()) };
+        // (NUL-terminated beyond them) and one integer, valid for the call.
+        unsafe { x(name.as_ptr(), &info, name.count_bytes()) };
         return;
     }
     let _ = writeln!(std::io::stderr(), "{message}");
@@ -445,11 +468,11 @@ pub unsafe extern "C" fn cblas_sgemm(
     });
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         if let Some((pos, reference, what)) = bad {
-            report_cblas(pos, reference, NAME, &what);
+            report_cblas(pos, reference, order == CBLAS_ROW_MAJOR, NAME, &what);
         } else if status != super::NNKERN_OK {
             // Only a panic can get here (every argument was validated); CBLAS
             // has no status, so report it through the handler as position 0.
-            report_cblas(0, 0, NAME, &super::last_error_string());
+            report_cblas(0, 0, false, NAME, &super::last_error_string());
         }
     }));
 }

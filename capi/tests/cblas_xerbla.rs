@@ -1,7 +1,8 @@
 //! `cblas_sgemm`'s error exits in a program that defines `cblas_xerbla`,
 //! as the reference CBLAS tester does: each invalid argument reaches it
 //! with the reference CBLAS's number (row-major: `M`/`N` and `lda`/`ldb`
-//! exchanged, `N` checked first), `C` untouched; a handler installed with
+//! exchanged, `N` checked first) while the reference's `RowMajorStrg` says
+//! the layout, `C` untouched; a handler installed with
 //! `nnkern_set_cblas_error_handler` takes precedence.
 
 use nnkern_capi::*;
@@ -9,9 +10,22 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CStr};
 use std::sync::Mutex;
 
+/// The reference CBLAS's layout flag, which the tester defines (through a
+/// copy relocation) and its `cblas_xerbla` reads.
+#[no_mangle]
+#[allow(non_upper_case_globals)]
+pub static mut RowMajorStrg: c_int = 0;
+
+fn row_major_strg() -> c_int {
+    // SAFETY: a plain int; the tests that call cblas_sgemm hold HANDLER_LOCK.
+    unsafe { std::ptr::addr_of!(RowMajorStrg).read_volatile() }
+}
+
 thread_local! {
     /// (number, routine, form) of each `cblas_xerbla` call on this thread.
     static CALLS: RefCell<Vec<(c_int, String, String)>> = const { RefCell::new(Vec::new()) };
+    /// RowMajorStrg as each `cblas_xerbla` call saw it.
+    static FLAGS: RefCell<Vec<c_int>> = const { RefCell::new(Vec::new()) };
     static HANDLED: RefCell<Vec<c_int>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -33,6 +47,11 @@ pub unsafe extern "C" fn cblas_xerbla(p: c_int, rout: *const c_char, form: *cons
         form.to_string_lossy().into_owned(),
     );
     CALLS.with(|c| c.borrow_mut().push(call));
+    FLAGS.with(|f| f.borrow_mut().push(row_major_strg()));
+}
+
+fn flags() -> Vec<c_int> {
+    FLAGS.with(|f| std::mem::take(&mut *f.borrow_mut()))
 }
 
 fn calls() -> Vec<(c_int, String, String)> {
@@ -130,6 +149,10 @@ fn cblas_xerbla_gets_the_reference_numbers() {
             last_error_string()
         );
         assert!(c.iter().all(|&x| x == 7.0), "{args:?}: C written");
+        // Set as the reference sets it during the call, 0 after.
+        let row = args[0] == rm;
+        assert_eq!(flags(), vec![row as c_int], "{args:?}");
+        assert_eq!(row_major_strg(), 0);
     }
     // Our own checks keep their C positions in both layouts (A 8, B 10, C 13).
     for order in [rm, cm] {

@@ -18,16 +18,18 @@ const PROGRAM: &str = r#"
 #include <stdarg.h>
 
 #ifdef DEFINE_XERBLA
+int RowMajorStrg = 0;  /* the reference CBLAS's layout flag */
 void cblas_xerbla(int p, const char *rout, const char *form, ...) {
     char text[256];
     va_list ap;
     va_start(ap, form);
     vsnprintf(text, sizeof text, form, ap);
     va_end(ap);
-    printf("cblas_xerbla %d %s %s", p, rout, text);
+    printf("cblas_xerbla %d row=%d %s %s", p, RowMajorStrg, rout, text);
 }
 void xerbla_(const char *srname, const int *info, size_t len) {
-    printf("xerbla_ %d [%.*s]\n", *info, (int)len, srname);
+    /* Also as a C string, as the reference CBLAS's xerbla_ prints it. */
+    printf("xerbla_ %d [%.*s] [%s]\n", *info, (int)len, srname, srname);
 }
 #endif
 
@@ -112,10 +114,10 @@ fn a_program_with_xerbla_receives_the_reference_numbers() {
         );
         let lines: Vec<&str> = out.lines().collect();
         let want_prefix = [
-            "cblas_xerbla 5 cblas_sgemm ** On entry to cblas_sgemm, parameter number 4 had an illegal value",
-            "cblas_xerbla 9 cblas_sgemm ** On entry to cblas_sgemm, parameter number 9 had an illegal value",
-            "xerbla_ 8 [SGEMM ]",
-            "xerbla_ 4 [SGEMM ]",
+            "cblas_xerbla 5 row=1 cblas_sgemm ** On entry to cblas_sgemm, parameter number 4 had an illegal value",
+            "cblas_xerbla 9 row=0 cblas_sgemm ** On entry to cblas_sgemm, parameter number 9 had an illegal value",
+            "xerbla_ 8 [SGEMM ] [SGEMM ]",
+            "xerbla_ 4 [SGEMM ] [SGEMM ]",
             "C 7 7 7 7",
         ];
         assert_eq!(lines.len(), want_prefix.len() + 1, "shared={shared}:\n{out}");
