@@ -2,7 +2,8 @@
  * nnkern.h — C interface to nnkern (libnnkern.so / libnnkern.a).
  *
  * Compute kernels for training neural networks: GEMM (CBLAS-compatible
- * cblas_sgemm, plus strided f32/bf16/f16 entries), activations, fused
+ * cblas_sgemm, the Fortran-ABI sgemm_ of the reference BLAS, plus strided
+ * f32/bf16/f16 entries), activations, fused
  * softmax + cross-entropy, bias ops, Adam/AdamW/SGD, gradient clipping,
  * thread-count and ISA control.
  *
@@ -24,7 +25,7 @@
  * - Link: cc prog.c -I include -L target/release -lnnkern
  *   (static: target/release/libnnkern.a -lpthread -ldl -lm).
  *
- * The Rust side is src/capi/; tests/capi_header.rs checks that this file
+ * The Rust side is capi/src/; capi/tests/capi_header.rs checks that this file
  * declares exactly what the library exports, with the same types.
  */
 #ifndef NNKERN_H
@@ -94,19 +95,58 @@ enum CBLAS_ORDER { CblasRowMajor = 101, CblasColMajor = 102 };
 enum CBLAS_TRANSPOSE { CblasNoTrans = 111, CblasTrans = 112, CblasConjTrans = 113 };
 #endif
 
-/* C = alpha*op(A)*op(B) + beta*C, exactly as CBLAS defines it. A bad
- * argument calls the error handler with its 1-based position (1 = Order,
- * 4 = M, 9 = lda, ...), sets nnkern_last_error(), and leaves C untouched. */
+/* Error exits of cblas_sgemm and sgemm_ (the xerbla convention). A bad
+ * argument leaves C untouched, sets nnkern_last_error(), and is reported
+ * through the first of:
+ * 1. cblas_sgemm only: the handler set with nnkern_set_cblas_error_handler,
+ *    given the argument's position in the C signature (1 Order, 2 TransA,
+ *    3 TransB, 4 M, 5 N, 6 K, 9 lda, 11 ldb, 14 ldc; also 8/10/13 for a
+ *    NULL A/B/C, 13 for a C overlapping A or B);
+ * 2. the process's cblas_xerbla (for cblas_sgemm) or xerbla_ (for sgemm_),
+ *    if it has one, called as the reference implementation calls it:
+ *    - cblas_xerbla(p, "cblas_sgemm", "%s\n", message) with the reference
+ *      CBLAS's number p. Column-major, p is the C position above. Row-major,
+ *      the reference calls SGEMM with M/N, A/B and lda/ldb exchanged, so N is
+ *      checked first and reported as 4, M as 5, ldb as 9, lda as 11 (8/10/13
+ *      keep their positions). A reference cblas_xerbla maps these back while
+ *      the reference's int RowMajorStrg is 1: if the process has that
+ *      variable, it is set to 1 (row-major) or 0 for the call, then 0.
+ *    - xerbla_("SGEMM ", &info, 6) (six characters, then a NUL) with the
+ *      reference BLAS's INFO: 1 TRANSA, 2 TRANSB, 3 M, 4 N, 5 K, 8 LDA,
+ *      10 LDB, 13 LDC; also 7/9/12 for a NULL A/B/C or a C overlapping A or
+ *      B, and a NULL scalar pointer is its own argument's number.
+ *    Whatever that function does next is its own: the reference's prints
+ *    and may exit, a tester's records the call and returns.
+ * 3. otherwise one line on stderr, and the call returns.
+ * "The process's": found through weak references, so the program's own
+ * definition (linked statically, or exported, as it is when a shared
+ * library the program links uses the name), else that of a reference
+ * BLAS/CBLAS library loaded with this one. libnnkern defines none of
+ * cblas_xerbla, xerbla_, RowMajorStrg: a definition of ours would shadow the
+ * reference library's own for its other routines when preloaded, and
+ * clash with the program's when linked statically. */
+
+/* C = alpha*op(A)*op(B) + beta*C, exactly as CBLAS defines it. */
 void cblas_sgemm(const enum CBLAS_ORDER Order, const enum CBLAS_TRANSPOSE TransA,
                  const enum CBLAS_TRANSPOSE TransB, const int M, const int N, const int K,
                  const float alpha, const float *A, const int lda, const float *B, const int ldb,
                  const float beta, float *C, const int ldc);
 
-/* The CBLAS error handler: parameter position, routine name, message. The
- * default prints to stderr and returns; it never exits. */
+/* The CBLAS error handler: parameter position, routine name, message. With
+ * none (NULL), errors are reported as in 2. and 3. above. */
 typedef void (*nnkern_cblas_error_handler)(int param, const char *routine, const char *message);
 /* Installs a handler process-wide; NULL restores the default. */
 void nnkern_set_cblas_error_handler(nnkern_cblas_error_handler handler);
+
+/* ---- Fortran BLAS ------------------------------------------------------ */
+/* SGEMM of the reference BLAS through the Fortran ABI: every argument by
+ * reference, matrices column-major, transa/transb one of 'N', 'T', 'C' (either
+ * case). Hidden string-length arguments after ldc (as Fortran compilers pass
+ * them) are accepted and ignored. M = 0, N = 0, or (alpha = 0 or K = 0) with
+ * beta = 1 returns at once; beta = 0 never reads C, alpha = 0 never reads A, B. */
+void sgemm_(const char *transa, const char *transb, const int *m, const int *n, const int *k,
+            const float *alpha, const float *a, const int *lda, const float *b, const int *ldb,
+            const float *beta, float *c, const int *ldc);
 
 /* ---- library ----------------------------------------------------------- */
 const char *nnkern_version(void);

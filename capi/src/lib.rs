@@ -1,9 +1,11 @@
-//! The C ABI: `cblas_sgemm` and the `nnkern_*` functions declared in
-//! `include/nnkern.h`, exported from `libnnkern.so` / `libnnkern.a`.
+//! The C ABI: `cblas_sgemm`, the Fortran-ABI `sgemm_` and the `nnkern_*`
+//! functions declared in `include/nnkern.h`, exported from `libnnkern.so` /
+//! `libnnkern.a`.
 //!
 //! Every entry point
 //! - returns a status code (`NNKERN_OK` = 0, else one of `NNKERN_ERR_*`;
-//!   `cblas_sgemm` follows CBLAS and returns nothing, see [`cblas`]);
+//!   `cblas_sgemm` and `sgemm_` follow BLAS and return nothing, see
+//!   [`cblas`]);
 //! - on failure stores a message for [`nnkern_last_error`] (per thread) and
 //!   leaves every output untouched;
 //! - validates every argument before it builds a Rust slice from a pointer:

@@ -277,6 +277,37 @@ fn default_cblas_handler_returns_instead_of_exiting() {
 }
 
 #[test]
+fn sgemm_without_xerbla_reports_and_returns() {
+    // This program defines no xerbla_: the call must come back with C
+    // untouched and the message left for nnkern_last_error.
+    let a = vals(4, 1);
+    let mut c = [7.0f32; 4];
+    let (nn, two, one, lda) = (b'N' as c_char, 2 as c_int, 1.0f32, 1 as c_int);
+    // SAFETY: every scalar is a live local; the call is invalid (LDA = 1 < M)
+    // and reads no matrix.
+    unsafe {
+        sgemm_(
+            &nn,
+            &nn,
+            &two,
+            &two,
+            &two,
+            &one,
+            a.as_ptr(),
+            &lda,
+            a.as_ptr(),
+            &two,
+            &one,
+            c.as_mut_ptr(),
+            &two,
+        )
+    };
+    assert_eq!(c, [7.0; 4]);
+    let msg = last_error();
+    assert!(msg.contains("SGEMM") && msg.contains("parameter number 8 "), "{msg}");
+}
+
+#[test]
 fn strided_gemm_entries_match_the_rust_api() {
     let (m, n, k) = (7, 5, 9);
     let a = vals(m * k, 1);

@@ -59,7 +59,7 @@ fn contains(bytes: &[u8], name: &str) -> bool {
 #[test]
 fn both_libraries_export_every_declared_function() {
     let names = header_functions();
-    for required in ["cblas_sgemm", "nnkern_sgemm", "nnkern_last_error"] {
+    for required in ["cblas_sgemm", "sgemm_", "nnkern_sgemm", "nnkern_last_error"] {
         assert!(
             names.iter().any(|n| n == required),
             "{required} not found in the header: {names:?}"
