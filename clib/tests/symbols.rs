@@ -1,7 +1,7 @@
 //! `libnnkern.so` and `libnnkern.a` export every function `include/nnkern.h`
 //! declares (the header itself is checked against the Rust source by
-//! `capi/tests/capi_header.rs`), and the shared library's dynamic symbol
-//! table holds no other `nnkern_`/`cblas_`/BLAS names than those.
+//! `capi/tests/capi_header.rs`); `clib/tests/xerbla_c.rs` checks that the
+//! error handlers `cblas_xerbla` / `xerbla_` stay undefined (the program's).
 
 use std::path::{Path, PathBuf};
 
