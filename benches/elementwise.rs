@@ -287,7 +287,14 @@ fn optim(c: &mut Criterion) {
                         m.copy_from_slice(&m0);
                         v.copy_from_slice(&v0);
                     }
-                    adam_step(&cfg, 10, &mut w, black_box(&gr), &mut m, &mut v).unwrap()
+                    adam_step(
+                        &cfg,
+                        &mut AdamState::from_moments(&mut m[..], &mut v[..]),
+                        10,
+                        &mut w,
+                        black_box(&gr),
+                    )
+                    .unwrap()
                 })
             });
             if subnormal {
@@ -297,13 +304,29 @@ fn optim(c: &mut Criterion) {
                     bn.iter(|| {
                         m.copy_from_slice(&mn);
                         v.copy_from_slice(&vn);
-                        adam_step(&cfg, 10, &mut w, black_box(&gr), &mut m, &mut v).unwrap()
+                        adam_step(
+                            &cfg,
+                            &mut AdamState::from_moments(&mut m[..], &mut v[..]),
+                            10,
+                            &mut w,
+                            black_box(&gr),
+                        )
+                        .unwrap()
                     })
                 });
             }
             if with_ref && !subnormal {
                 g.bench_function(BenchmarkId::new("reference", label), |bn| {
-                    bn.iter(|| reference::adam_step(&cfg, 10, &mut w, black_box(&gr), &mut m, &mut v).unwrap())
+                    bn.iter(|| {
+                        reference::adam_step(
+                            &cfg,
+                            &mut AdamState::from_moments(&mut m[..], &mut v[..]),
+                            10,
+                            &mut w,
+                            black_box(&gr),
+                        )
+                        .unwrap()
+                    })
                 });
             }
         }
@@ -327,7 +350,14 @@ fn threads(c: &mut Criterion) {
                         bn.iter(|| activation_forward(Activation::Relu, black_box(&x), &mut y).unwrap())
                     } else {
                         bn.iter(|| {
-                            adam_step(&AdamConfig::default(), 3, &mut y, black_box(&gr), &mut m, &mut v).unwrap()
+                            adam_step(
+                                &AdamConfig::default(),
+                                &mut AdamState::from_moments(&mut m[..], &mut v[..]),
+                                3,
+                                &mut y,
+                                black_box(&gr),
+                            )
+                            .unwrap()
                         })
                     }
                 });

@@ -8,7 +8,9 @@
 //!
 //! Run: `cargo run --release --example softmax_regression`
 
-use nnkern::{adam_step, bias_add, bias_grad, count_correct, gemm, softmax_xent, AdamConfig, MatMut, MatRef, Targets};
+use nnkern::{
+    adam_step, bias_add, bias_grad, count_correct, gemm, softmax_xent, AdamConfig, AdamState, MatMut, MatRef, Targets,
+};
 
 fn main() -> Result<(), nnkern::Error> {
     const BATCH: usize = 96;
@@ -33,8 +35,7 @@ fn main() -> Result<(), nnkern::Error> {
 
     let mut w = vec![0.0f32; FEATURES * CLASSES];
     let mut b = vec![0.0f32; CLASSES];
-    let (mut mw, mut vw) = (vec![0.0; w.len()], vec![0.0; w.len()]);
-    let (mut mb, mut vb) = (vec![0.0; b.len()], vec![0.0; b.len()]);
+    let (mut adam_w, mut adam_b) = (AdamState::new(w.len()), AdamState::new(b.len()));
     let cfg = AdamConfig {
         lr: 0.05,
         ..AdamConfig::default()
@@ -61,8 +62,8 @@ fn main() -> Result<(), nnkern::Error> {
         let dl = MatRef::new(&dlogits, BATCH, CLASSES)?;
         gemm(1.0, xv.t(), dl, 0.0, MatMut::new(&mut dw, FEATURES, CLASSES)?)?;
         bias_grad(dl, &mut db)?;
-        adam_step(&cfg, step, &mut w, &dw, &mut mw, &mut vw)?;
-        adam_step(&cfg, step, &mut b, &db, &mut mb, &mut vb)?;
+        adam_step(&cfg, &mut adam_w, step, &mut w, &dw)?;
+        adam_step(&cfg, &mut adam_b, step, &mut b, &db)?;
         if step % 10 == 0 {
             let correct = count_correct(MatRef::new(&logits, BATCH, CLASSES)?, &labels)?;
             println!("step {step:3}  loss {loss:.4}  accuracy {correct}/{BATCH}");

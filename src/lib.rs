@@ -27,7 +27,7 @@
 //! One dense layer with softmax-cross-entropy and Adam, batch of 2:
 //!
 //! ```
-//! use nnkern::{adam_step, bias_add, bias_grad, gemm, softmax_xent, AdamConfig, MatMut, MatRef, Targets};
+//! use nnkern::{adam_step, bias_add, bias_grad, gemm, softmax_xent, AdamConfig, AdamState, MatMut, MatRef, Targets};
 //! let x = [1.0f32, 0.0, 0.0, 1.0];                 // 2 samples × 2 features
 //! let (mut w, mut b) = (vec![0.0f32; 4], vec![0.0f32; 2]); // 2 features × 2 classes
 //! let (mut logits, mut dlogits) = ([0.0f32; 4], [0.0f32; 4]);
@@ -40,8 +40,8 @@
 //! gemm(1.0, MatRef::new(&x, 2, 2)?.t(), dl, 0.0, MatMut::new(&mut dw, 2, 2)?)?; // dW = Xᵀ·dlogits
 //! bias_grad(dl, &mut db)?;
 //! let cfg = AdamConfig::default();
-//! let (mut m, mut v) = (vec![0.0f32; 4], vec![0.0f32; 4]);
-//! adam_step(&cfg, 1, &mut w, &dw, &mut m, &mut v)?;
+//! let mut state = AdamState::new(w.len());
+//! adam_step(&cfg, &mut state, 1, &mut w, &dw)?;
 //! assert!(w[0] > 0.0 && w[1] < 0.0);               // class 0 now favoured for sample 0
 //! # let _ = &mut b;
 //! # Ok::<(), nnkern::Error>(())
@@ -77,7 +77,8 @@ pub use ops::bias::{activation_backward_bias_grad, bias_add, bias_add_activation
 pub use ops::gemm::{gemm, gemm_with_threads, GemmInput};
 pub use ops::metrics::{argmax_rows, count_correct};
 pub use ops::optim::{
-    adam_step, clip_global_norm, global_norm, sgd_step, AdamConfig, AdamEpsilon, SgdConfig, WeightDecay,
+    adam_step, clip_global_norm, global_norm, sgd_step, AdamConfig, AdamEpsilon, AdamState, SgdConfig, SgdState,
+    WeightDecay,
 };
 pub use ops::softmax_xent::{log_softmax, softmax, softmax_xent, softmax_xent_loss, Targets};
 pub use simd::{active_isa, with_isa, Isa};

@@ -9,7 +9,7 @@
 use nnkern::testing::{force_min_per_task, last_task_count};
 use nnkern::{
     activation_backward, activation_forward, activation_forward_inplace, adam_step, reference, sgd_step, with_isa,
-    with_threads, Activation, AdamConfig, MatMut, MatRef, SgdConfig,
+    with_threads, Activation, AdamConfig, AdamState, MatMut, MatRef, SgdConfig, SgdState,
 };
 
 fn data(n: usize, seed: u64) -> Vec<f32> {
@@ -124,7 +124,14 @@ fn optimizer_splits_give_the_bits_of_one_thread() {
     for cfg in [AdamConfig::default(), AdamConfig::adamw(), AdamConfig::keras()] {
         across_threads("adam_step", 1000, || {
             let (mut w, mut m, mut v) = (w0.clone(), m0.clone(), v0.clone());
-            adam_step(&cfg, 3, &mut w, &g, &mut m, &mut v).unwrap();
+            adam_step(
+                &cfg,
+                &mut AdamState::from_moments(&mut m[..], &mut v[..]),
+                3,
+                &mut w,
+                &g,
+            )
+            .unwrap();
             w.extend(m);
             w.extend(v);
             bits(&w)
@@ -132,7 +139,13 @@ fn optimizer_splits_give_the_bits_of_one_thread() {
     }
     across_threads("sgd_step", 1000, || {
         let (mut w, mut b) = (w0.clone(), m0.clone());
-        sgd_step(&SgdConfig::default(), &mut w, &g, &mut b).unwrap();
+        sgd_step(
+            &SgdConfig::default(),
+            &mut SgdState::from_buffer(&mut b[..]),
+            &mut w,
+            &g,
+        )
+        .unwrap();
         w.extend(b);
         bits(&w)
     });

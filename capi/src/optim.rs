@@ -2,7 +2,7 @@
 
 use super::{check_outputs_disjoint, guard, size, Span};
 use nnkern::error::Error;
-use nnkern::ops::optim::{AdamConfig, AdamEpsilon, SgdConfig, WeightDecay};
+use nnkern::ops::optim::{AdamConfig, AdamEpsilon, AdamState, SgdConfig, SgdState, WeightDecay};
 use std::ffi::c_int;
 
 /// `nnkern_adam_config.decay`: L2 penalty added to the gradient (Adam).
@@ -133,14 +133,8 @@ pub unsafe extern "C" fn nnkern_adam_step(
         // SAFETY: validated; the three outputs are pairwise disjoint and
         // disjoint from the inputs.
         unsafe {
-            nnkern::adam_step(
-                &config,
-                step,
-                ws.slice_mut()?,
-                gs.slice()?,
-                ms.slice_mut()?,
-                vs.slice_mut()?,
-            )
+            let mut state = AdamState::from_moments(ms.slice_mut()?, vs.slice_mut()?);
+            nnkern::adam_step(&config, &mut state, step, ws.slice_mut()?, gs.slice()?)
         }
     })
 }
@@ -172,7 +166,14 @@ pub unsafe extern "C" fn nnkern_sgd_step(
         let bs = Span::new("buf", buf as *const f32, n)?;
         check_outputs_disjoint(&[ws.bytes(), bs.bytes()], &[gs.bytes()])?;
         // SAFETY: validated; outputs disjoint.
-        unsafe { nnkern::sgd_step(&cfg, ws.slice_mut()?, gs.slice()?, bs.slice_mut()?) }
+        unsafe {
+            nnkern::sgd_step(
+                &cfg,
+                &mut SgdState::from_buffer(bs.slice_mut()?),
+                ws.slice_mut()?,
+                gs.slice()?,
+            )
+        }
     })
 }
 
@@ -210,7 +211,7 @@ pub unsafe extern "C" fn nnkern_global_norm(
         // SAFETY: validated spans; the output is disjoint from them.
         unsafe {
             let slices: Vec<&[f32]> = spans.iter().map(|s| s.slice()).collect::<nnkern::Result<_>>()?;
-            out.slice_mut()?[0] = nnkern::global_norm(&slices);
+            out.slice_mut()?[0] = nnkern::global_norm(&slices)?;
         }
         Ok(())
     })

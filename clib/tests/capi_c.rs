@@ -6,8 +6,8 @@
 //! Skips (with a message) when no C compiler is installed.
 
 use nnkern::{
-    activation_backward, activation_forward, adam_step, gemm, softmax_xent, Activation, AdamConfig, MatMut, MatRef,
-    Targets,
+    activation_backward, activation_forward, adam_step, gemm, softmax_xent, Activation, AdamConfig, AdamState, MatMut,
+    MatRef, Targets,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,7 +82,14 @@ fn expected() -> BTreeMap<String, Vec<f32>> {
     };
     let (mut w, g) = (values(4, 6), values(4, 7));
     let (mut m, mut v) = (vec![0.0; 4], vec![0.0; 4]);
-    adam_step(&cfg, 1, &mut w, &g, &mut m, &mut v).unwrap();
+    adam_step(
+        &cfg,
+        &mut AdamState::from_moments(&mut m[..], &mut v[..]),
+        1,
+        &mut w,
+        &g,
+    )
+    .unwrap();
     e.insert("adamw_w".into(), w);
     e.insert("cblas_bad_lda_param".into(), vec![9.0]);
     e.insert("cblas_bad_lda_c_untouched".into(), vec![1.0]);

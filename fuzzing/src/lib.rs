@@ -15,7 +15,10 @@
 #![allow(clippy::needless_range_loop)] // parallel arrays indexed by one element position
 
 use nnkern::reference;
-use nnkern::{bf16, f16, Activation, AdamConfig, AdamEpsilon, Isa, MatMut, MatRef, SgdConfig, Targets, WeightDecay};
+use nnkern::{
+    bf16, f16, Activation, AdamConfig, AdamEpsilon, AdamState, Isa, MatMut, MatRef, SgdConfig, SgdState, Targets,
+    WeightDecay,
+};
 use nnkern_capi::{self as capi, NNKERN_ERR_ALIASING, NNKERN_ERR_NULL_POINTER, NNKERN_OK};
 use std::cell::Cell;
 use std::ffi::{c_char, c_int};
@@ -668,21 +671,27 @@ pub fn optim(data: &[u8]) {
     // Second moments are non-negative in any real run.
     let v0: Vec<f32> = inp.values(n, specials).iter().map(|x| x.abs()).collect();
     let (mut w_r, mut m_r, mut v_r) = (w0.clone(), m0.clone(), v0.clone());
-    let adam_ref = reference::adam_step(&cfg, step, &mut w_r, &g, &mut m_r, &mut v_r);
+    let adam_ref = reference::adam_step(
+        &cfg,
+        &mut AdamState::from_moments(&mut m_r[..], &mut v_r[..]),
+        step,
+        &mut w_r,
+        &g,
+    );
     let sgd = SgdConfig {
         lr: cfg.lr,
         momentum: hyper(&mut inp, &[0.9, 0.0, 0.5], &[1.0, -0.5, f32::NAN]),
         weight_decay: cfg.weight_decay,
     };
     let (mut ws_r, mut b_r) = (w0.clone(), m0.clone());
-    let sgd_ref = reference::sgd_step(&sgd, &mut ws_r, &g, &mut b_r);
+    let sgd_ref = reference::sgd_step(&sgd, &mut SgdState::from_buffer(&mut b_r[..]), &mut ws_r, &g);
     let max_norm = hyper(
         &mut inp,
         &[1.0, 0.5, 100.0, 1e-3],
         &[0.0, -1.0, f32::NAN, f32::INFINITY],
     );
     let split = if n == 0 { 0 } else { inp.size(n) };
-    let norm_ref = reference::global_norm(&[&g[..split], &g[split..]]);
+    let norm_ref = reference::global_norm(&[&g[..split], &g[split..]]).unwrap();
     let mut gc_r = g.clone();
     let clip_ref = {
         let (p, q) = gc_r.split_at_mut(split);
@@ -690,7 +699,15 @@ pub fn optim(data: &[u8]) {
     };
     for isa in isas() {
         let (mut w, mut m, mut v) = (w0.clone(), m0.clone(), v0.clone());
-        let r = run_on(isa, || nnkern::adam_step(&cfg, step, &mut w, &g, &mut m, &mut v));
+        let r = run_on(isa, || {
+            nnkern::adam_step(
+                &cfg,
+                &mut AdamState::from_moments(&mut m[..], &mut v[..]),
+                step,
+                &mut w,
+                &g,
+            )
+        });
         assert_eq!(
             r.is_err(),
             adam_ref.is_err(),
@@ -730,7 +747,9 @@ pub fn optim(data: &[u8]) {
             }
         }
         let (mut ws, mut b) = (w0.clone(), m0.clone());
-        let r = run_on(isa, || nnkern::sgd_step(&sgd, &mut ws, &g, &mut b));
+        let r = run_on(isa, || {
+            nnkern::sgd_step(&sgd, &mut SgdState::from_buffer(&mut b[..]), &mut ws, &g)
+        });
         assert_eq!(r.is_err(), sgd_ref.is_err());
         if r.is_ok() {
             for i in 0..n {
@@ -744,7 +763,7 @@ pub fn optim(data: &[u8]) {
         }
         // Norm: a sum of n squares (positive terms), relative error ≤ n·u,
         // halved by the square root; doubled for margin.
-        let norm = run_on(isa, || nnkern::global_norm(&[&g[..split], &g[split..]]));
+        let norm = run_on(isa, || nnkern::global_norm(&[&g[..split], &g[split..]])).unwrap();
         let tn = 2.0 * (n as f64 + 4.0) * U * norm_ref as f64;
         close("global_norm", isa, 0, norm, norm_ref, tn);
         let mut gc = g.clone();

@@ -14,7 +14,7 @@
 
 use nnkern::matrix::{MatMut, MatRef};
 use nnkern::ops::activation::Activation;
-use nnkern::ops::optim::{AdamConfig, SgdConfig};
+use nnkern::ops::optim::{AdamConfig, AdamState, SgdConfig, SgdState};
 use nnkern::ops::softmax_xent::Targets;
 use nnkern::{Error, Result};
 use std::ops::Range;
@@ -184,14 +184,19 @@ pub trait Backend {
     fn adam_step(
         &mut self,
         cfg: &AdamConfig,
+        state: &mut AdamState<Self::Buf>,
         step: u64,
         w: &mut Self::Buf,
         g: &Self::Buf,
-        m: &mut Self::Buf,
-        v: &mut Self::Buf,
     ) -> Result<()>;
     /// One SGD-with-momentum step over whole buffers.
-    fn sgd_step(&mut self, cfg: &SgdConfig, w: &mut Self::Buf, g: &Self::Buf, buf: &mut Self::Buf) -> Result<()>;
+    fn sgd_step(
+        &mut self,
+        cfg: &SgdConfig,
+        state: &mut SgdState<Self::Buf>,
+        w: &mut Self::Buf,
+        g: &Self::Buf,
+    ) -> Result<()>;
     /// Scales `g` to global norm `max_norm` when above it; returns the norm before.
     fn clip_global_norm(&mut self, g: &mut Self::Buf, max_norm: f32) -> Result<f32>;
 }
@@ -474,22 +479,27 @@ impl Backend for Cpu {
     fn adam_step(
         &mut self,
         cfg: &AdamConfig,
+        state: &mut AdamState<Vec<f32>>,
         step: u64,
         w: &mut Vec<f32>,
         g: &Vec<f32>,
-        m: &mut Vec<f32>,
-        v: &mut Vec<f32>,
     ) -> Result<()> {
         match self.kernels {
-            CpuKernels::Fast => nnkern::adam_step(cfg, step, w, g, m, v),
-            CpuKernels::Reference => nnkern::reference::adam_step(cfg, step, w, g, m, v),
+            CpuKernels::Fast => nnkern::adam_step(cfg, state, step, w, g),
+            CpuKernels::Reference => nnkern::reference::adam_step(cfg, state, step, w, g),
         }
     }
 
-    fn sgd_step(&mut self, cfg: &SgdConfig, w: &mut Vec<f32>, g: &Vec<f32>, buf: &mut Vec<f32>) -> Result<()> {
+    fn sgd_step(
+        &mut self,
+        cfg: &SgdConfig,
+        state: &mut SgdState<Vec<f32>>,
+        w: &mut Vec<f32>,
+        g: &Vec<f32>,
+    ) -> Result<()> {
         match self.kernels {
-            CpuKernels::Fast => nnkern::sgd_step(cfg, w, g, buf),
-            CpuKernels::Reference => nnkern::reference::sgd_step(cfg, w, g, buf),
+            CpuKernels::Fast => nnkern::sgd_step(cfg, state, w, g),
+            CpuKernels::Reference => nnkern::reference::sgd_step(cfg, state, w, g),
         }
     }
 

@@ -20,7 +20,7 @@
 use super::backend::{Backend, Layout, Mat, MatOut};
 use crate::error::{Error, Result};
 use nnkern::ops::activation::Activation;
-use nnkern::ops::optim::{AdamConfig, SgdConfig};
+use nnkern::ops::optim::{AdamConfig, AdamState, SgdConfig, SgdState};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::RngExt;
 
@@ -100,17 +100,15 @@ pub enum OptimizerState<B: Backend> {
     Adam {
         /// Hyperparameters.
         cfg: AdamConfig,
-        /// First moments.
-        m: B::Buf,
-        /// Second moments.
-        v: B::Buf,
+        /// First and second moments.
+        state: AdamState<B::Buf>,
     },
     /// SGD with momentum.
     Sgd {
         /// Hyperparameters.
         cfg: SgdConfig,
         /// Momentum buffer.
-        buf: B::Buf,
+        state: SgdState<B::Buf>,
     },
 }
 
@@ -176,15 +174,14 @@ impl<B: Backend> Mlp<B> {
                 cfg.validate()?;
                 OptimizerState::Adam {
                     cfg,
-                    m: be.alloc(n_params)?,
-                    v: be.alloc(n_params)?,
+                    state: AdamState::from_moments(be.alloc(n_params)?, be.alloc(n_params)?),
                 }
             }
             Optimizer::Sgd(cfg) => {
                 cfg.validate()?;
                 OptimizerState::Sgd {
                     cfg,
-                    buf: be.alloc(n_params)?,
+                    state: SgdState::from_buffer(be.alloc(n_params)?),
                 }
             }
         };
@@ -254,8 +251,8 @@ impl<B: Backend> Mlp<B> {
         let mut p = vec![0.0; self.n_params];
         be.download(&self.params, &mut p)?;
         let bufs: Vec<&B::Buf> = match &self.opt {
-            OptimizerState::Adam { m, v, .. } => vec![m, v],
-            OptimizerState::Sgd { buf, .. } => vec![buf],
+            OptimizerState::Adam { state, .. } => vec![state.m(), state.v()],
+            OptimizerState::Sgd { state, .. } => vec![state.buffer()],
         };
         let mut out = Vec::with_capacity(bufs.len());
         for b in bufs {
@@ -272,8 +269,11 @@ impl<B: Backend> Mlp<B> {
             return Err(Error::shape("params", (params.len(), 1), (self.n_params, 1)));
         }
         let bufs: Vec<&mut B::Buf> = match &mut self.opt {
-            OptimizerState::Adam { m, v, .. } => vec![m, v],
-            OptimizerState::Sgd { buf, .. } => vec![buf],
+            OptimizerState::Adam { state, .. } => {
+                let (m, v) = state.moments_mut();
+                vec![m, v]
+            }
+            OptimizerState::Sgd { state, .. } => vec![state.buffer_mut()],
         };
         if bufs.len() != opt.len() || opt.iter().any(|o| o.len() != self.n_params) {
             return Err(Error::invalid(
@@ -454,8 +454,10 @@ impl<B: Backend> Mlp<B> {
         }
         self.step += 1;
         match &mut self.opt {
-            OptimizerState::Adam { cfg, m, v } => be.adam_step(cfg, self.step, &mut self.params, &self.grads, m, v)?,
-            OptimizerState::Sgd { cfg, buf } => be.sgd_step(cfg, &mut self.params, &self.grads, buf)?,
+            OptimizerState::Adam { cfg, state } => {
+                be.adam_step(cfg, state, self.step, &mut self.params, &self.grads)?
+            }
+            OptimizerState::Sgd { cfg, state } => be.sgd_step(cfg, state, &mut self.params, &self.grads)?,
         }
         Ok(())
     }

@@ -180,6 +180,119 @@ impl SgdConfig {
     }
 }
 
+/// Adam's state for one parameter tensor: the first moments `m` and the
+/// second moments `v`, one of each per parameter, zero at the start.
+///
+/// Held as one value so the two cannot be passed in each other's place.
+/// `S` is the storage: `Vec<f32>` (the default, made by [`AdamState::new`]),
+/// or any other buffer such as `&mut [f32]` for memory owned elsewhere
+/// ([`AdamState::from_moments`]).
+///
+/// ```
+/// use nnkern::{adam_step, AdamConfig, AdamState};
+/// let mut w = [1.0f32, -1.0];
+/// let mut state = AdamState::new(w.len());
+/// adam_step(&AdamConfig::default(), &mut state, 1, &mut w, &[0.5, -0.5])?;
+/// assert!((state.m()[0] - 0.05).abs() < 1e-7);  // (1 − β₁)·g
+/// assert!(w[0] < 1.0 && w[1] > -1.0);
+/// # Ok::<(), nnkern::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdamState<S = Vec<f32>> {
+    m: S,
+    v: S,
+}
+
+impl AdamState<Vec<f32>> {
+    /// Zero moments for `len` parameters.
+    pub fn new(len: usize) -> Self {
+        AdamState {
+            m: vec![0.0; len],
+            v: vec![0.0; len],
+        }
+    }
+}
+
+impl<S> AdamState<S> {
+    /// The state held in `m` (first moments) and `v` (second moments), e.g.
+    /// restored from a checkpoint or borrowed from foreign memory. Their
+    /// lengths are checked against the parameters at every step.
+    pub fn from_moments(m: S, v: S) -> Self {
+        AdamState { m, v }
+    }
+    /// The first moments.
+    pub fn m(&self) -> &S {
+        &self.m
+    }
+    /// The second moments.
+    pub fn v(&self) -> &S {
+        &self.v
+    }
+    /// Both moments, mutable: `(m, v)`.
+    pub fn moments_mut(&mut self) -> (&mut S, &mut S) {
+        (&mut self.m, &mut self.v)
+    }
+    /// The moments: `(m, v)`.
+    pub fn into_moments(self) -> (S, S) {
+        (self.m, self.v)
+    }
+}
+
+/// SGD's momentum buffer for one parameter tensor (one value per parameter,
+/// zero at the start). `S` is the storage, as for [`AdamState`].
+///
+/// ```
+/// use nnkern::{sgd_step, SgdConfig, SgdState};
+/// let cfg = SgdConfig { lr: 0.1, momentum: 0.9, weight_decay: 0.0 };
+/// let mut w = [1.0f32];
+/// let mut state = SgdState::new(w.len());
+/// sgd_step(&cfg, &mut state, &mut w, &[1.0])?;
+/// sgd_step(&cfg, &mut state, &mut w, &[1.0])?;
+/// assert!((state.buffer()[0] - 1.9).abs() < 1e-6);        // 0.9·1 + 1
+/// assert!((w[0] - (1.0 - 0.1 - 0.19)).abs() < 1e-6);
+/// # Ok::<(), nnkern::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct SgdState<S = Vec<f32>> {
+    buf: S,
+}
+
+impl SgdState<Vec<f32>> {
+    /// A zero momentum buffer for `len` parameters.
+    pub fn new(len: usize) -> Self {
+        SgdState { buf: vec![0.0; len] }
+    }
+}
+
+impl<S> SgdState<S> {
+    /// The state held in `buf` (its length is checked at every step).
+    pub fn from_buffer(buf: S) -> Self {
+        SgdState { buf }
+    }
+    /// The momentum buffer.
+    pub fn buffer(&self) -> &S {
+        &self.buf
+    }
+    /// The momentum buffer, mutable.
+    pub fn buffer_mut(&mut self) -> &mut S {
+        &mut self.buf
+    }
+    /// The momentum buffer.
+    pub fn into_buffer(self) -> S {
+        self.buf
+    }
+}
+
+pub(crate) fn check_sgd(cfg: &SgdConfig, w: usize, g: usize, buf: usize) -> Result<()> {
+    cfg.validate()?;
+    for (arg, len) in [("grad", g), ("buf", buf)] {
+        if len != w {
+            return Err(Error::shape(arg, (len, 1), (w, 1)));
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn check_adam(cfg: &AdamConfig, step: u64, w: usize, g: usize, m: usize, v: usize) -> Result<()> {
     cfg.validate()?;
     if step == 0 {
@@ -193,12 +306,31 @@ pub(crate) fn check_adam(cfg: &AdamConfig, step: u64, w: usize, g: usize, m: usi
     Ok(())
 }
 
-/// One Adam/AdamW step (`step` counts from 1) over parameters `w`, gradients
-/// `g` and moments `m`, `v`, in one pass.
+/// One Adam/AdamW step (`step` counts from 1) over parameters `w` and
+/// gradients `g`, updating the moments in `state`, in one pass.
 ///
 /// Computed in `f32`: each result is within a few ulp of the `f64`
 /// reference, the weight within a few ulp of the *update* (see the tests).
-pub fn adam_step(cfg: &AdamConfig, step: u64, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) -> Result<()> {
+///
+/// ```
+/// use nnkern::{adam_step, AdamConfig, AdamState};
+/// // At step 1 the update is lr·g/(|g| + ε) ≈ lr·sign(g).
+/// let mut w = [1.0f32, -2.0, 0.5];
+/// let mut state = AdamState::new(3);
+/// adam_step(&AdamConfig::default(), &mut state, 1, &mut w, &[0.3, -4.0, 0.0])?;
+/// assert!((w[0] - 0.999).abs() < 1e-6 && (w[1] + 1.999).abs() < 1e-6 && w[2] == 0.5);
+/// // Lengths are checked: a state for other parameters is an error.
+/// assert!(adam_step(&AdamConfig::default(), &mut AdamState::new(2), 2, &mut w, &[0.0; 3]).is_err());
+/// # Ok::<(), nnkern::Error>(())
+/// ```
+pub fn adam_step<S: AsMut<[f32]>>(
+    cfg: &AdamConfig,
+    state: &mut AdamState<S>,
+    step: u64,
+    w: &mut [f32],
+    g: &[f32],
+) -> Result<()> {
+    let (m, v) = (state.m.as_mut(), state.v.as_mut());
     check_adam(cfg, step, w.len(), g.len(), m.len(), v.len())?;
     let (c1, c2) = cfg.bias_corrections(step);
     let lr = cfg.lr as f64;
@@ -225,20 +357,35 @@ pub fn adam_step(cfg: &AdamConfig, step: u64, w: &mut [f32], g: &[f32], m: &mut 
     kernels::adam(active_isa(), scalars, w, g, m, v)
 }
 
-/// One SGD-with-momentum step over parameters `w`, gradients `g` and momentum buffer `buf`.
-pub fn sgd_step(cfg: &SgdConfig, w: &mut [f32], g: &[f32], buf: &mut [f32]) -> Result<()> {
-    cfg.validate()?;
-    for (arg, len) in [("grad", g.len()), ("buf", buf.len())] {
-        if len != w.len() {
-            return Err(Error::shape(arg, (len, 1), (w.len(), 1)));
-        }
-    }
+/// One SGD-with-momentum step over parameters `w` and gradients `g`,
+/// updating the momentum buffer in `state`.
+///
+/// ```
+/// use nnkern::{sgd_step, SgdConfig, SgdState};
+/// let cfg = SgdConfig { lr: 0.5, momentum: 0.0, weight_decay: 0.0 };
+/// let mut w = [1.0f32, 2.0];
+/// sgd_step(&cfg, &mut SgdState::new(2), &mut w, &[1.0, -2.0])?;
+/// assert_eq!(w, [0.5, 3.0]);
+/// # Ok::<(), nnkern::Error>(())
+/// ```
+pub fn sgd_step<S: AsMut<[f32]>>(cfg: &SgdConfig, state: &mut SgdState<S>, w: &mut [f32], g: &[f32]) -> Result<()> {
+    let buf = state.buf.as_mut();
+    check_sgd(cfg, w.len(), g.len(), buf.len())?;
     kernels::sgd(active_isa(), cfg.lr, cfg.momentum, cfg.weight_decay, w, g, buf)
 }
 
-/// The Euclidean norm of all gradients together.
-pub fn global_norm(grads: &[&[f32]]) -> f32 {
-    norm_f64(grads.iter().copied()) as f32
+/// The Euclidean norm of all gradients together, `√Σ g²`, accurate for
+/// any finite input (no overflow or underflow of the squares). It cannot
+/// fail today; it returns a [`Result`] as every operation does.
+///
+/// ```
+/// let norm = nnkern::global_norm(&[&[3.0f32], &[0.0, 4.0]])?;
+/// assert_eq!(norm, 5.0);
+/// assert_eq!(nnkern::global_norm(&[])?, 0.0);
+/// # Ok::<(), nnkern::Error>(())
+/// ```
+pub fn global_norm(grads: &[&[f32]]) -> Result<f32> {
+    Ok(norm_f64(grads.iter().copied()) as f32)
 }
 
 /// `√Σ x²` over the slices: SIMD `f32` squares in short blocks summed in
@@ -259,6 +406,14 @@ fn norm_f64<'a>(grads: impl Iterator<Item = &'a [f32]> + Clone) -> f64 {
 /// `max_norm` (TensorFlow's `clip_by_global_norm`); returns the norm before
 /// clipping. A NaN or infinite norm scales by `max_norm / norm` too, so
 /// non-finite gradients stay visible rather than being hidden.
+///
+/// ```
+/// let (mut a, mut b) = ([3.0f32], [0.0f32, 4.0]);
+/// let before = nnkern::clip_global_norm(&mut [&mut a[..], &mut b[..]], 1.0)?;
+/// assert_eq!(before, 5.0);
+/// assert!((a[0] - 0.6).abs() < 1e-6 && (b[1] - 0.8).abs() < 1e-6);
+/// # Ok::<(), nnkern::Error>(())
+/// ```
 pub fn clip_global_norm(grads: &mut [&mut [f32]], max_norm: f32) -> Result<f32> {
     check_clip(max_norm)?;
     let norm = norm_f64(grads.iter().map(|g| &**g));

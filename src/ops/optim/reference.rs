@@ -1,10 +1,18 @@
 //! The naive optimizer updates, written as the papers and PyTorch docs state them.
 
-use super::{check_adam, check_clip, AdamConfig, AdamEpsilon, SgdConfig, WeightDecay};
-use crate::error::{Error, Result};
+use super::{check_adam, check_clip, check_sgd, AdamConfig, AdamEpsilon, AdamState, SgdConfig, SgdState, WeightDecay};
+use crate::error::Result;
 
 /// One Adam/AdamW step, element by element, in `f64`.
-pub fn adam_step(cfg: &AdamConfig, step: u64, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) -> Result<()> {
+pub fn adam_step<S: AsMut<[f32]>>(
+    cfg: &AdamConfig,
+    state: &mut AdamState<S>,
+    step: u64,
+    w: &mut [f32],
+    g: &[f32],
+) -> Result<()> {
+    let (m, v) = state.moments_mut();
+    let (m, v) = (m.as_mut(), v.as_mut());
     check_adam(cfg, step, w.len(), g.len(), m.len(), v.len())?;
     let (b1, b2) = (cfg.beta1 as f64, cfg.beta2 as f64);
     let (lr, eps, wd) = (cfg.lr as f64, cfg.eps as f64, cfg.weight_decay as f64);
@@ -30,13 +38,9 @@ pub fn adam_step(cfg: &AdamConfig, step: u64, w: &mut [f32], g: &[f32], m: &mut 
 }
 
 /// One SGD-with-momentum step: `b = μ·b + g + wd·w`, `w −= lr·b`.
-pub fn sgd_step(cfg: &SgdConfig, w: &mut [f32], g: &[f32], buf: &mut [f32]) -> Result<()> {
-    cfg.validate()?;
-    for (arg, len) in [("grad", g.len()), ("buf", buf.len())] {
-        if len != w.len() {
-            return Err(Error::shape(arg, (len, 1), (w.len(), 1)));
-        }
-    }
+pub fn sgd_step<S: AsMut<[f32]>>(cfg: &SgdConfig, state: &mut SgdState<S>, w: &mut [f32], g: &[f32]) -> Result<()> {
+    let buf = state.buffer_mut().as_mut();
+    check_sgd(cfg, w.len(), g.len(), buf.len())?;
     for i in 0..w.len() {
         let gi = g[i] as f64 + cfg.weight_decay as f64 * w[i] as f64;
         let b = cfg.momentum as f64 * buf[i] as f64 + gi;
@@ -47,13 +51,13 @@ pub fn sgd_step(cfg: &SgdConfig, w: &mut [f32], g: &[f32], buf: &mut [f32]) -> R
 }
 
 /// `√(Σ g²)` over every slice, summed in `f64`.
-pub fn global_norm(grads: &[&[f32]]) -> f32 {
-    grads
+pub fn global_norm(grads: &[&[f32]]) -> Result<f32> {
+    Ok(grads
         .iter()
         .flat_map(|g| g.iter())
         .map(|&x| x as f64 * x as f64)
         .sum::<f64>()
-        .sqrt() as f32
+        .sqrt() as f32)
 }
 
 /// Scales by `max_norm / norm` when `norm > max_norm` (or is NaN); returns `norm`.
@@ -77,6 +81,7 @@ pub fn clip_global_norm(grads: &mut [&mut [f32]], max_norm: f32) -> Result<f32> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     #[test]
     fn first_adam_step_moves_each_weight_by_about_lr() {
@@ -84,8 +89,9 @@ mod tests {
         let cfg = AdamConfig::default();
         let mut w = [1.0f32, -2.0, 0.5];
         let g = [0.3f32, -4.0, 0.0];
-        let (mut m, mut v) = ([0.0f32; 3], [0.0f32; 3]);
-        adam_step(&cfg, 1, &mut w, &g, &mut m, &mut v).unwrap();
+        let mut st = AdamState::new(3);
+        adam_step(&cfg, &mut st, 1, &mut w, &g).unwrap();
+        let (m, v) = st.into_moments();
         assert!((w[0] - 0.999).abs() < 1e-6);
         assert!((w[1] - -1.999).abs() < 1e-6);
         assert_eq!(w[2], 0.5);
@@ -107,10 +113,10 @@ mod tests {
                 b.eps = f32::MIN_POSITIVE;
             }
             let (mut wa, mut wb) = ([1.0f32; 2], [1.0f32; 2]);
-            let (mut ma, mut va, mut mb, mut vb) = ([0.0f32; 2], [0.0f32; 2], [0.0f32; 2], [0.0f32; 2]);
+            let (mut sa, mut sb) = (AdamState::new(2), AdamState::new(2));
             for t in 1..=3 {
-                adam_step(&a, t, &mut wa, &g, &mut ma, &mut va).unwrap();
-                adam_step(&b, t, &mut wb, &g, &mut mb, &mut vb).unwrap();
+                adam_step(&a, &mut sa, t, &mut wa, &g).unwrap();
+                adam_step(&b, &mut sb, t, &mut wb, &g).unwrap();
             }
             if eps_zero {
                 assert!((wa[0] - wb[0]).abs() < 1e-7, "{wa:?} {wb:?}");
@@ -128,8 +134,7 @@ mod tests {
             ..AdamConfig::adamw()
         };
         let mut w = [2.0f32];
-        let (mut m, mut v) = ([0.0f32], [0.0f32]);
-        adam_step(&cfg, 1, &mut w, &[0.0], &mut m, &mut v).unwrap();
+        adam_step(&cfg, &mut AdamState::new(1), 1, &mut w, &[0.0]).unwrap();
         assert!((w[0] - 2.0 * (1.0 - 0.05)).abs() < 1e-6);
     }
 
@@ -142,8 +147,9 @@ mod tests {
         };
         let mut w = [1.0f32];
         let mut b = [0.0f32];
-        sgd_step(&cfg, &mut w, &[1.0], &mut b).unwrap();
-        sgd_step(&cfg, &mut w, &[1.0], &mut b).unwrap();
+        let mut st = SgdState::from_buffer(&mut b[..]);
+        sgd_step(&cfg, &mut st, &mut w, &[1.0]).unwrap();
+        sgd_step(&cfg, &mut st, &mut w, &[1.0]).unwrap();
         assert!((b[0] - 1.9).abs() < 1e-6);
         assert!((w[0] - (1.0 - 0.1 - 0.19)).abs() < 1e-6);
     }
@@ -154,7 +160,7 @@ mod tests {
         let mut b = [0.0f32, 4.0];
         let n = clip_global_norm(&mut [&mut a[..], &mut b[..]], 1.0).unwrap();
         assert_eq!(n, 5.0);
-        assert!((global_norm(&[&a, &b]) - 1.0).abs() < 1e-6);
+        assert!((global_norm(&[&a, &b]).unwrap() - 1.0).abs() < 1e-6);
         let n = clip_global_norm(&mut [&mut a[..], &mut b[..]], 10.0).unwrap();
         assert!((n - 1.0).abs() < 1e-6);
         assert!((a[0] - 0.6).abs() < 1e-6);
@@ -166,13 +172,13 @@ mod tests {
     #[test]
     fn bad_hyperparameters_are_named() {
         let mut w = [0.0f32; 2];
-        let (mut m, mut v) = ([0.0f32; 2], [0.0f32; 2]);
+        let mut st = AdamState::new(2);
         let bad = AdamConfig {
             lr: f32::NAN,
             ..AdamConfig::default()
         };
         assert!(matches!(
-            adam_step(&bad, 1, &mut w, &[0.0; 2], &mut m, &mut v),
+            adam_step(&bad, &mut st, 1, &mut w, &[0.0; 2]),
             Err(Error::InvalidValue { arg: "lr", .. })
         ));
         let bad = AdamConfig {
@@ -180,11 +186,11 @@ mod tests {
             ..AdamConfig::default()
         };
         assert!(matches!(
-            adam_step(&bad, 1, &mut w, &[0.0; 2], &mut m, &mut v),
+            adam_step(&bad, &mut st, 1, &mut w, &[0.0; 2]),
             Err(Error::InvalidValue { arg: "beta2", .. })
         ));
-        assert!(adam_step(&AdamConfig::default(), 0, &mut w, &[0.0; 2], &mut m, &mut v).is_err());
-        assert!(adam_step(&AdamConfig::default(), 1, &mut w, &[0.0; 3], &mut m, &mut v).is_err());
+        assert!(adam_step(&AdamConfig::default(), &mut st, 0, &mut w, &[0.0; 2]).is_err());
+        assert!(adam_step(&AdamConfig::default(), &mut st, 1, &mut w, &[0.0; 3]).is_err());
         assert!(clip_global_norm(&mut [], 0.0).is_err());
         assert!(clip_global_norm(&mut [], f32::INFINITY).is_err());
     }
