@@ -81,11 +81,25 @@ fn activations(c: &mut Criterion) {
             g.throughput(Throughput::Bytes(8 * n as u64));
             copy_bench(&mut g, label, 8 * n);
             g.bench_function(BenchmarkId::new("nnkern", label), |b| {
-                b.iter(|| activation_forward(act, black_box(&x), &mut y).unwrap())
+                b.iter(|| {
+                    activation_forward(
+                        act,
+                        MatRef::row_vector(black_box(&x)).unwrap(),
+                        MatMut::row_vector(&mut y).unwrap(),
+                    )
+                    .unwrap()
+                })
             });
             if with_ref {
                 g.bench_function(BenchmarkId::new("reference", label), |b| {
-                    b.iter(|| reference::activation_forward(act, black_box(&x), &mut y).unwrap())
+                    b.iter(|| {
+                        reference::activation_forward(
+                            act,
+                            MatRef::row_vector(black_box(&x)).unwrap(),
+                            MatMut::row_vector(&mut y).unwrap(),
+                        )
+                        .unwrap()
+                    })
                 });
             }
         }
@@ -100,11 +114,27 @@ fn activations(c: &mut Criterion) {
             g.throughput(Throughput::Bytes(12 * n as u64));
             copy_bench(&mut g, label, 12 * n);
             g.bench_function(BenchmarkId::new("nnkern", label), |b| {
-                b.iter(|| activation_backward(act, black_box(&x), black_box(&dy), &mut dx).unwrap())
+                b.iter(|| {
+                    activation_backward(
+                        act,
+                        MatRef::row_vector(black_box(&x)).unwrap(),
+                        MatRef::row_vector(black_box(&dy)).unwrap(),
+                        MatMut::row_vector(&mut dx).unwrap(),
+                    )
+                    .unwrap()
+                })
             });
             if with_ref {
                 g.bench_function(BenchmarkId::new("reference", label), |b| {
-                    b.iter(|| reference::activation_backward(act, black_box(&x), black_box(&dy), &mut dx).unwrap())
+                    b.iter(|| {
+                        reference::activation_backward(
+                            act,
+                            MatRef::row_vector(black_box(&x)).unwrap(),
+                            MatRef::row_vector(black_box(&dy)).unwrap(),
+                            MatMut::row_vector(&mut dx).unwrap(),
+                        )
+                        .unwrap()
+                    })
                 });
             }
         }
@@ -347,7 +377,14 @@ fn threads(c: &mut Criterion) {
                 g.bench_function(BenchmarkId::new(format!("{t}T"), n), |bn| {
                     set_num_threads(t).unwrap();
                     if bytes == 8 {
-                        bn.iter(|| activation_forward(Activation::Relu, black_box(&x), &mut y).unwrap())
+                        bn.iter(|| {
+                            activation_forward(
+                                Activation::Relu,
+                                MatRef::row_vector(black_box(&x)).unwrap(),
+                                MatMut::row_vector(&mut y).unwrap(),
+                            )
+                            .unwrap()
+                        })
                     } else {
                         bn.iter(|| {
                             adam_step(

@@ -28,7 +28,7 @@
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkId, Criterion, Throughput};
-use nnkern::ops::gemm::{force_kernel_impl, KernelImpl};
+use nnkern::testing::{force_kernel_impl, KernelImpl};
 use nnkern::{bf16, f16, gemm_with_threads, with_isa, GemmInput, Isa, MatMut, MatRef};
 use std::hint::black_box;
 use std::time::Duration;

@@ -12,7 +12,8 @@
 //! alone (full tiles on L1-resident packed panels, as a share of the
 //! measured FMA peak), then of whole products.
 
-use nnkern::ops::gemm::{blocking_for, force_kernel_impl, run_microkernel, KernelImpl};
+use nnkern::ops::gemm::blocking_for;
+use nnkern::testing::{force_kernel_impl, run_microkernel, KernelImpl};
 use nnkern::{gemm_with_threads, with_isa, Isa, MatMut, MatRef};
 use std::hint::black_box;
 use std::time::Duration;

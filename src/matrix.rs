@@ -147,22 +147,72 @@ impl<T> Copy for MatRef<'_, T> {}
 
 impl<'a, T> MatRef<'a, T> {
     /// A row-major `rows × cols` view of `data` (row stride `cols`, column stride 1).
+    /// An error if `data` is shorter than `rows · cols`.
+    ///
+    /// ```
+    /// use nnkern::MatRef;
+    /// let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    /// let m = MatRef::new(&a, 2, 3)?;
+    /// assert_eq!((m[(0, 2)], m[(1, 0)]), (3.0, 4.0));
+    /// assert!(MatRef::new(&a, 3, 3).is_err());   // 9 elements needed, 6 given
+    /// # Ok::<(), nnkern::Error>(())
+    /// ```
     pub fn new(data: &'a [T], rows: usize, cols: usize) -> Result<Self> {
         Self::from_strides(data, rows, cols, cols, 1)
     }
 
+    /// The whole slice as one row: a `1 × data.len()` view (for the
+    /// element-wise operations on plain slices).
+    ///
+    /// ```
+    /// use nnkern::MatRef;
+    /// let v = MatRef::row_vector(&[1.0f32, 2.0, 3.0])?;
+    /// assert_eq!((v.shape(), v[(0, 2)]), ((1, 3), 3.0));
+    /// # Ok::<(), nnkern::Error>(())
+    /// ```
+    pub fn row_vector(data: &'a [T]) -> Result<Self> {
+        Self::new(data, 1, data.len())
+    }
+
     /// A column-major `rows × cols` view of `data` (row stride 1, column stride `rows`).
+    ///
+    /// ```
+    /// use nnkern::MatRef;
+    /// let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    /// let m = MatRef::col_major(&a, 2, 3)?;
+    /// assert_eq!((m[(0, 1)], m[(1, 0)]), (3.0, 2.0));
+    /// # Ok::<(), nnkern::Error>(())
+    /// ```
     pub fn col_major(data: &'a [T], rows: usize, cols: usize) -> Result<Self> {
         Self::from_strides(data, rows, cols, 1, rows)
     }
 
     /// A view with explicit strides (in elements). Strides may be zero
     /// (broadcast) in a read-only view.
+    ///
+    /// ```
+    /// use nnkern::MatRef;
+    /// // The 2×2 block at the top left of a 3×4 buffer: row stride 4 (padded rows).
+    /// let a: Vec<f32> = (0..12).map(|x| x as f32).collect();
+    /// let m = MatRef::from_strides(&a, 2, 2, 4, 1)?;
+    /// assert_eq!((m[(0, 1)], m[(1, 0)]), (1.0, 4.0));
+    /// // A row broadcast over 3 rows (row stride 0).
+    /// let b = MatRef::from_strides(&a, 3, 2, 0, 1)?;
+    /// assert_eq!(b[(2, 1)], 1.0);
+    /// # Ok::<(), nnkern::Error>(())
+    /// ```
     pub fn from_strides(data: &'a [T], rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Result<Self> {
         Self::from_strides_named("matrix", data, rows, cols, row_stride, col_stride)
     }
 
     /// As [`MatRef::from_strides`], naming the argument in any error.
+    ///
+    /// ```
+    /// use nnkern::MatRef;
+    /// let e = MatRef::from_strides_named("weights", &[0.0f32; 3], 2, 2, 2, 1).unwrap_err();
+    /// assert!(e.to_string().contains("weights"));
+    /// # Ok::<(), nnkern::Error>(())
+    /// ```
     pub fn from_strides_named(
         arg: &'static str,
         data: &'a [T],
@@ -327,16 +377,57 @@ pub struct MatMut<'a, T> {
 
 impl<'a, T> MatMut<'a, T> {
     /// A row-major `rows × cols` view of `data`.
+    ///
+    /// ```
+    /// use nnkern::MatMut;
+    /// let mut c = [0.0f32; 6];
+    /// let mut m = MatMut::new(&mut c, 2, 3)?;
+    /// m[(1, 2)] = 7.0;
+    /// assert_eq!(c[5], 7.0);
+    /// # Ok::<(), nnkern::Error>(())
+    /// ```
     pub fn new(data: &'a mut [T], rows: usize, cols: usize) -> Result<Self> {
         Self::from_strides(data, rows, cols, cols, 1)
     }
 
+    /// The whole slice as one row: a `1 × data.len()` view.
+    ///
+    /// ```
+    /// use nnkern::{activation_forward_inplace, Activation, MatMut};
+    /// let mut v = [-1.0f32, 2.0];
+    /// activation_forward_inplace(Activation::Relu, MatMut::row_vector(&mut v)?)?;
+    /// assert_eq!(v, [0.0, 2.0]);
+    /// # Ok::<(), nnkern::Error>(())
+    /// ```
+    pub fn row_vector(data: &'a mut [T]) -> Result<Self> {
+        let n = data.len();
+        Self::new(data, 1, n)
+    }
+
     /// A column-major `rows × cols` view of `data`.
+    ///
+    /// ```
+    /// use nnkern::MatMut;
+    /// let mut c = [0.0f32; 6];
+    /// MatMut::col_major(&mut c, 2, 3)?[(1, 0)] = 7.0;
+    /// assert_eq!(c[1], 7.0);
+    /// # Ok::<(), nnkern::Error>(())
+    /// ```
     pub fn col_major(data: &'a mut [T], rows: usize, cols: usize) -> Result<Self> {
         Self::from_strides(data, rows, cols, 1, rows)
     }
 
     /// A view with explicit strides; they must not make two elements share an address.
+    ///
+    /// ```
+    /// use nnkern::MatMut;
+    /// let mut c = [0.0f32; 8];
+    /// let mut m = MatMut::from_strides(&mut c, 2, 2, 4, 1)?;   // padded rows
+    /// m[(1, 1)] = 1.0;
+    /// assert_eq!(c[5], 1.0);
+    /// assert!(MatMut::from_strides(&mut c, 2, 2, 0, 1).is_err()); // two rows on one address
+    /// # Ok::<(), nnkern::Error>(())
+    /// ```
     pub fn from_strides(
         data: &'a mut [T],
         rows: usize,
@@ -348,6 +439,13 @@ impl<'a, T> MatMut<'a, T> {
     }
 
     /// As [`MatMut::from_strides`], naming the argument in any error.
+    ///
+    /// ```
+    /// use nnkern::MatMut;
+    /// let e = MatMut::from_strides_named("dx", &mut [0.0f32; 4], 2, 2, 1, 1).unwrap_err();
+    /// assert!(e.to_string().contains("dx"));
+    /// # Ok::<(), nnkern::Error>(())
+    /// ```
     pub fn from_strides_named(
         arg: &'static str,
         data: &'a mut [T],

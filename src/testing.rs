@@ -2,7 +2,9 @@
 //! forcing a GEMM plan, planning without running, and the ISA list every
 //! per-ISA test iterates over. Not part of the stable API.
 
-pub use crate::ops::gemm::{force_plan, plan_gemm, tiling, PlanSummary};
+pub use crate::ops::gemm::hooks::{
+    force_kernel_impl, force_plan, plan_gemm, run_microkernel, tiling, KernelImpl, PlanSummary,
+};
 pub use crate::parallel::{force_min_per_task, last_task_count};
 
 use crate::simd::Isa;

@@ -57,7 +57,7 @@ fn zero_sized_operations_are_valid() {
         MatMut::new(&mut [], 0, 0).unwrap(),
     )
     .unwrap();
-    activation_forward_inplace(Activation::GeluErf, &mut []).unwrap();
+    activation_forward_inplace(Activation::GeluErf, MatMut::row_vector(&mut []).unwrap()).unwrap();
     bias_add(MatMut::new(&mut [], 0, 3).unwrap(), &[1.0, 2.0, 3.0]).unwrap();
     adam_step(&AdamConfig::default(), &mut AdamState::new(0), 1, &mut [], &[]).unwrap();
     assert_eq!(global_norm(&[]).unwrap(), 0.0);
@@ -114,7 +114,12 @@ fn non_finite_hyperparameters_are_rejected() {
 fn nan_and_inf_in_data_propagate() {
     let x = [f32::NAN, 1.0, f32::INFINITY, -1.0];
     let mut y = [0.0f32; 4];
-    activation_forward(Activation::Tanh, &x, &mut y).unwrap();
+    activation_forward(
+        Activation::Tanh,
+        MatRef::row_vector(&x).unwrap(),
+        MatMut::row_vector(&mut y).unwrap(),
+    )
+    .unwrap();
     assert!(y[0].is_nan());
     assert_eq!(y[2], 1.0);
     let mut d = [0.0f32; 4];

@@ -104,9 +104,20 @@ fn elementwise_kernels_are_deterministic() {
             let (xb, s) = shifted(&x, shift);
             let (db, _) = shifted(&dy, shift);
             let mut y = vec![garbage; n];
-            activation_forward(act, &xb[s..], &mut y).unwrap();
+            activation_forward(
+                act,
+                MatRef::row_vector(&xb[s..]).unwrap(),
+                MatMut::row_vector(&mut y).unwrap(),
+            )
+            .unwrap();
             let mut dx = vec![garbage; n];
-            activation_backward(act, &xb[s..], &db[s..], &mut dx).unwrap();
+            activation_backward(
+                act,
+                MatRef::row_vector(&xb[s..]).unwrap(),
+                MatRef::row_vector(&db[s..]).unwrap(),
+                MatMut::row_vector(&mut dx).unwrap(),
+            )
+            .unwrap();
             y.extend(dx);
             bits(&y)
         });

@@ -99,7 +99,19 @@ fn inf_times_tiny_derivative(x: f32, dy: f32, got: f32, want: f32) -> bool {
 
 mod activation {
     use super::*;
-    use nnkern::{activation_backward, activation_backward_inplace, activation_forward, activation_forward_inplace};
+    use nnkern::{
+        activation_backward, activation_backward_inplace, activation_forward, activation_forward_inplace, MatMut,
+        MatRef,
+    };
+
+    /// A 1×n view of a slice.
+    fn row(x: &[f32]) -> MatRef<'_, f32> {
+        MatRef::new(x, 1, x.len()).unwrap()
+    }
+    fn row_mut(x: &mut [f32]) -> MatMut<'_, f32> {
+        let n = x.len();
+        MatMut::new(x, 1, n).unwrap()
+    }
 
     const C: f64 = 0.797_884_560_802_865_4;
     const A: f64 = 0.044_715;
@@ -236,10 +248,10 @@ mod activation {
             let x = &x[off.min(x.len())..];
             on_every_isa(|_| {
                 let mut y = vec![f32::NAN; x.len() + 1];
-                activation_forward(act, x, &mut y[1..]).unwrap();
+                activation_forward(act, row(x), row_mut(&mut y[1..])).unwrap();
                 check_forward(act, x, &y[1..])?;
                 let mut z = x.to_vec();
-                activation_forward_inplace(act, &mut z).unwrap();
+                activation_forward_inplace(act, row_mut(&mut z)).unwrap();
                 check_forward(act, x, &z)
             })?;
         }
@@ -253,10 +265,10 @@ mod activation {
             let (x, dy) = (&x[off..], &dy[..dy.len() - off]);
             on_every_isa(|_| {
                 let mut dx = vec![f32::NAN; x.len() + 1];
-                activation_backward(act, x, dy, &mut dx[1..]).unwrap();
+                activation_backward(act, row(x), row(dy), row_mut(&mut dx[1..])).unwrap();
                 check_backward(act, x, dy, &dx[1..])?;
                 let mut g = dy.to_vec();
-                activation_backward_inplace(act, x, &mut g).unwrap();
+                activation_backward_inplace(act, row(x), row_mut(&mut g)).unwrap();
                 check_backward(act, x, dy, &g)
             })?;
         }
@@ -270,22 +282,169 @@ mod activation {
         let dy: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 1999) as f32 / 1000.0 - 1.0).collect();
         for act in Activation::ALL {
             let mut y = vec![f32::NAN; n];
-            activation_forward(act, &x, &mut y).unwrap();
+            activation_forward(act, row(&x), row_mut(&mut y)).unwrap();
             check_forward(act, &x, &y).unwrap();
             let mut dx = vec![f32::NAN; n];
-            activation_backward(act, &x, &dy, &mut dx).unwrap();
+            activation_backward(act, row(&x), row(&dy), row_mut(&mut dx)).unwrap();
             check_backward(act, &x, &dy, &dx).unwrap();
         }
     }
 
     #[test]
-    fn length_mismatch_is_an_error() {
+    fn shape_mismatch_is_an_error() {
         let mut y = [0.0f32; 2];
-        assert!(activation_forward(Activation::Relu, &[1.0; 3], &mut y).is_err());
-        assert!(activation_backward(Activation::Tanh, &[1.0; 2], &[1.0; 3], &mut y).is_err());
-        assert!(activation_backward(Activation::Tanh, &[1.0; 3], &[1.0; 3], &mut y).is_err());
-        assert!(activation_backward_inplace(Activation::Tanh, &[1.0; 3], &mut y).is_err());
-        assert!(activation_forward(Activation::Tanh, &[], &mut []).is_ok());
+        assert!(activation_forward(Activation::Relu, row(&[1.0; 3]), row_mut(&mut y)).is_err());
+        assert!(activation_backward(Activation::Tanh, row(&[1.0; 2]), row(&[1.0; 3]), row_mut(&mut y)).is_err());
+        assert!(activation_backward(Activation::Tanh, row(&[1.0; 3]), row(&[1.0; 3]), row_mut(&mut y)).is_err());
+        assert!(activation_backward_inplace(Activation::Tanh, row(&[1.0; 3]), row_mut(&mut y)).is_err());
+        // Same element count, other shape: an error too.
+        let mut y4 = [0.0f32; 4];
+        assert!(activation_forward(Activation::Relu, row(&[1.0; 4]), MatMut::new(&mut y4, 2, 2).unwrap()).is_err());
+        assert!(activation_forward(Activation::Tanh, row(&[]), row_mut(&mut [])).is_ok());
+    }
+
+    /// A padding value no kernel writes: a NaN with a payload.
+    const POISON: u32 = 0x7fc0_beef;
+
+    /// One view of `shape` per operand, each with its own padding, offset and
+    /// orientation, so the contiguous, row-by-row, column-by-column and
+    /// gathered paths all run (and mix).
+    fn views(count: usize) -> impl Strategy<Value = Vec<Layout>> {
+        (
+            prop_oneof![Just(0usize), Just(1usize), 1usize..12, 30usize..40],
+            len_strategy().prop_map(|n| n.min(300)),
+        )
+            .prop_flat_map(move |(rows, cols)| {
+                prop::collection::vec(
+                    (0usize..3, 0usize..3, prop::bool::weighted(0.3)).prop_map(move |(pad, off, col_major)| Layout {
+                        rows,
+                        cols,
+                        pad,
+                        off,
+                        col_major,
+                    }),
+                    count,
+                )
+            })
+    }
+
+    /// A buffer for `l`: poison everywhere, `values` (row-major, consumed
+    /// cyclically) inside the view.
+    fn fill(l: &Layout, values: &[f32]) -> Vec<f32> {
+        let mut buf = vec![f32::from_bits(POISON); l.len()];
+        for i in 0..l.rows {
+            for j in 0..l.cols {
+                buf[l.index(i, j)] = values[(i * l.cols + j) % values.len().max(1)];
+            }
+        }
+        buf
+    }
+
+    /// The view's elements, row-major.
+    fn gather(l: &Layout, buf: &[f32]) -> Vec<f32> {
+        (0..l.rows)
+            .flat_map(|i| (0..l.cols).map(move |j| buf[l.index(i, j)]))
+            .collect()
+    }
+
+    /// Every element of `buf` outside the view still holds the poison.
+    fn padding_untouched(what: &str, l: &Layout, buf: &[f32]) -> Result<(), TestCaseError> {
+        let inside: std::collections::HashSet<usize> = (0..l.rows)
+            .flat_map(|i| (0..l.cols).map(move |j| l.index(i, j)))
+            .collect();
+        for (k, v) in buf.iter().enumerate() {
+            prop_assert!(
+                inside.contains(&k) || v.to_bits() == POISON,
+                "{what}: padding [{k}] written: {v:e}"
+            );
+        }
+        Ok(())
+    }
+
+    /// Equal bits, or both NaN (a NaN's sign and payload may depend on where
+    /// in a vector the element falls).
+    fn same_values(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| same(x, y))
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Strided and padded views give what the reference gives, the same bits as
+        /// the packed call, and leave everything outside the view alone.
+        #[test]
+        fn forward_on_padded_views(
+            act in act_strategy(),
+            ls in views(2),
+            values in prop::collection::vec(value(), 1..64),
+        ) {
+            let (lx, ly) = (ls[0], ls[1]);
+            let xb = fill(&lx, &values);
+            let x = gather(&lx, &xb);
+            on_every_isa(|isa| {
+                let mut packed = vec![0.0f32; x.len()];
+                activation_forward(act, row(&x), row_mut(&mut packed)).unwrap();
+                let mut yb = fill(&ly, &[12345.0]);
+                activation_forward(act, lx.view(&xb), ly.view_mut(&mut yb)).unwrap();
+                let y = gather(&ly, &yb);
+                check_forward(act, &x, &y)?;
+                prop_assert!(same_values(&y, &packed), "{} {} {:?} -> {:?}", isa, act, lx, ly);
+                padding_untouched("y", &ly, &yb)?;
+                // In place: x's own layout.
+                let mut zb = xb.clone();
+                activation_forward_inplace(act, lx.view_mut(&mut zb)).unwrap();
+                prop_assert!(same_values(&gather(&lx, &zb), &packed), "{} {} in place {:?}", isa, act, lx);
+                padding_untouched("x in place", &lx, &zb)
+            })?;
+        }
+
+        #[test]
+        fn backward_on_padded_views(
+            act in act_strategy(),
+            ls in views(3),
+            values in prop::collection::vec(value(), 1..64),
+            grads in prop::collection::vec(value(), 1..64),
+        ) {
+            let (lx, ldy, ldx) = (ls[0], ls[1], ls[2]);
+            let (xb, dyb) = (fill(&lx, &values), fill(&ldy, &grads));
+            let (x, dy) = (gather(&lx, &xb), gather(&ldy, &dyb));
+            on_every_isa(|isa| {
+                let mut packed = vec![0.0f32; x.len()];
+                activation_backward(act, row(&x), row(&dy), row_mut(&mut packed)).unwrap();
+                let mut dxb = fill(&ldx, &[12345.0]);
+                activation_backward(act, lx.view(&xb), ldy.view(&dyb), ldx.view_mut(&mut dxb)).unwrap();
+                let dx = gather(&ldx, &dxb);
+                check_backward(act, &x, &dy, &dx)?;
+                prop_assert!(same_values(&dx, &packed), "{} {} {:?} {:?} -> {:?}", isa, act, lx, ldy, ldx);
+                padding_untouched("dx", &ldx, &dxb)?;
+                let mut gb = dyb.clone();
+                activation_backward_inplace(act, lx.view(&xb), ldy.view_mut(&mut gb)).unwrap();
+                prop_assert!(same_values(&gather(&ldy, &gb), &packed), "{} {} in place", isa, act);
+                padding_untouched("grad in place", &ldy, &gb)
+            })?;
+        }
+    }
+
+    /// The reference over the same padded views agrees with the reference over
+    /// packed ones and leaves the padding alone.
+    #[test]
+    fn reference_on_padded_views() {
+        let l = Layout {
+            rows: 3,
+            cols: 5,
+            pad: 2,
+            off: 1,
+            col_major: true,
+        };
+        let values: Vec<f32> = (0..15).map(|i| i as f32 - 7.0).collect();
+        let xb = fill(&l, &values);
+        for act in Activation::ALL {
+            let mut yb = fill(&l, &[12345.0]);
+            reference::activation_forward(act, l.view(&xb), l.view_mut(&mut yb)).unwrap();
+            let want: Vec<f32> = values.iter().map(|&v| reference::forward_scalar(act, v)).collect();
+            assert!(same_values(&gather(&l, &yb), &want), "{act}");
+            padding_untouched("reference y", &l, &yb).unwrap();
+        }
     }
 }
 

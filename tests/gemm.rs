@@ -11,8 +11,8 @@
 //! reference itself rounds once from f64 (≤ u·|C|, within γ·S). A tiny
 //! absolute term covers results that underflow.
 
-use nnkern::ops::gemm::{force_plan, tiling};
 use nnkern::testing::{force_min_per_task, last_task_count};
+use nnkern::testing::{force_plan, tiling};
 use nnkern::{bf16, f16, gemm_with_threads, reference, with_isa, GemmInput, MatMut, MatRef};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;

@@ -79,9 +79,9 @@ proptest! {
     fn activation_backward_inplace_matches(x in values(33), dy in values(33)) {
         for act in Activation::ALL {
             let mut dx = vec![f32::NAN; x.len()];
-            reference::activation_backward(act, &x, &dy, &mut dx).unwrap();
+            reference::activation_backward(act, MatRef::row_vector(&x).unwrap(), MatRef::row_vector(&dy).unwrap(), MatMut::row_vector(&mut dx).unwrap()).unwrap();
             let mut g = dy.clone();
-            reference::activation_backward_inplace(act, &x, &mut g).unwrap();
+            reference::activation_backward_inplace(act, MatRef::row_vector(&x).unwrap(), MatMut::row_vector(&mut g).unwrap()).unwrap();
             prop_assert_eq!(&dx, &g);
         }
     }

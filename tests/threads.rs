@@ -8,8 +8,8 @@
 
 use nnkern::testing::{force_min_per_task, last_task_count};
 use nnkern::{
-    activation_backward, activation_forward, activation_forward_inplace, adam_step, reference, sgd_step, with_isa,
-    with_threads, Activation, AdamConfig, AdamState, MatMut, MatRef, SgdConfig, SgdState,
+    activation_backward, activation_forward, activation_forward_inplace, adam_step, gemm, gemm_with_threads, reference,
+    sgd_step, with_isa, with_threads, Activation, AdamConfig, AdamState, MatMut, MatRef, SgdConfig, SgdState,
 };
 
 fn data(n: usize, seed: u64) -> Vec<f32> {
@@ -89,26 +89,47 @@ fn activation_splits_give_the_bits_of_one_thread() {
     for act in Activation::ALL {
         across_threads(&format!("{act} forward"), 1000, || {
             let mut y = vec![f32::NAN; n];
-            activation_forward(act, &x, &mut y).unwrap();
+            activation_forward(
+                act,
+                MatRef::row_vector(&x).unwrap(),
+                MatMut::row_vector(&mut y).unwrap(),
+            )
+            .unwrap();
             bits(&y)
         });
         across_threads(&format!("{act} forward in place"), 1000, || {
             let mut y = x.clone();
-            activation_forward_inplace(act, &mut y).unwrap();
+            activation_forward_inplace(act, MatMut::row_vector(&mut y).unwrap()).unwrap();
             bits(&y)
         });
         across_threads(&format!("{act} backward"), 1000, || {
             let mut dx = vec![f32::NAN; n];
-            activation_backward(act, &x, &dy, &mut dx).unwrap();
+            activation_backward(
+                act,
+                MatRef::row_vector(&x).unwrap(),
+                MatRef::row_vector(&dy).unwrap(),
+                MatMut::row_vector(&mut dx).unwrap(),
+            )
+            .unwrap();
             bits(&dx)
         });
     }
     // ReLU is exact, so the split result is the reference's, bit for bit.
     let mut want = vec![0.0; n];
-    reference::activation_forward(Activation::Relu, &x, &mut want).unwrap();
+    reference::activation_forward(
+        Activation::Relu,
+        MatRef::row_vector(&x).unwrap(),
+        MatMut::row_vector(&mut want).unwrap(),
+    )
+    .unwrap();
     across_threads("relu vs reference", 1000, || {
         let mut y = vec![f32::NAN; n];
-        activation_forward(Activation::Relu, &x, &mut y).unwrap();
+        activation_forward(
+            Activation::Relu,
+            MatRef::row_vector(&x).unwrap(),
+            MatMut::row_vector(&mut y).unwrap(),
+        )
+        .unwrap();
         assert_eq!(bits(&y), bits(&want));
         bits(&y)
     });
@@ -149,4 +170,46 @@ fn optimizer_splits_give_the_bits_of_one_thread() {
         w.extend(b);
         bits(&w)
     });
+}
+
+/// Per-call thread control: `with_threads` bounds only the calling thread
+/// and only inside `f`, nests, is restored after a panic and leaves the
+/// process-wide bound alone; `gemm_with_threads` bounds one call.
+#[test]
+fn per_call_thread_bounds_leave_the_process_setting_alone() {
+    let outside = nnkern::num_threads();
+    assert!(with_threads(0, || ()).is_err());
+    let (bound, nested, other_thread) = with_threads(3, || {
+        let nested = with_threads(1, nnkern::num_threads).unwrap();
+        let other = std::thread::spawn(nnkern::num_threads).join().unwrap();
+        (nnkern::num_threads(), nested, other)
+    })
+    .unwrap();
+    assert_eq!((bound, nested), (3, 1));
+    assert_eq!(other_thread, outside, "another thread keeps the process-wide bound");
+    assert_eq!(nnkern::num_threads(), outside);
+    let panicked = std::panic::catch_unwind(|| with_threads(2, || panic!("a kernel caller panics")));
+    assert!(panicked.is_err());
+    assert_eq!(nnkern::num_threads(), outside, "restored after a panic");
+
+    let (m, n, k) = (64, 64, 256);
+    let (a, b) = (data(m * k, 1), data(k * n, 2));
+    let av = MatRef::new(&a, m, k).unwrap();
+    let bv = MatRef::new(&b, k, n).unwrap();
+    let mut c = [vec![0.0f32; m * n], vec![0.0f32; m * n], vec![0.0f32; m * n]];
+    force_min_per_task(Some(1));
+    with_threads(1, || {
+        gemm(1.0, av, bv, 0.0, MatMut::new(&mut c[0], m, n).unwrap()).unwrap()
+    })
+    .unwrap();
+    let under_bound = last_task_count();
+    gemm_with_threads(2, 1.0, av, bv, 0.0, MatMut::new(&mut c[1], m, n).unwrap()).unwrap();
+    let two = last_task_count();
+    gemm_with_threads(1, 1.0, av, bv, 0.0, MatMut::new(&mut c[2], m, n).unwrap()).unwrap();
+    let one = last_task_count();
+    force_min_per_task(None);
+    assert_eq!((under_bound, one), (1, 1), "a bound of one thread splits nothing");
+    assert!(two > 1, "two threads allowed and a threshold of 1: the call splits");
+    assert!(c.iter().all(|ci| bits(ci) == bits(&c[0])));
+    assert!(gemm_with_threads(0, 1.0, av, bv, 0.0, MatMut::new(&mut c[0], m, n).unwrap()).is_err());
 }

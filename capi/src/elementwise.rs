@@ -2,6 +2,7 @@
 
 use super::{check_outputs_disjoint, guard, size, CMat, Span};
 use nnkern::error::Error;
+use nnkern::matrix::{MatMut, MatRef};
 use nnkern::ops::activation::Activation;
 use nnkern::ops::softmax_xent::Targets;
 use std::ffi::c_int;
@@ -51,7 +52,13 @@ pub unsafe extern "C" fn nnkern_activation_forward(act: c_int, x: *const f32, y:
         let ys = Span::new("y", y as *const f32, n)?;
         ys.check_disjoint(&xs)?;
         // SAFETY: validated spans, y exclusive.
-        unsafe { nnkern::activation_forward(act, xs.slice()?, ys.slice_mut()?) }
+        unsafe {
+            nnkern::activation_forward(
+                act,
+                MatRef::row_vector(xs.slice()?)?,
+                MatMut::row_vector(ys.slice_mut()?)?,
+            )
+        }
     })
 }
 
@@ -65,7 +72,7 @@ pub unsafe extern "C" fn nnkern_activation_forward_inplace(act: c_int, x: *mut f
         let act = activation_from_code(act)?;
         let xs = Span::new("x", x as *const f32, size("n", n)?)?;
         // SAFETY: validated span, the only one of the call.
-        unsafe { nnkern::activation_forward_inplace(act, xs.slice_mut()?) }
+        unsafe { nnkern::activation_forward_inplace(act, MatMut::row_vector(xs.slice_mut()?)?) }
     })
 }
 
@@ -91,7 +98,14 @@ pub unsafe extern "C" fn nnkern_activation_backward(
         dxs.check_disjoint(&xs)?;
         dxs.check_disjoint(&dys)?;
         // SAFETY: validated spans, dx exclusive.
-        unsafe { nnkern::activation_backward(act, xs.slice()?, dys.slice()?, dxs.slice_mut()?) }
+        unsafe {
+            nnkern::activation_backward(
+                act,
+                MatRef::row_vector(xs.slice()?)?,
+                MatRef::row_vector(dys.slice()?)?,
+                MatMut::row_vector(dxs.slice_mut()?)?,
+            )
+        }
     })
 }
 
@@ -114,7 +128,13 @@ pub unsafe extern "C" fn nnkern_activation_backward_inplace(
         let gs = Span::new("grad", grad as *const f32, n)?;
         gs.check_disjoint(&xs)?;
         // SAFETY: validated spans, grad exclusive.
-        unsafe { nnkern::activation_backward_inplace(act, xs.slice()?, gs.slice_mut()?) }
+        unsafe {
+            nnkern::activation_backward_inplace(
+                act,
+                MatRef::row_vector(xs.slice()?)?,
+                MatMut::row_vector(gs.slice_mut()?)?,
+            )
+        }
     })
 }
 

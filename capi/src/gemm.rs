@@ -50,7 +50,7 @@ pub(crate) unsafe fn gemm_c<T: GemmInput>(
 ///
 /// # Safety
 /// As [`gemm_c`]; no element is read or written.
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn plan_gemm_c<T: GemmInput>(
     zero: T,
@@ -59,13 +59,13 @@ pub unsafe fn plan_gemm_c<T: GemmInput>(
     a: (*const T, i64, i64),
     b: (*const T, i64, i64),
     c: (*mut f32, i64, i64),
-) -> nnkern::Result<Option<nnkern::ops::gemm::PlanSummary>> {
+) -> nnkern::Result<Option<nnkern::testing::PlanSummary>> {
     let mut out = None;
     // SAFETY: forwarded contract; the closure never touches the elements.
     unsafe {
         with_views(zero, (m, n, k), alpha, a, b, c, |av, bv, cv| {
             let (rs, cs) = cv.strides();
-            out = nnkern::ops::gemm::plan_gemm(
+            out = nnkern::testing::plan_gemm(
                 nnkern::active_isa(),
                 nnkern::num_threads(),
                 &av,

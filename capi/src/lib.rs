@@ -106,8 +106,9 @@ fn stop_if_dry() -> nnkern::Result<()> {
 /// passed, else `Err(status)` of the failed check (for `cblas_sgemm`, which
 /// has no status, `call` returns the reported parameter position or 0). For
 /// fuzzing descriptions of buffers far larger than memory: the sizing
-/// arithmetic of the entry runs, no element is touched.
-#[doc(hidden)]
+/// arithmetic of the entry runs, no element is touched. Only with the
+/// `testing` feature (the fuzz harnesses enable it).
+#[cfg(feature = "testing")]
 pub fn dry_run(call: impl FnOnce() -> c_int) -> Result<(), c_int> {
     struct Reset;
     impl Drop for Reset {

@@ -61,10 +61,21 @@ fn expected() -> BTreeMap<String, Vec<f32>> {
     e.insert("gemm_bf16".into(), hc);
     let (x, dy) = (values(6, 3), values(6, 4));
     let mut y = vec![0.0; 6];
-    activation_forward(Activation::GeluTanh, &x, &mut y).unwrap();
+    activation_forward(
+        Activation::GeluTanh,
+        MatRef::row_vector(&x).unwrap(),
+        MatMut::row_vector(&mut y).unwrap(),
+    )
+    .unwrap();
     e.insert("gelu".into(), y);
     let mut dx = vec![0.0; 6];
-    activation_backward(Activation::Sigmoid, &x, &dy, &mut dx).unwrap();
+    activation_backward(
+        Activation::Sigmoid,
+        MatRef::row_vector(&x).unwrap(),
+        MatRef::row_vector(&dy).unwrap(),
+        MatMut::row_vector(&mut dx).unwrap(),
+    )
+    .unwrap();
     e.insert("sigmoid_backward".into(), dx);
     let logits = values(6, 5);
     let mut dl = vec![0.0; 6];

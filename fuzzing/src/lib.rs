@@ -370,18 +370,54 @@ pub fn activation(data: &[u8]) {
     let x = inp.values(n, specials);
     let dy = inp.values(n, specials);
     let mut y_ref = vec![0.0; n];
-    reference::activation_forward(act, &x, &mut y_ref).unwrap();
+    reference::activation_forward(
+        act,
+        MatRef::row_vector(&x).unwrap(),
+        MatMut::row_vector(&mut y_ref).unwrap(),
+    )
+    .unwrap();
     let mut dx_ref = vec![0.0; n];
-    reference::activation_backward(act, &x, &dy, &mut dx_ref).unwrap();
+    reference::activation_backward(
+        act,
+        MatRef::row_vector(&x).unwrap(),
+        MatRef::row_vector(&dy).unwrap(),
+        MatMut::row_vector(&mut dx_ref).unwrap(),
+    )
+    .unwrap();
     for isa in isas() {
         let mut y = vec![f32::from_bits(POISON); n];
-        run_on(isa, || nnkern::activation_forward(act, &x, &mut y)).unwrap();
+        run_on(isa, || {
+            nnkern::activation_forward(
+                act,
+                MatRef::row_vector(&x).unwrap(),
+                MatMut::row_vector(&mut y).unwrap(),
+            )
+        })
+        .unwrap();
         let mut yi = x.clone();
-        run_on(isa, || nnkern::activation_forward_inplace(act, &mut yi)).unwrap();
+        run_on(isa, || {
+            nnkern::activation_forward_inplace(act, MatMut::row_vector(&mut yi).unwrap())
+        })
+        .unwrap();
         let mut dx = vec![f32::from_bits(POISON); n];
-        run_on(isa, || nnkern::activation_backward(act, &x, &dy, &mut dx)).unwrap();
+        run_on(isa, || {
+            nnkern::activation_backward(
+                act,
+                MatRef::row_vector(&x).unwrap(),
+                MatRef::row_vector(&dy).unwrap(),
+                MatMut::row_vector(&mut dx).unwrap(),
+            )
+        })
+        .unwrap();
         let mut gi = dy.clone();
-        run_on(isa, || nnkern::activation_backward_inplace(act, &x, &mut gi)).unwrap();
+        run_on(isa, || {
+            nnkern::activation_backward_inplace(
+                act,
+                MatRef::row_vector(&x).unwrap(),
+                MatMut::row_vector(&mut gi).unwrap(),
+            )
+        })
+        .unwrap();
         let names = [
             format!("{act} forward"),
             format!("{act} forward_inplace"),
@@ -411,7 +447,12 @@ pub fn activation(data: &[u8]) {
         // A length mismatch is an error on every path.
         if n > 0 {
             let mut short = vec![0.0; n - 1];
-            assert!(run_on(isa, || nnkern::activation_forward(act, &x, &mut short)).is_err());
+            assert!(run_on(isa, || nnkern::activation_forward(
+                act,
+                MatRef::row_vector(&x).unwrap(),
+                MatMut::row_vector(&mut short).unwrap()
+            ))
+            .is_err());
         }
     }
 }
@@ -969,7 +1010,7 @@ fn plan_huge_gemm(
         let (mu, nu, ku) = (m as usize, n as usize, k as usize);
         let av = MatRef::from_strides(&one, mu, ku, 0, 0).expect("countable (model)");
         let bv = MatRef::from_strides(&one, ku, nu, 0, 0).expect("countable (model)");
-        check_plan(nnkern::ops::gemm::plan_gemm(
+        check_plan(nnkern::testing::plan_gemm(
             nnkern::active_isa(),
             3,
             &av,
@@ -1061,7 +1102,7 @@ fn check_dry_run(what: &str, r: Result<(), c_int>, outputs: &[(usize, usize)], i
 }
 
 /// The plan of a valid description: accepted, and within the bound.
-fn check_plan(r: nnkern::Result<Option<nnkern::ops::gemm::PlanSummary>>) {
+fn check_plan(r: nnkern::Result<Option<nnkern::testing::PlanSummary>>) {
     match r {
         Ok(None) => {}
         Ok(Some(p)) => {
@@ -1297,7 +1338,13 @@ pub fn capi_args(data: &[u8]) {
             } else {
                 let a = activation_of(act as u8);
                 let mut want = vec![0.0; x.len()];
-                nnkern::activation_backward(a, &x, &dy, &mut want).unwrap();
+                nnkern::activation_backward(
+                    a,
+                    MatRef::row_vector(&x).unwrap(),
+                    MatRef::row_vector(&dy).unwrap(),
+                    MatMut::row_vector(&mut want).unwrap(),
+                )
+                .unwrap();
                 assert!(out.iter().zip(&want).all(|(p, q)| same(*p, *q)));
             }
         }

@@ -437,8 +437,12 @@ impl Backend for Cpu {
         let x = slice("x", x.0, x.1)?;
         let g = slice_mut("grad", grad.0, grad.1)?;
         match self.kernels {
-            CpuKernels::Fast => nnkern::activation_backward_inplace(act, x, g),
-            CpuKernels::Reference => nnkern::reference::activation_backward_inplace(act, x, g),
+            CpuKernels::Fast => {
+                nnkern::activation_backward_inplace(act, MatRef::row_vector(x)?, MatMut::row_vector(g)?)
+            }
+            CpuKernels::Reference => {
+                nnkern::reference::activation_backward_inplace(act, MatRef::row_vector(x)?, MatMut::row_vector(g)?)
+            }
         }
     }
 

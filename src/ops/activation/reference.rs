@@ -1,7 +1,9 @@
 //! The naive activations: each value computed in `f64` and rounded once.
 
-use super::{check_same_len, Activation};
+use super::Activation;
 use crate::error::Result;
+use crate::matrix::{MatMut, MatRef};
+use crate::ops::softmax_xent::check_same_shape;
 
 const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
 const GELU_CUBIC: f64 = 0.044_715;
@@ -92,38 +94,51 @@ pub fn backward_scalar(act: Activation, x: f32, dy: f32) -> f32 {
     }
 }
 
-/// `y[i] = f(x[i])`.
-pub fn activation_forward(act: Activation, x: &[f32], y: &mut [f32]) -> Result<()> {
-    check_same_len("y", y.len(), x.len())?;
-    for (yi, &xi) in y.iter_mut().zip(x) {
-        *yi = forward_scalar(act, xi);
+/// `y[i, j] = f(x[i, j])`.
+pub fn activation_forward(act: Activation, x: MatRef<'_, f32>, mut y: MatMut<'_, f32>) -> Result<()> {
+    check_same_shape("y", y.shape(), x.shape())?;
+    for i in 0..x.rows() {
+        for j in 0..x.cols() {
+            y[(i, j)] = forward_scalar(act, x[(i, j)]);
+        }
     }
     Ok(())
 }
 
-/// `x[i] = f(x[i])`.
-pub fn activation_forward_inplace(act: Activation, x: &mut [f32]) -> Result<()> {
-    for xi in x.iter_mut() {
-        *xi = forward_scalar(act, *xi);
+/// `x[i, j] = f(x[i, j])`.
+pub fn activation_forward_inplace(act: Activation, mut x: MatMut<'_, f32>) -> Result<()> {
+    for i in 0..x.rows() {
+        for j in 0..x.cols() {
+            x[(i, j)] = forward_scalar(act, x[(i, j)]);
+        }
     }
     Ok(())
 }
 
-/// `dx[i] = dy[i] · f'(x[i])`.
-pub fn activation_backward(act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) -> Result<()> {
-    check_same_len("dy", dy.len(), x.len())?;
-    check_same_len("dx", dx.len(), x.len())?;
-    for ((dxi, &xi), &dyi) in dx.iter_mut().zip(x).zip(dy) {
-        *dxi = backward_scalar(act, xi, dyi);
+/// `dx[i, j] = dy[i, j] · f'(x[i, j])`.
+pub fn activation_backward(
+    act: Activation,
+    x: MatRef<'_, f32>,
+    dy: MatRef<'_, f32>,
+    mut dx: MatMut<'_, f32>,
+) -> Result<()> {
+    check_same_shape("dy", dy.shape(), x.shape())?;
+    check_same_shape("dx", dx.shape(), x.shape())?;
+    for i in 0..x.rows() {
+        for j in 0..x.cols() {
+            dx[(i, j)] = backward_scalar(act, x[(i, j)], dy[(i, j)]);
+        }
     }
     Ok(())
 }
 
-/// `grad[i] = grad[i] · f'(x[i])`.
-pub fn activation_backward_inplace(act: Activation, x: &[f32], grad: &mut [f32]) -> Result<()> {
-    check_same_len("grad", grad.len(), x.len())?;
-    for (g, &xi) in grad.iter_mut().zip(x) {
-        *g = backward_scalar(act, xi, *g);
+/// `grad[i, j] = grad[i, j] · f'(x[i, j])`.
+pub fn activation_backward_inplace(act: Activation, x: MatRef<'_, f32>, mut grad: MatMut<'_, f32>) -> Result<()> {
+    check_same_shape("grad", grad.shape(), x.shape())?;
+    for i in 0..x.rows() {
+        for j in 0..x.cols() {
+            grad[(i, j)] = backward_scalar(act, x[(i, j)], grad[(i, j)]);
+        }
     }
     Ok(())
 }
@@ -170,10 +185,19 @@ mod tests {
     }
 
     #[test]
-    fn lengths_must_agree() {
+    fn shapes_must_agree() {
         let mut y = [0.0f32; 2];
-        assert!(activation_forward(Activation::Tanh, &[1.0; 3], &mut y).is_err());
-        assert!(activation_backward(Activation::Tanh, &[1.0; 2], &[1.0; 3], &mut y).is_err());
-        assert!(activation_forward(Activation::Tanh, &[], &mut []).is_ok());
+        const X3: [f32; 3] = [1.0; 3];
+        let x3 = &X3;
+        let r = |s: &'static [f32]| MatRef::row_vector(s).unwrap();
+        assert!(activation_forward(Activation::Tanh, r(x3), MatMut::new(&mut y, 1, 2).unwrap()).is_err());
+        assert!(activation_backward(
+            Activation::Tanh,
+            r(&[1.0; 2]),
+            r(x3),
+            MatMut::new(&mut y, 1, 2).unwrap()
+        )
+        .is_err());
+        assert!(activation_forward(Activation::Tanh, r(&[]), MatMut::new(&mut [], 1, 0).unwrap()).is_ok());
     }
 }

@@ -398,6 +398,7 @@ thread_local! {
 /// Forces `(swap, pack_a, pack_b)` for GEMMs called from this thread, so tests
 /// reach every path; a forced "read in place" is ignored where it is not
 /// possible (non-f32 input, or B rows not contiguous).
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn force_plan(plan: Option<(bool, bool, bool)>) {
     FORCED_PLAN.with(|f| f.set(plan));
 }

@@ -129,6 +129,8 @@ impl KernelSet {
 
 /// The implementations of a full tile's k loop (the `asm!` loops of the x86
 /// kernels and the intrinsics loop every ISA has).
+// Only the test hooks pick `Asm` explicitly (it is the default).
+#[cfg_attr(not(any(test, feature = "testing")), allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KernelImpl {
     /// The hand-written `asm!` loop where the ISA has one (AVX2 6 × 16,
@@ -145,6 +147,7 @@ thread_local! {
 /// Forces the full-tile implementation for tiles computed on this thread
 /// (`None`: the default, [`KernelImpl::Asm`]). Helper threads of a split
 /// product keep the default; both implementations give the same bits.
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn force_impl(v: Option<KernelImpl>) {
     FORCED_IMPL.with(|f| f.set(v));
 }
@@ -162,6 +165,7 @@ fn asm_enabled() -> bool {
 ///
 /// # Safety
 /// `ks` must be the kernel set of an ISA this CPU runs.
+#[cfg(any(test, feature = "testing"))]
 pub(crate) unsafe fn run_full_tiles(ks: &KernelSet, imp: KernelImpl, k: usize, calls: usize) {
     let (mr, nr) = (ks.mr, ks.nr());
     let mut a = super::pack::Scratch::new();
@@ -206,6 +210,7 @@ pub(crate) unsafe fn run_full_tiles(ks: &KernelSet, imp: KernelImpl, k: usize, c
 
 /// The kernel set of `isa` (the portable one for ISAs of another
 /// architecture), as the driver's table maps them.
+#[cfg(any(test, feature = "testing"))]
 pub(crate) fn kernel_set(isa: crate::simd::Isa) -> &'static KernelSet {
     use crate::simd::Isa;
     match isa {

@@ -116,122 +116,14 @@ pub fn blocking_for(isa: crate::Isa) -> Blocking {
     Blocking { mr, nr, kc, mc, nc }
 }
 
-/// The GEMM's tile and block sizes for `isa` on this CPU:
-/// `[MR, NR, KC, MC, NC]` (tests use them to cross every boundary).
-#[doc(hidden)]
-pub fn tiling(isa: crate::Isa) -> [usize; 5] {
-    driver::tiling(isa)
-}
-
-/// What the driver plans for a call, for tests and fuzzing: the plan is a
-/// pure function of the sizes and strides, so sizes far too large to run can
-/// be checked for arithmetic that wraps and scratch that grows with them.
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PlanSummary {
-    /// `C = Bᵀ·Aᵀ` orientation.
-    pub swap: bool,
-    /// A packed.
-    pub pack_a: bool,
-    /// B packed.
-    pub pack_b: bool,
-    /// Tasks the call splits into.
-    pub tasks: usize,
-    /// Floats of packing scratch one task uses for A and for B.
-    pub scratch: (usize, usize),
-    /// The most scratch any call of this ISA may use, for A and for B.
-    pub scratch_bound: (usize, usize),
-}
-
-/// Plans the call `gemm` would make for these views (validated like
-/// [`gemm`]), without touching any element.
-#[doc(hidden)]
-pub fn plan_gemm<T: GemmInput>(
-    isa: crate::Isa,
-    threads: usize,
-    a: &MatRef<'_, T>,
-    b: &MatRef<'_, T>,
-    c: (usize, usize, usize, usize),
-) -> Result<Option<PlanSummary>> {
-    let (m, k) = a.shape();
-    let (kb, n) = b.shape();
-    if kb != k {
-        return Err(Error::shape("b", (kb, n), (k, n)));
-    }
-    if (c.0, c.1) != (m, n) {
-        return Err(Error::shape("c", (c.0, c.1), (m, n)));
-    }
-    if !isa.is_supported() {
-        return Err(Error::Unsupported {
-            arg: "isa",
-            what: format!("{isa} is not supported by this CPU"),
-        });
-    }
-    if m == 0 || n == 0 || k == 0 {
-        return Ok(None);
-    }
-    let s = |(r, c): (usize, usize)| (r as isize, c as isize);
-    let cp = driver::plan_call(
-        isa,
-        threads.max(1),
-        (m, n, k),
-        T::IS_F32,
-        s(a.strides()),
-        s(b.strides()),
-        s((c.2, c.3)),
-    );
-    Ok(Some(PlanSummary {
-        swap: cp.plan.swap,
-        pack_a: cp.plan.pack_a,
-        pack_b: cp.plan.pack_b,
-        tasks: cp.tasks,
-        scratch: cp.scratch,
-        scratch_bound: cp.block.scratch_floats(),
-    }))
-}
-
 /// Sizes the calling thread's GEMM scratch once for every ISA (see
 /// `driver::prepare_thread_scratch`).
 pub(crate) fn prepare_thread_scratch() {
     driver::prepare_thread_scratch()
 }
 
-/// Forces the orientation and packing `(swap, pack_a, pack_b)` of GEMMs
-/// called from this thread (`None` restores the automatic choice), so tests
-/// reach every path. Reading an operand in place is only honoured where the
-/// kernel can.
-#[doc(hidden)]
-pub fn force_plan(plan: Option<(bool, bool, bool)>) {
-    driver::force_plan(plan)
-}
-
-#[doc(hidden)]
-pub use kernel::KernelImpl;
-
-/// Forces the implementation of full tiles (`asm!` or intrinsics) for
-/// GEMMs whose tiles run on this thread (`None` restores the default), so
-/// tests and benchmarks compare them. Both give the same bits.
-#[doc(hidden)]
-pub fn force_kernel_impl(v: Option<KernelImpl>) {
-    kernel::force_impl(v)
-}
-
-/// Runs `calls` full register tiles of `isa`'s kernels with `k` steps on
-/// L1-resident packed panels, C accumulated in place (the microkernel
-/// alone, for benchmarks: 2·MR·NR·k FLOP per call). An error if this CPU
-/// cannot run `isa`.
-#[doc(hidden)]
-pub fn run_microkernel(isa: crate::Isa, imp: KernelImpl, k: usize, calls: usize) -> Result<()> {
-    if !isa.is_supported() {
-        return Err(Error::invalid("isa", format!("{isa} is not supported by this CPU")));
-    }
-    // SAFETY: `isa` was just checked to run on this CPU.
-    unsafe { kernel::run_full_tiles(kernel::kernel_set(isa), imp, k, calls) };
-    Ok(())
-}
-
 /// Checks the shapes of a GEMM and the scalars; returns `(m, n, k)`.
-pub fn check_gemm<T>(
+pub(crate) fn check_gemm<T>(
     alpha: f32,
     a: &MatRef<'_, T>,
     b: &MatRef<'_, T>,
@@ -249,6 +141,117 @@ pub fn check_gemm<T>(
     // NaN/Inf scalars are allowed: they propagate as IEEE arithmetic does.
     let _ = (alpha, beta);
     Ok((m, n, k))
+}
+
+/// Test hooks of the GEMM (tile sizes, forced plans and kernels, planning
+/// without running), re-exported from `nnkern::testing`; they exist only
+/// with the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod hooks {
+    use super::GemmInput;
+    use crate::error::{Error, Result};
+    use crate::matrix::MatRef;
+
+    /// The GEMM's tile and block sizes for `isa` on this CPU:
+    /// `[MR, NR, KC, MC, NC]` (tests use them to cross every boundary).
+    pub fn tiling(isa: crate::Isa) -> [usize; 5] {
+        super::driver::tiling(isa)
+    }
+
+    /// What the driver plans for a call, for tests and fuzzing: the plan is a
+    /// pure function of the sizes and strides, so sizes far too large to run can
+    /// be checked for arithmetic that wraps and scratch that grows with them.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct PlanSummary {
+        /// `C = Bᵀ·Aᵀ` orientation.
+        pub swap: bool,
+        /// A packed.
+        pub pack_a: bool,
+        /// B packed.
+        pub pack_b: bool,
+        /// Tasks the call splits into.
+        pub tasks: usize,
+        /// Floats of packing scratch one task uses for A and for B.
+        pub scratch: (usize, usize),
+        /// The most scratch any call of this ISA may use, for A and for B.
+        pub scratch_bound: (usize, usize),
+    }
+
+    /// Plans the call `gemm` would make for these views (validated like
+    /// [`gemm`]), without touching any element.
+    pub fn plan_gemm<T: GemmInput>(
+        isa: crate::Isa,
+        threads: usize,
+        a: &MatRef<'_, T>,
+        b: &MatRef<'_, T>,
+        c: (usize, usize, usize, usize),
+    ) -> Result<Option<PlanSummary>> {
+        let (m, k) = a.shape();
+        let (kb, n) = b.shape();
+        if kb != k {
+            return Err(Error::shape("b", (kb, n), (k, n)));
+        }
+        if (c.0, c.1) != (m, n) {
+            return Err(Error::shape("c", (c.0, c.1), (m, n)));
+        }
+        if !isa.is_supported() {
+            return Err(Error::Unsupported {
+                arg: "isa",
+                what: format!("{isa} is not supported by this CPU"),
+            });
+        }
+        if m == 0 || n == 0 || k == 0 {
+            return Ok(None);
+        }
+        let s = |(r, c): (usize, usize)| (r as isize, c as isize);
+        let cp = super::driver::plan_call(
+            isa,
+            threads.max(1),
+            (m, n, k),
+            T::IS_F32,
+            s(a.strides()),
+            s(b.strides()),
+            s((c.2, c.3)),
+        );
+        Ok(Some(PlanSummary {
+            swap: cp.plan.swap,
+            pack_a: cp.plan.pack_a,
+            pack_b: cp.plan.pack_b,
+            tasks: cp.tasks,
+            scratch: cp.scratch,
+            scratch_bound: cp.block.scratch_floats(),
+        }))
+    }
+
+    /// Forces the orientation and packing `(swap, pack_a, pack_b)` of GEMMs
+    /// called from this thread (`None` restores the automatic choice), so tests
+    /// reach every path. Reading an operand in place is only honoured where the
+    /// kernel can.
+    pub fn force_plan(plan: Option<(bool, bool, bool)>) {
+        super::driver::force_plan(plan)
+    }
+
+    pub use super::kernel::KernelImpl;
+
+    /// Forces the implementation of full tiles (`asm!` or intrinsics) for
+    /// GEMMs whose tiles run on this thread (`None` restores the default), so
+    /// tests and benchmarks compare them. Both give the same bits.
+    pub fn force_kernel_impl(v: Option<KernelImpl>) {
+        super::kernel::force_impl(v)
+    }
+
+    /// Runs `calls` full register tiles of `isa`'s kernels with `k` steps on
+    /// L1-resident packed panels, C accumulated in place (the microkernel
+    /// alone, for benchmarks: 2·MR·NR·k FLOP per call). An error if this CPU
+    /// cannot run `isa`.
+    pub fn run_microkernel(isa: crate::Isa, imp: KernelImpl, k: usize, calls: usize) -> Result<()> {
+        if !isa.is_supported() {
+            return Err(Error::invalid("isa", format!("{isa} is not supported by this CPU")));
+        }
+        // SAFETY: `isa` was just checked to run on this CPU.
+        unsafe { super::kernel::run_full_tiles(super::kernel::kernel_set(isa), imp, k, calls) };
+        Ok(())
+    }
 }
 
 /// `C = alpha·A·B + beta·C` with the fastest kernel for this CPU.
