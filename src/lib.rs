@@ -50,16 +50,32 @@
 //! From C, C++ or Python: the `nnkern-capi` crate of this workspace builds
 //! `libnnkern.so` / `libnnkern.a`, declared in `include/nnkern.h`.
 //!
+//! ## Threads
+//!
+//! Kernels split large work over at most [`num_threads`] threads (by default
+//! `NNKERN_NUM_THREADS`, else every CPU the process may use), and give the
+//! same bits for every thread count. [`set_num_threads`] changes the bound
+//! process-wide; [`with_threads`] bounds only the calls made inside it on
+//! the calling thread, and [`gemm_with_threads`] one product.
+//!
 //! ## Features
-//! - `cuda`: the GPU backend (hand-written PTX loaded through the CUDA driver
-//!   at run time, or run on the CPU by the PTX executor; the crate builds
-//!   without CUDA installed).
+//! - `cuda`: the GPU backend, [`cuda`] (hand-written PTX loaded through the
+//!   CUDA driver at run time, or run on the CPU by the PTX executor; the crate
+//!   builds without CUDA installed).
+//! - `cublas`: `cuda`, plus cuBLAS loaded at run time, for the GPU
+//!   benchmarks that time it beside the kernels.
+//! - `testing`: hooks for this workspace's tests and fuzz harnesses (forced
+//!   GEMM plans and kernels, lowered split thresholds); not a stable API.
+//!
+//! No feature is on by default.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cuda")))]
 pub mod cuda;
 pub mod error;
 pub mod matrix;

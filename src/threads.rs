@@ -30,6 +30,10 @@ fn default_threads() -> usize {
 
 /// The upper bound on threads a kernel called from this thread uses: the
 /// bound of an enclosing [`with_threads`], else the process-wide one.
+///
+/// ```
+/// assert!(nnkern::num_threads() >= 1);
+/// ```
 pub fn num_threads() -> usize {
     let local = LOCAL.try_with(|c| c.get()).unwrap_or(0);
     if local > 0 {
@@ -44,10 +48,20 @@ pub fn num_threads() -> usize {
 /// Runs `f` with at most `n` threads for every kernel it calls on this
 /// thread, whatever the process-wide bound is (`n` must be at least 1).
 /// Bounds nest; the previous one is restored when `f` returns or panics.
+/// Only the calling thread is bound: other threads, and the process-wide
+/// setting ([`set_num_threads`]), are left alone, so a library can bound
+/// its own calls without a global switch.
 ///
 /// ```
-/// let two = nnkern::with_threads(2, nnkern::num_threads)?;
+/// use nnkern::{gemm, with_threads, MatMut, MatRef};
+/// let two = with_threads(2, nnkern::num_threads)?;
 /// assert_eq!(two, 2);
+/// // One single-threaded product, whatever the process-wide bound is.
+/// let a = [1.0f32, 2.0, 3.0, 4.0];
+/// let mut c = [0.0f32; 4];
+/// with_threads(1, || gemm(1.0, MatRef::new(&a, 2, 2)?, MatRef::new(&a, 2, 2)?, 0.0, MatMut::new(&mut c, 2, 2)?))??;
+/// assert_eq!(c, [7.0, 10.0, 15.0, 22.0]);
+/// assert!(with_threads(0, || ()).is_err());
 /// # Ok::<(), nnkern::Error>(())
 /// ```
 pub fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> Result<R> {
@@ -65,7 +79,15 @@ pub fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> Result<R> {
 }
 
 /// Sets the upper bound on threads for every later call, process-wide.
-/// `n` must be at least 1.
+/// `n` must be at least 1. To bound only some calls, without touching the
+/// process-wide setting, use [`with_threads`] or [`crate::gemm_with_threads`].
+///
+/// ```
+/// nnkern::set_num_threads(2)?;
+/// assert_eq!(nnkern::num_threads(), 2);
+/// assert!(nnkern::set_num_threads(0).is_err());
+/// # Ok::<(), nnkern::Error>(())
+/// ```
 pub fn set_num_threads(n: usize) -> Result<()> {
     if n == 0 {
         return Err(Error::invalid("threads", "at least 1 thread expected, got 0"));

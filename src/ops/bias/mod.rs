@@ -18,6 +18,15 @@ pub(crate) fn check_bias(arg: &'static str, len: usize, cols: usize) -> Result<(
 }
 
 /// `x[i, j] += bias[j]`.
+///
+/// ```
+/// use nnkern::{bias_add, MatMut};
+/// let mut x = [1.0f32, 2.0, 3.0, 4.0];
+/// bias_add(MatMut::new(&mut x, 2, 2)?, &[10.0, 20.0])?;
+/// assert_eq!(x, [11.0, 22.0, 13.0, 24.0]);
+/// assert!(bias_add(MatMut::new(&mut x, 2, 2)?, &[1.0]).is_err()); // one bias per column
+/// # Ok::<(), nnkern::Error>(())
+/// ```
 pub fn bias_add(x: MatMut<'_, f32>, bias: &[f32]) -> Result<()> {
     check_bias("bias", bias.len(), x.cols())?;
     if x.is_empty() {
@@ -32,6 +41,15 @@ pub fn bias_add(x: MatMut<'_, f32>, bias: &[f32]) -> Result<()> {
 
 /// The forward epilogue of a dense layer: `x[i, j] += bias[j]` (kept as the
 /// pre-activation for the backward pass), then `y = f(x)`.
+///
+/// ```
+/// use nnkern::{bias_add_activation, Activation, MatMut};
+/// let mut x = [-1.0f32, 1.0];
+/// let mut y = [0.0f32; 2];
+/// bias_add_activation(Activation::Relu, MatMut::new(&mut x, 1, 2)?, &[0.5, 0.5], MatMut::new(&mut y, 1, 2)?)?;
+/// assert_eq!((x, y), ([-0.5, 1.5], [0.0, 1.5]));
+/// # Ok::<(), nnkern::Error>(())
+/// ```
 pub fn bias_add_activation(act: Activation, x: MatMut<'_, f32>, bias: &[f32], y: MatMut<'_, f32>) -> Result<()> {
     check_bias("bias", bias.len(), x.cols())?;
     check_same_shape("y", y.shape(), x.shape())?;
@@ -46,6 +64,15 @@ pub fn bias_add_activation(act: Activation, x: MatMut<'_, f32>, bias: &[f32], y:
 }
 
 /// `dbias[j] = Σ_i dy[i, j]` (overwrites `dbias`).
+///
+/// ```
+/// use nnkern::{bias_grad, MatRef};
+/// let dy = [1.0f32, 2.0, 3.0, 4.0];
+/// let mut db = [9.0f32; 2];
+/// bias_grad(MatRef::new(&dy, 2, 2)?, &mut db)?;
+/// assert_eq!(db, [4.0, 6.0]);
+/// # Ok::<(), nnkern::Error>(())
+/// ```
 pub fn bias_grad(dy: MatRef<'_, f32>, dbias: &mut [f32]) -> Result<()> {
     check_bias("dbias", dbias.len(), dy.cols())?;
     match rows_ref(&dy) {

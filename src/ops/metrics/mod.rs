@@ -24,6 +24,15 @@ pub(crate) fn check_rows(x: &MatRef<'_, f32>, arg: &'static str, len: usize) -> 
 
 /// `out[i]` = index of the largest element of row `i` (the first one on
 /// ties; a NaN counts as largest, as in NumPy). Rows must have ≥ 1 column.
+///
+/// ```
+/// use nnkern::{argmax_rows, MatRef};
+/// let x = [0.1f32, 0.7, 0.2, 5.0, 5.0, -1.0];
+/// let mut out = [0u32; 2];
+/// argmax_rows(MatRef::new(&x, 2, 3)?, &mut out)?;
+/// assert_eq!(out, [1, 0]);                          // the first of equal maxima
+/// # Ok::<(), nnkern::Error>(())
+/// ```
 pub fn argmax_rows(x: MatRef<'_, f32>, out: &mut [u32]) -> Result<()> {
     check_rows(&x, "out", out.len())?;
     match rows_ref(&x).filter(|_| x.cols() >= 1) {
@@ -36,6 +45,13 @@ pub fn argmax_rows(x: MatRef<'_, f32>, out: &mut [u32]) -> Result<()> {
 }
 
 /// How many rows of `logits` have their argmax equal to the label.
+///
+/// ```
+/// use nnkern::{count_correct, MatRef};
+/// let logits = [0.1f32, 0.9, 0.8, 0.2];
+/// assert_eq!(count_correct(MatRef::new(&logits, 2, 2)?, &[1, 1])?, 1);
+/// # Ok::<(), nnkern::Error>(())
+/// ```
 pub fn count_correct(logits: MatRef<'_, f32>, labels: &[u32]) -> Result<usize> {
     check_rows(&logits, "labels", labels.len())?;
     let Some(rows) = rows_ref(&logits).filter(|_| logits.cols() >= 1) else {

@@ -78,6 +78,15 @@ pub(crate) fn check_same_shape(arg: &'static str, got: (usize, usize), expected:
 }
 
 /// `y = softmax(x)` row by row.
+///
+/// ```
+/// use nnkern::{softmax, MatMut, MatRef};
+/// let x = [0.0f32, 0.0, 1000.0, 1000.0];          // no overflow for large logits
+/// let mut y = [0.0f32; 4];
+/// softmax(MatRef::new(&x, 2, 2)?, MatMut::new(&mut y, 2, 2)?)?;
+/// assert_eq!(y, [0.5; 4]);
+/// # Ok::<(), nnkern::Error>(())
+/// ```
 pub fn softmax(x: MatRef<'_, f32>, y: MatMut<'_, f32>) -> Result<()> {
     check_same_shape("y", y.shape(), x.shape())?;
     match rows_ref(&x) {
@@ -90,6 +99,15 @@ pub fn softmax(x: MatRef<'_, f32>, y: MatMut<'_, f32>) -> Result<()> {
 }
 
 /// `y = log(softmax(x))` row by row.
+///
+/// ```
+/// use nnkern::{log_softmax, MatMut, MatRef};
+/// let x = [1.0f32, 1.0];
+/// let mut y = [0.0f32; 2];
+/// log_softmax(MatRef::new(&x, 1, 2)?, MatMut::new(&mut y, 1, 2)?)?;
+/// assert!((y[0] + std::f32::consts::LN_2).abs() < 1e-6);
+/// # Ok::<(), nnkern::Error>(())
+/// ```
 pub fn log_softmax(x: MatRef<'_, f32>, y: MatMut<'_, f32>) -> Result<()> {
     check_same_shape("y", y.shape(), x.shape())?;
     match rows_ref(&x) {
@@ -102,6 +120,19 @@ pub fn log_softmax(x: MatRef<'_, f32>, y: MatMut<'_, f32>) -> Result<()> {
 }
 
 /// Mean cross-entropy of `softmax(logits)` against `targets` (0 for an empty batch).
+///
+/// ```
+/// use nnkern::{softmax_xent_loss, MatRef, Targets};
+/// let logits = [0.0f32; 4];                           // uniform over 4 classes
+/// let loss = softmax_xent_loss(MatRef::new(&logits, 1, 4)?, Targets::Labels(&[2]))?;
+/// assert!((loss - 4f32.ln()).abs() < 1e-6);
+/// // Soft targets: one probability row per sample.
+/// let soft = [0.25f32; 4];
+/// let loss = softmax_xent_loss(MatRef::new(&logits, 1, 4)?, Targets::Soft(MatRef::new(&soft, 1, 4)?))?;
+/// assert!((loss - 4f32.ln()).abs() < 1e-6);
+/// assert!(softmax_xent_loss(MatRef::new(&logits, 1, 4)?, Targets::Labels(&[4])).is_err());
+/// # Ok::<(), nnkern::Error>(())
+/// ```
 pub fn softmax_xent_loss(logits: MatRef<'_, f32>, targets: Targets<'_>) -> Result<f32> {
     let (rows, cols) = check_xent(&logits, &targets, None)?;
     if rows == 0 {
