@@ -51,6 +51,7 @@ pub(crate) unsafe fn gemm_c<T: GemmInput>(
 /// # Safety
 /// As [`gemm_c`]; no element is read or written.
 #[cfg(feature = "testing")]
+#[doc(hidden)]
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn plan_gemm_c<T: GemmInput>(
     zero: T,

@@ -109,6 +109,7 @@ fn stop_if_dry() -> nnkern::Result<()> {
 /// arithmetic of the entry runs, no element is touched. Only with the
 /// `testing` feature (the fuzz harnesses enable it).
 #[cfg(feature = "testing")]
+#[doc(hidden)]
 pub fn dry_run(call: impl FnOnce() -> c_int) -> Result<(), c_int> {
     struct Reset;
     impl Drop for Reset {

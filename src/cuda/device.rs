@@ -329,7 +329,7 @@ impl Device {
     /// Test hook: launch the grid-stride kernels (element-wise, bias, packing)
     /// with at most `blocks` (≥ 1) blocks per grid dimension, so that small
     /// shapes run their stride loops. Results do not change; only the geometry.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn limit_grid_for_tests(&self, blocks: usize) {
         self.grid_limit.store(blocks.max(1), Ordering::Relaxed);
     }
@@ -337,13 +337,13 @@ impl Device {
     /// Benchmark hook: with `false`, the GEMM runs the mma.sync kernels even on an
     /// sm_90 device (to time them beside the sm_90a kernel); `true` (the default)
     /// restores the normal dispatch. Results stay within the same bounds.
-    #[doc(hidden)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn allow_sm90_kernels(&self, on: bool) {
         self.sm90_kernels.store(on, Ordering::Relaxed);
     }
 
     /// Whether the sm_90a kernels may run here: compute capability 9.0 and not
-    /// switched off by [`Device::allow_sm90_kernels`].
+    /// switched off by the benchmark hook `Device::allow_sm90_kernels`.
     pub(crate) fn runs_sm90_kernels(&self) -> Result<bool> {
         Ok(self.sm90_kernels.load(Ordering::Relaxed) && self.compute_capability()? == (9, 0))
     }

@@ -178,7 +178,7 @@ pub(crate) mod hooks {
     }
 
     /// Plans the call `gemm` would make for these views (validated like
-    /// [`gemm`]), without touching any element.
+    /// [`crate::gemm`]), without touching any element.
     pub fn plan_gemm<T: GemmInput>(
         isa: crate::Isa,
         threads: usize,
