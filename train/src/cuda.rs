@@ -14,7 +14,7 @@
 use crate::backend::{Backend, Mat, MatOut};
 use nnkern::cuda::{self, Device, DeviceBuffer, DeviceMatMut, DeviceMatRef, EngineKind, XentAccumulator};
 use nnkern::ops::activation::Activation;
-use nnkern::ops::optim::{AdamConfig, SgdConfig};
+use nnkern::ops::optim::{AdamConfig, AdamState, SgdConfig, SgdState};
 use nnkern::Result;
 use std::ops::Range;
 
@@ -203,23 +203,23 @@ impl Backend for Cuda {
     fn adam_step(
         &mut self,
         cfg: &AdamConfig,
+        state: &mut AdamState<DeviceBuffer<f32>>,
         step: u64,
         w: &mut DeviceBuffer<f32>,
         g: &DeviceBuffer<f32>,
-        m: &mut DeviceBuffer<f32>,
-        v: &mut DeviceBuffer<f32>,
     ) -> Result<()> {
+        let (m, v) = state.moments_mut();
         cuda::adam_step(&self.dev, cfg, step, w, g, m, v)
     }
 
     fn sgd_step(
         &mut self,
         cfg: &SgdConfig,
+        state: &mut SgdState<DeviceBuffer<f32>>,
         w: &mut DeviceBuffer<f32>,
         g: &DeviceBuffer<f32>,
-        buf: &mut DeviceBuffer<f32>,
     ) -> Result<()> {
-        cuda::sgd_step(&self.dev, cfg, w, g, buf)
+        cuda::sgd_step(&self.dev, cfg, w, g, state.buffer_mut())
     }
 
     fn clip_global_norm(&mut self, g: &mut DeviceBuffer<f32>, max_norm: f32) -> Result<f32> {
