@@ -534,8 +534,8 @@ pub unsafe extern "C" fn sgemm_(
         // SAFETY: each pointer is the caller's contract; null and
         // misaligned ones are reported instead of read.
         let read = || unsafe {
-            let ta = fortran_arg(transa, 1, "TRANSA")? as u8;
-            let tb = fortran_arg(transb, 2, "TRANSB")? as u8;
+            let ta = fortran_arg(transa.cast::<u8>(), 1, "TRANSA")?;
+            let tb = fortran_arg(transb.cast::<u8>(), 2, "TRANSB")?;
             let (m, n, k) = (
                 fortran_arg(m, 3, "M")?,
                 fortran_arg(n, 4, "N")?,
