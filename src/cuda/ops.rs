@@ -49,6 +49,24 @@ fn grid_2d(dev: &Device, rows: usize, cols: usize) -> (u32, u32, u32) {
     )
 }
 
+/// The epilogue's device addresses and Y strides: the bias (0 when none) and
+/// Y (0 with zero strides when none), as both GEMM kernels take them.
+fn epilogue_addrs(
+    dev: &Device,
+    bias: Option<&DeviceBuffer<f32>>,
+    y: &Option<DeviceMatMut<'_, f32>>,
+) -> Result<(u64, u64, usize, usize)> {
+    let pbias = match bias {
+        Some(b) => dev.addr(b, 0)?,
+        None => 0,
+    };
+    let (py, yrs, ycs) = match y {
+        Some(y) => (dev.addr(y.buf, y.offset)?, y.rs, y.cs),
+        None => (0, 0, 0),
+    };
+    Ok((pbias, py, yrs, ycs))
+}
+
 fn u64_of(v: usize) -> Arg {
     Arg::U64(v as u64)
 }
@@ -475,14 +493,7 @@ fn gemm_sm90(
     let tiles = (m.div_ceil(SM90_BM as usize) * n.div_ceil(SM90_BN as usize)) as u32;
     let sms = dev.multiprocessor_count()?.max(1) as usize;
     let grid = (tiles.min(dev.grid_cap(sms) as u32).max(1), 1, 1);
-    let pbias = match bias {
-        Some(b) => dev.addr(b, 0)?,
-        None => 0,
-    };
-    let (py, yrs, ycs) = match &y {
-        Some(y) => (dev.addr(y.buf, y.offset)?, y.rs, y.cs),
-        None => (0, 0, 0),
-    };
+    let (pbias, py, yrs, ycs) = epilogue_addrs(dev, bias, &y)?;
     // check_dims (through sm90_maps): m, n, k < 2^31, so the u32 casts are exact.
     let args = [
         Arg::TensorMap(ta),
@@ -583,14 +594,7 @@ fn gemm_impl<T: DeviceElem>(
     // to a multiple of 8 cannot overflow) and ceil(m/128) <= 65535 (grid.y).
     let grid = (n.div_ceil(128) as u32, m.div_ceil(128) as u32, 1);
     let pc = dev.addr(c.buf, c.offset)?;
-    let pbias = match bias {
-        Some(b) => dev.addr(b, 0)?,
-        None => 0,
-    };
-    let (py, yrs, ycs) = match &y {
-        Some(y) => (dev.addr(y.buf, y.offset)?, y.rs, y.cs),
-        None => (0, 0, 0),
-    };
+    let (pbias, py, yrs, ycs) = epilogue_addrs(dev, bias, &y)?;
     let epilogue = [
         Arg::F32(alpha),
         Arg::F32(beta),
