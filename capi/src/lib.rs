@@ -648,3 +648,32 @@ mod tests {
         assert!(Span::new("e", x.as_ptr(), 0).unwrap().check_disjoint(&a).is_ok());
     }
 }
+
+/// Test support for this workspace's tests and fuzz harnesses (feature
+/// `testing`); not a stable API.
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing {
+    use std::cell::Cell;
+    use std::ffi::{c_char, c_int};
+
+    thread_local! {
+        static CBLAS_PARAM: Cell<c_int> = const { Cell::new(-1) };
+    }
+
+    /// A CBLAS error handler that records the parameter position for the
+    /// calling thread (see [`last_cblas_param`]); prints nothing.
+    ///
+    /// # Safety
+    /// None of its pointers are read; it is `unsafe extern "C"` only to have the
+    /// handler type `nnkern_set_cblas_error_handler` takes.
+    pub unsafe extern "C" fn record_cblas_error(param: c_int, _routine: *const c_char, _message: *const c_char) {
+        CBLAS_PARAM.with(|p| p.set(param));
+    }
+
+    /// The position [`record_cblas_error`] last recorded on this thread (−1 if
+    /// none), and resets it.
+    pub fn last_cblas_param() -> c_int {
+        CBLAS_PARAM.with(|p| p.replace(-1))
+    }
+}

@@ -3,6 +3,7 @@
 //! argument giving a status with the outputs untouched.
 
 use nnkern::{gemm, MatMut, MatRef};
+use nnkern_capi::testing::{last_cblas_param, record_cblas_error};
 use nnkern_capi::*;
 use proptest::prelude::*;
 use std::ffi::{c_char, c_int, CStr};
@@ -677,20 +678,4 @@ fn last_error_is_per_thread() {
     );
     let there = std::thread::spawn(last_error).join().unwrap();
     assert_eq!(there, "");
-}
-
-thread_local! {
-    static CBLAS_PARAM: std::cell::Cell<c_int> = const { std::cell::Cell::new(-1) };
-}
-
-/// A `cblas_sgemm` error handler that records the parameter position on the
-/// calling thread (see [`last_cblas_param`]); prints nothing.
-unsafe extern "C" fn record_cblas_error(param: c_int, _routine: *const c_char, _message: *const c_char) {
-    CBLAS_PARAM.with(|p| p.set(param));
-}
-
-/// The position [`record_cblas_error`] last recorded on this thread (-1 if
-/// none), and resets it.
-fn last_cblas_param() -> c_int {
-    CBLAS_PARAM.with(|p| p.replace(-1))
 }

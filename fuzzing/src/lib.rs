@@ -20,8 +20,7 @@ use nnkern::{
     WeightDecay,
 };
 use nnkern_capi::{self as capi, NNKERN_ERR_ALIASING, NNKERN_ERR_NULL_POINTER, NNKERN_OK};
-use std::cell::Cell;
-use std::ffi::{c_char, c_int};
+use std::ffi::c_int;
 
 /// A fuzz harness: decodes bytes into calls, panics on a finding.
 pub type Harness = fn(&[u8]);
@@ -854,25 +853,7 @@ pub fn metrics(data: &[u8]) {
     }
 }
 
-thread_local! {
-    static CBLAS_PARAM: Cell<c_int> = const { Cell::new(-1) };
-}
-
-/// A CBLAS error handler that records the parameter position for the
-/// calling thread (see [`last_cblas_param`]); prints nothing.
-///
-/// # Safety
-/// None of its pointers are read; it is `unsafe extern "C"` only to have the
-/// handler type `nnkern_set_cblas_error_handler` takes.
-pub unsafe extern "C" fn record_cblas_error(param: c_int, _routine: *const c_char, _message: *const c_char) {
-    CBLAS_PARAM.with(|p| p.set(param));
-}
-
-/// The position [`record_cblas_error`] last recorded on this thread (−1 if
-/// none), and resets it.
-pub fn last_cblas_param() -> c_int {
-    CBLAS_PARAM.with(|p| p.replace(-1))
-}
+pub use nnkern_capi::testing::{last_cblas_param, record_cblas_error};
 
 /// An integer argument: usually small, sometimes negative or extreme.
 fn int_arg(inp: &mut Input<'_>, small: i64) -> i64 {
