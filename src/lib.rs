@@ -97,6 +97,7 @@ pub use ops::optim::{
     WeightDecay,
 };
 pub use ops::softmax_xent::{log_softmax, softmax, softmax_xent, softmax_xent_loss, Targets};
+pub use parallel::parallel_region;
 pub use simd::{active_isa, with_isa, Isa};
 pub use threads::{num_threads, set_num_threads, with_threads};
 

@@ -72,6 +72,60 @@ struct Team {
     sleepers: AtomicUsize,
     sleep: Mutex<()>,
     wake: Condvar,
+    /// Parallel regions open now (on any thread).
+    regions: AtomicUsize,
+    /// When calls run on their caller alone.
+    backoff: Backoff,
+}
+
+/// The team's response to a worker found not running when its task was due.
+struct Backoff {
+    /// Until when (in [`now_ns`]) calls run on their caller alone; 0: never.
+    until: AtomicU64,
+    /// The current back-off period in nanoseconds (0: none).
+    period: AtomicU64,
+}
+
+impl Backoff {
+    const fn new() -> Backoff {
+        Backoff {
+            until: AtomicU64::new(0),
+            period: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether calls run on the caller alone for now.
+    fn solo(&self) -> bool {
+        let until = self.until.load(Ordering::Relaxed);
+        until != 0 && now_ns() < until
+    }
+
+    /// Called by a call's owner that waited `waited` for tasks running on
+    /// workers after spending `own` on its own share. A wait much longer than
+    /// the caller's own share means a worker was not running (another program
+    /// has its core): the next calls then run on the caller alone for a while
+    /// (same split, same results), the workers sleep instead of spinning, and
+    /// the period doubles each time it happens again soon after (up to a
+    /// second), so a busy core never makes a run slower than one thread for
+    /// long. A wait within bounds ends the back-off.
+    fn judge_wait(&self, own: Duration, waited: Duration) {
+        const BASE: u64 = 20_000_000; // 20 ms
+        const MOST: u64 = 1_000_000_000;
+        if waited > own * 2 + Duration::from_micros(50) {
+            let period = (self.period.load(Ordering::Relaxed) * 2).clamp(BASE, MOST);
+            self.period.store(period, Ordering::Relaxed);
+            self.until.store(now_ns() + period, Ordering::Relaxed);
+        } else if self.period.load(Ordering::Relaxed) != 0 {
+            self.period.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Nanoseconds since the first call (a monotonic clock; never 0 after it).
+fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let e = *EPOCH.get_or_init(Instant::now);
+    e.elapsed().as_nanos().min(u64::MAX as u128) as u64 + 1
 }
 
 // SAFETY: `f` is the only non-Sync field; the protocol on it (written by the
@@ -99,6 +153,8 @@ fn team() -> &'static Team {
         sleepers: AtomicUsize::new(0),
         sleep: Mutex::new(()),
         wake: Condvar::new(),
+        regions: AtomicUsize::new(0),
+        backoff: Backoff::new(),
     })
 }
 
@@ -201,36 +257,61 @@ impl Team {
         }
     }
 
-    /// Spins, then sleeps, until the generation differs from `seen`.
+    /// Spins, then sleeps, until the generation differs from `seen`. While a
+    /// parallel region is open anywhere ([`parallel_region`]) it keeps
+    /// spinning (yielding the core every few spins, so a spinning worker
+    /// costs little on a core another program wants), and a sleeping worker
+    /// is woken when a region opens.
     fn wait_for_new_generation(&self, seen: u64) -> u64 {
         let gen_now = || self.word.load(Ordering::Acquire) >> TASK_BITS;
-        let start = Instant::now();
-        let mut spins = 0u32;
         loop {
-            let g = gen_now();
-            if g != seen {
-                return g;
+            let start = Instant::now();
+            let mut spins = 0u32;
+            loop {
+                let g = gen_now();
+                if g != seen {
+                    return g;
+                }
+                spins = spins.wrapping_add(1);
+                if spins.is_multiple_of(64) {
+                    let spin_on = self.regions.load(Ordering::Relaxed) > 0 && !self.solo();
+                    if !spin_on && start.elapsed() > SPIN {
+                        break;
+                    }
+                    // Let another runnable thread have this core.
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
             }
-            spins = spins.wrapping_add(1);
-            if spins.is_multiple_of(64) {
-                if start.elapsed() > SPIN {
+            let mut guard = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            loop {
+                let g = self.word.load(Ordering::SeqCst) >> TASK_BITS;
+                if g != seen {
+                    self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                    return g;
+                }
+                if self.regions.load(Ordering::SeqCst) > 0 && !self.solo() {
+                    self.sleepers.fetch_sub(1, Ordering::SeqCst);
                     break;
                 }
-                // Let another runnable thread have this core.
-                std::thread::yield_now();
-            } else {
-                std::hint::spin_loop();
+                guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
             }
         }
-        let mut guard = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
-        self.sleepers.fetch_add(1, Ordering::SeqCst);
-        loop {
-            let g = self.word.load(Ordering::SeqCst) >> TASK_BITS;
-            if g != seen {
-                self.sleepers.fetch_sub(1, Ordering::SeqCst);
-                return g;
-            }
-            guard = self.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+    }
+
+    /// Whether calls run on the caller alone for now, because a worker was
+    /// recently found not running when its task was due (see [`Backoff`]).
+    fn solo(&self) -> bool {
+        self.backoff.solo()
+    }
+
+    /// Wakes every sleeping worker (after a new generation or region was published).
+    fn wake_sleepers(&self) {
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            let _g = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
+            self.wake.notify_all();
         }
     }
 }
@@ -238,6 +319,8 @@ impl Team {
 thread_local! {
     /// Test hook: a lowered split threshold for calls from this thread.
     static FORCED_MIN_PER_TASK: Cell<Option<usize>> = const { Cell::new(None) };
+    /// Parallel regions open on this thread.
+    static IN_REGION: Cell<usize> = const { Cell::new(0) };
     /// Tasks the last split call from this thread made.
     static LAST_TASKS: Cell<usize> = const { Cell::new(0) };
 }
@@ -265,6 +348,9 @@ where
         }
     }
     let _release = Release(t);
+    if t.solo() {
+        return run_here(tasks, &f);
+    }
     let workers = t.ensure_workers(helpers);
     if workers == 0 {
         return run_here(tasks, &f);
@@ -283,15 +369,14 @@ where
     t.done.store(0, Ordering::Relaxed);
     let gen = (t.word.load(Ordering::Relaxed) >> TASK_BITS).wrapping_add(1) & (u64::MAX >> TASK_BITS);
     t.word.store(gen << TASK_BITS, Ordering::SeqCst);
-    if t.sleepers.load(Ordering::SeqCst) > 0 {
-        let _g = t.sleep.lock().unwrap_or_else(|e| e.into_inner());
-        t.wake.notify_all();
-    }
+    t.wake_sleepers();
+    let start = Instant::now();
     while let Some(task) = t.claim(gen, tasks) {
         // SAFETY: claimed from this call's generation.
         unsafe { t.run(task) };
     }
     // Every task is claimed; wait for those running elsewhere.
+    let own = start.elapsed();
     let mut spins = 0u32;
     while t.done.load(Ordering::Acquire) < tasks {
         spins = spins.wrapping_add(1);
@@ -300,6 +385,9 @@ where
         } else {
             std::thread::yield_now();
         }
+    }
+    if spins > 64 {
+        t.backoff.judge_wait(own, start.elapsed() - own);
     }
     let panic = t.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
     match panic {
@@ -326,10 +414,66 @@ fn run_here(tasks: usize, f: &(dyn Fn(usize) + Sync)) -> Result<()> {
     }
 }
 
-/// The per-task minimum a kernel should use: `default`, unless a test
-/// lowered it for this thread with [`force_min_per_task`].
-pub(crate) fn min_per_task(default: usize) -> usize {
-    FORCED_MIN_PER_TASK.with(|c| c.get()).unwrap_or(default)
+/// The per-task minimum a kernel should use: `cold` outside a parallel
+/// region, `awake` inside one (the workers are spinning, so handing them a
+/// task costs a cache-line transfer, not a wake-up), unless a test lowered it
+/// for this thread with [`force_min_per_task`].
+pub(crate) fn min_per_task(cold: usize, awake: usize) -> usize {
+    FORCED_MIN_PER_TASK
+        .with(|c| c.get())
+        .unwrap_or_else(|| if IN_REGION.with(|c| c.get()) > 0 { awake } else { cold })
+}
+
+/// Runs `f` with the library's worker threads kept awake, so that the
+/// kernels `f` calls on this thread split work that is too small to pay for
+/// waking a sleeping thread: the batch-sized products and optimizer steps of
+/// a training step, say. Use it around a loop of many small calls (a
+/// training epoch), not around one call.
+///
+/// Inside the region the workers spin between calls instead of sleeping
+/// (yielding their core every few spins, so another program that wants it
+/// gets it) and every kernel splits at its lower, "awake" threshold.
+/// Results do not depend on the scheduling: a kernel's split depends only
+/// on the sizes, the thread bound and whether the call is inside a region,
+/// and no kernel splits a sum across tasks, so the values are bitwise those
+/// of one thread. The caller still never waits for a worker that has not
+/// started: it runs every task nobody has claimed.
+///
+/// Regions nest; with a thread bound of 1 nothing changes.
+///
+/// ```
+/// use nnkern::{gemm, parallel_region, MatMut, MatRef};
+/// let a = vec![1.0f32; 32 * 64];
+/// let b = vec![1.0f32; 64 * 48];
+/// let mut c = vec![0.0f32; 32 * 48];
+/// parallel_region(|| {
+///     for _ in 0..10 {
+///         gemm(1.0, MatRef::new(&a, 32, 64)?, MatRef::new(&b, 64, 48)?, 0.0, MatMut::new(&mut c, 32, 48)?)?;
+///     }
+///     Ok::<(), nnkern::Error>(())
+/// })?;
+/// assert!(c.iter().all(|&x| x == 64.0));
+/// # Ok::<(), nnkern::Error>(())
+/// ```
+pub fn parallel_region<R>(f: impl FnOnce() -> R) -> R {
+    let threads = crate::num_threads();
+    if threads <= 1 {
+        return f();
+    }
+    let t = team();
+    t.ensure_workers(threads - 1);
+    struct Close(&'static Team);
+    impl Drop for Close {
+        fn drop(&mut self) {
+            let _ = IN_REGION.try_with(|c| c.set(c.get() - 1));
+            self.0.regions.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    t.regions.fetch_add(1, Ordering::SeqCst);
+    IN_REGION.with(|c| c.set(c.get() + 1));
+    let _close = Close(t);
+    t.wake_sleepers();
+    f()
 }
 
 /// Test hook: makes every splitting kernel called from this thread split
@@ -443,7 +587,7 @@ mod tests {
         let r = run_tasks(2, 2, |t| {
             if t == 0 {
                 let start = Instant::now();
-                while !on_worker.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(20) {
+                while !on_worker.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(2) {
                     std::thread::yield_now();
                 }
             } else {
@@ -472,6 +616,28 @@ mod tests {
         })
         .unwrap();
         assert_eq!(hits.load(Ordering::Relaxed), 12);
+    }
+
+    #[test]
+    fn a_worker_found_not_running_sends_calls_to_the_caller_for_a_while() {
+        let b = Backoff::new();
+        assert!(!b.solo());
+        // A wait within bounds changes nothing.
+        b.judge_wait(Duration::from_micros(100), Duration::from_micros(150));
+        assert!(!b.solo());
+        // A wait far beyond the caller's own share: a worker was not running.
+        b.judge_wait(Duration::from_micros(100), Duration::from_millis(5));
+        assert!(b.solo());
+        let first = b.period.load(Ordering::Relaxed);
+        assert!(first > 0);
+        // Again soon after: a longer period; a good wait ends the back-off,
+        // and the period runs out.
+        b.judge_wait(Duration::from_micros(100), Duration::from_millis(5));
+        assert_eq!(b.period.load(Ordering::Relaxed), 2 * first);
+        b.judge_wait(Duration::from_micros(100), Duration::from_micros(10));
+        assert_eq!(b.period.load(Ordering::Relaxed), 0);
+        b.until.store(now_ns(), Ordering::Relaxed);
+        assert!(!b.solo());
     }
 
     #[test]

@@ -213,3 +213,79 @@ fn per_call_thread_bounds_leave_the_process_setting_alone() {
     assert!(c.iter().all(|ci| bits(ci) == bits(&c[0])));
     assert!(gemm_with_threads(0, 1.0, av, bv, 0.0, MatMut::new(&mut c[0], m, n).unwrap()).is_err());
 }
+
+/// Inside a parallel region the batch-sized work of a training step splits
+/// over two threads at the region's own thresholds (no test hook), outside
+/// it the same calls stay on one thread, and both give the bits of one
+/// thread. Regions nest and close when their closure returns.
+#[test]
+fn a_parallel_region_splits_batch_sized_work_with_the_bits_of_one_thread() {
+    // The trainer's first-layer products: forward (32 × 784 · 784 × 500) and
+    // weight gradient (784 × 32 · 32 × 500), and an Adam step over its weights.
+    let (m, k, n) = (32, 784, 500);
+    let x = data(m * k, 1);
+    let w = data(k * n, 2);
+    let dz = data(m * n, 3);
+    let g = data(k * n, 4);
+    let m0 = data(k * n, 5);
+    let v0: Vec<f32> = data(k * n, 6).iter().map(|v| v.abs()).collect();
+    let step = || {
+        let mut out = Vec::new();
+        let mut tasks = Vec::new();
+        let mut z = vec![f32::NAN; m * n];
+        gemm(
+            1.0,
+            MatRef::new(&x, m, k).unwrap(),
+            MatRef::new(&w, k, n).unwrap(),
+            0.0,
+            MatMut::new(&mut z, m, n).unwrap(),
+        )
+        .unwrap();
+        tasks.push(last_task_count());
+        let mut dw = vec![f32::NAN; k * n];
+        gemm(
+            1.0,
+            MatRef::new(&x, m, k).unwrap().t(),
+            MatRef::new(&dz, m, n).unwrap(),
+            0.0,
+            MatMut::new(&mut dw, k, n).unwrap(),
+        )
+        .unwrap();
+        tasks.push(last_task_count());
+        let (mut wt, mut mt, mut vt) = (w.clone(), m0.clone(), v0.clone());
+        adam_step(
+            &AdamConfig::default(),
+            &mut AdamState::from_moments(&mut mt[..], &mut vt[..]),
+            3,
+            &mut wt,
+            &g,
+        )
+        .unwrap();
+        tasks.push(last_task_count());
+        for v in [z, dw, wt, mt, vt] {
+            out.extend(bits(&v));
+        }
+        (out, tasks)
+    };
+    for isa in nnkern::testing::test_isas() {
+        let (one, _) = with_threads(1, || with_isa(isa, step).unwrap()).unwrap();
+        let (outside, cold) = with_threads(2, || with_isa(isa, step).unwrap()).unwrap();
+        assert_eq!(
+            cold,
+            [1, 1, 1],
+            "[{isa}] outside a region, batch-sized calls stay on one thread"
+        );
+        let (inside, awake) = with_threads(2, || {
+            nnkern::parallel_region(|| nnkern::parallel_region(|| with_isa(isa, step).unwrap()))
+        })
+        .unwrap();
+        assert!(
+            awake.iter().all(|&t| t > 1),
+            "[{isa}] inside a region every call splits: {awake:?}"
+        );
+        assert!(one == outside && one == inside, "[{isa}] a region changed the results");
+        // Closed again: the calls stay on one thread.
+        let (_, after) = with_threads(2, || with_isa(isa, step).unwrap()).unwrap();
+        assert_eq!(after, [1, 1, 1], "[{isa}] the region did not close");
+    }
+}

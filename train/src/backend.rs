@@ -120,6 +120,13 @@ pub trait Backend {
 
     /// Short name for messages (`cpu`, `cpu-reference`, `cuda`).
     fn name(&self) -> &'static str;
+    /// Whether a loop of many calls (an epoch) should run inside
+    /// [`nnkern::parallel_region`], so the library's CPU threads stay awake
+    /// and split batch-sized work. Backends whose work is not on the CPU's
+    /// threads say no (the default): spinning threads would only burn cores.
+    fn wants_parallel_region(&self) -> bool {
+        false
+    }
     /// A zero-filled buffer of `len` floats.
     fn alloc(&mut self, len: usize) -> Result<Self::Buf>;
     /// Copies `src` into the start of `dst`.
@@ -170,6 +177,21 @@ pub trait Backend {
     ) -> Result<()>;
     /// `dbias[j] = Σ_i dy[i, j]`.
     fn bias_grad(&mut self, dy: Mat<'_, Self::Buf>, dbias: (&mut Self::Buf, Range<usize>)) -> Result<()>;
+    /// `grad[i, j] *= act'(x[i, j])` in place, then `dbias[j] = Σ_i grad[i, j]`
+    /// (`x` and `grad` contiguous row-major, `dbias.len()` columns). The
+    /// default runs the two operations one after the other; a backend with a
+    /// fused kernel reads `grad` once.
+    fn activation_backward_bias_grad(
+        &mut self,
+        act: Activation,
+        x: Mat<'_, Self::Buf>,
+        grad: MatOut<'_, Self::Buf>,
+        dbias: (&mut Self::Buf, Range<usize>),
+    ) -> Result<()> {
+        let at = grad.at;
+        self.activation_backward_inplace(act, (x.buf, x.at.range()), (&mut *grad.buf, at.range()))?;
+        self.bias_grad(Mat { buf: &*grad.buf, at }, dbias)
+    }
     /// Mean cross-entropy of the first `n` labels against `logits` (n rows);
     /// writes `dlogits` when given.
     fn softmax_xent(
@@ -327,6 +349,10 @@ impl Backend for Cpu {
         }
     }
 
+    fn wants_parallel_region(&self) -> bool {
+        self.kernels == CpuKernels::Fast
+    }
+
     fn alloc(&mut self, len: usize) -> Result<Vec<f32>> {
         Ok(vec![0.0; len])
     }
@@ -443,6 +469,21 @@ impl Backend for Cpu {
             CpuKernels::Reference => {
                 nnkern::reference::activation_backward_inplace(act, MatRef::row_vector(x)?, MatMut::row_vector(g)?)
             }
+        }
+    }
+
+    fn activation_backward_bias_grad(
+        &mut self,
+        act: Activation,
+        x: Mat<'_, Vec<f32>>,
+        grad: MatOut<'_, Vec<f32>>,
+        dbias: (&mut Vec<f32>, Range<usize>),
+    ) -> Result<()> {
+        let (x, g) = (view("x", &x)?, view_mut("grad", grad)?);
+        let db = slice_mut("dbias", dbias.0, dbias.1)?;
+        match self.kernels {
+            CpuKernels::Fast => nnkern::activation_backward_bias_grad(act, x, g, db),
+            CpuKernels::Reference => nnkern::reference::activation_backward_bias_grad(act, x, g, db),
         }
     }
 

@@ -472,6 +472,14 @@ impl<B: Backend> Trainer<B> {
     /// after every step. A non-finite loss stops the epoch with an error
     /// naming the step; the model is then left as it was before that step.
     pub fn run_epoch(&mut self, on_step: &mut dyn FnMut(StepProgress)) -> Result<EpochMetrics> {
+        if self.be.wants_parallel_region() {
+            nnkern::parallel_region(|| self.run_epoch_here(on_step))
+        } else {
+            self.run_epoch_here(on_step)
+        }
+    }
+
+    fn run_epoch_here(&mut self, on_step: &mut dyn FnMut(StepProgress)) -> Result<EpochMetrics> {
         let start = Instant::now();
         let epoch = self.history.len();
         for (i, p) in self.perm.iter_mut().enumerate() {
@@ -540,6 +548,14 @@ impl<B: Backend> Trainer<B> {
 
     /// Loss and accuracy on the test split.
     pub fn test(&mut self) -> Result<Score> {
+        if self.be.wants_parallel_region() {
+            nnkern::parallel_region(|| self.test_here())
+        } else {
+            self.test_here()
+        }
+    }
+
+    fn test_here(&mut self) -> Result<Score> {
         score(
             &mut self.be,
             &mut self.model,

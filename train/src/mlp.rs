@@ -400,8 +400,18 @@ impl<B: Backend> Mlp<B> {
             let (g_lo, g_hi) = self.g.split_at_mut(li);
             let gl = &mut g_hi[0];
             if li < last {
-                let r = out.range();
-                be.activation_backward_inplace(self.act, (&self.z[li], r.clone()), (gl, r))?;
+                // dz = dy·act'(z) and the bias gradient Σ_i dz[i, :] in one pass.
+                be.activation_backward_bias_grad(
+                    self.act,
+                    Mat {
+                        buf: &self.z[li],
+                        at: out,
+                    },
+                    MatOut { buf: &mut *gl, at: out },
+                    (&mut self.grads, l.b_range()),
+                )?;
+            } else {
+                be.bias_grad(Mat { buf: &*gl, at: out }, (&mut self.grads, l.b_range()))?;
             }
             let dz = Mat { buf: &*gl, at: out };
             let input = if li == 0 {
@@ -425,7 +435,6 @@ impl<B: Backend> Mlp<B> {
                     at: l.w_layout(),
                 },
             )?;
-            be.bias_grad(dz, (&mut self.grads, l.b_range()))?;
             if li > 0 {
                 let w = Mat {
                     buf: &self.params,

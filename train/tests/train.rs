@@ -178,6 +178,37 @@ fn same_seed_gives_bitwise_identical_runs_and_another_seed_does_not() {
     assert!(p1 != p3);
 }
 
+/// The default model's shapes on 1 and 2 threads: the epoch runs in a
+/// parallel region, where the batch-sized products and the optimizer split
+/// over both threads, and the run is bitwise that of one thread.
+#[test]
+fn two_threads_give_the_bits_of_one_thread() {
+    let go = |threads| {
+        nnkern::with_threads(threads, || {
+            let mut t = Trainer::new(cfg(&[500], 1), small(800, 100), Cpu::new()).unwrap();
+            let h = run(&mut t, 1);
+            let s = t.test().unwrap();
+            (h, t.checkpoint().unwrap(), s.loss.to_bits())
+        })
+        .unwrap()
+    };
+    let (h1, c1, s1) = go(1);
+    let (h2, c2, s2) = go(2);
+    same_metrics(&h1, &h2);
+    assert_eq!(s1, s2);
+    assert!(c1
+        .params
+        .iter()
+        .zip(&c2.params)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(c1
+        .opt_state
+        .iter()
+        .flatten()
+        .zip(c2.opt_state.iter().flatten())
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
 #[test]
 fn checkpoint_round_trips_and_resume_matches_an_uninterrupted_run() {
     for optimizer in [

@@ -17,8 +17,8 @@ use crate::simd::vector::{dispatch, Simd};
 use crate::simd::Isa;
 use std::ops::Range;
 
-/// Elements per task below which a stream stays on one thread: for now,
-/// every stream stays on one thread.
+/// Elements per task below which a stream stays on one thread, outside a
+/// parallel region: for now, every stream stays on one thread there.
 ///
 /// The `threads` group of `benches/elementwise.rs` (with this constant
 /// lowered) found no size at which two threads were reliably faster than one
@@ -28,6 +28,12 @@ use std::ops::Range;
 /// The splitting (`for_ranges`) stays, tested, for a machine where a quiet
 /// measurement finds a threshold.
 pub(crate) const PAR_MIN_PER_TASK: usize = usize::MAX;
+
+/// Elements per task below which a stream stays on one thread inside a
+/// [`parallel_region`](crate::parallel_region), where the workers are
+/// already spinning: a task of 16 Ki elements is a few microseconds of
+/// work, several times what handing it over costs.
+pub(crate) const PAR_MIN_AWAKE: usize = 16 * 1024;
 
 /// One activation as a type, so every loop is compiled once per activation
 /// with the function inlined (no per-element branch).
@@ -261,11 +267,12 @@ impl<T> SyncPtr<T> {
 }
 
 /// Runs `f(range)` over `0..n`, split over threads when each task gets at
-/// least `min` elements (or the test hook's lowered threshold); ranges are
-/// multiples of 16 elements (64 bytes). Errors only when a task panicked.
+/// least `min` elements (outside a parallel region; [`PAR_MIN_AWAKE`] inside
+/// one, or the test hook's lowered threshold); ranges are multiples of 16
+/// elements (64 bytes). Errors only when a task panicked.
 pub(crate) fn for_ranges(n: usize, min: usize, f: impl Fn(Range<usize>) + Sync) -> crate::Result<()> {
     let threads = crate::num_threads();
-    let tasks = task_count_max(n, min_per_task(min), threads);
+    let tasks = task_count_max(n, min_per_task(min, PAR_MIN_AWAKE.min(min)), threads);
     if tasks <= 1 {
         f(0..n);
         Ok(())

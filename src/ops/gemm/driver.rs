@@ -161,6 +161,12 @@ impl Blocking {
 /// packing) than it saves: 32 MFLOP, a few microseconds of one core.
 const MIN_FLOPS_PER_THREAD: usize = 32_000_000;
 
+/// As [`MIN_FLOPS_PER_THREAD`] inside a
+/// [`parallel_region`](crate::parallel_region), where the workers are
+/// spinning: handing over a task then costs about a microsecond, so a
+/// product of a few MFLOP (tens of microseconds) pays for a second thread.
+const MIN_FLOPS_AWAKE: usize = 2_000_000;
+
 /// A split call makes up to this many tasks per thread, each of at least
 /// `MIN_FLOPS_PER_THREAD / 2`: a helper that only gets a slice of a busy
 /// core then holds up the caller for one small task, not for half the
@@ -227,7 +233,7 @@ pub(crate) fn plan_call(
     } else {
         usize::MAX
     };
-    let min_flops = crate::parallel::min_per_task(MIN_FLOPS_PER_THREAD);
+    let min_flops = crate::parallel::min_per_task(MIN_FLOPS_PER_THREAD, MIN_FLOPS_AWAKE);
     let tasks = if threads <= 1 || flops < 2.0 * min_flops as f64 {
         1
     } else {
