@@ -93,8 +93,8 @@ pub use ops::bias::{activation_backward_bias_grad, bias_add, bias_add_activation
 pub use ops::gemm::{gemm, gemm_with_threads, GemmInput};
 pub use ops::metrics::{argmax_rows, count_correct};
 pub use ops::optim::{
-    adam_step, clip_global_norm, global_norm, sgd_step, AdamConfig, AdamEpsilon, AdamState, SgdConfig, SgdState,
-    WeightDecay,
+    adam_step, clip_global_norm, gemm_adam_step, gemm_sgd_step, global_norm, sgd_step, AdamConfig, AdamEpsilon,
+    AdamState, SgdConfig, SgdState, WeightDecay,
 };
 pub use ops::softmax_xent::{log_softmax, softmax, softmax_xent, softmax_xent_loss, Targets};
 pub use parallel::parallel_region;

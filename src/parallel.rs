@@ -240,6 +240,7 @@ impl Team {
     fn worker(&'static self, index: usize) {
         // Size this thread's kernel scratch now, so no task allocates later.
         crate::ops::gemm::prepare_thread_scratch();
+        crate::ops::optim::prepare_thread_strip();
         let _ = std::thread::current().name();
         self.ready.fetch_add(1, Ordering::Release);
         let mut seen = self.word.load(Ordering::Acquire) >> TASK_BITS;
@@ -489,6 +490,12 @@ pub fn force_min_per_task(min: Option<usize>) {
 #[cfg(any(test, feature = "testing"))]
 pub fn last_task_count() -> usize {
     LAST_TASKS.with(|c| c.get())
+}
+
+/// Records `tasks` as the last split of this thread (for a call whose tasks
+/// themselves call kernels, which record their own).
+pub(crate) fn record_task_count(tasks: usize) {
+    LAST_TASKS.with(|c| c.set(tasks));
 }
 
 /// How many tasks to split `work` units into so that each has at least

@@ -221,6 +221,72 @@ pub trait Backend {
     ) -> Result<()>;
     /// Scales `g` to global norm `max_norm` when above it; returns the norm before.
     fn clip_global_norm(&mut self, g: &mut Self::Buf, max_norm: f32) -> Result<f32>;
+
+    /// Whether [`Backend::gemm_adam_step`], [`Backend::gemm_sgd_step`] and
+    /// the ranged optimizer steps are implemented, so a training step may
+    /// fuse its optimizer into the weight-gradient products.
+    fn supports_fused_update(&self) -> bool {
+        false
+    }
+    /// One Adam / AdamW step of the weights at `at` (contiguous row-major) in
+    /// `params` and the same elements of the moments, with gradient `a·b`
+    /// (never written out): the values of a GEMM into a gradient buffer
+    /// followed by [`Backend::adam_step`], bit for bit.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_adam_step(
+        &mut self,
+        _cfg: &AdamConfig,
+        _state: &mut AdamState<Self::Buf>,
+        _step: u64,
+        _params: &mut Self::Buf,
+        _at: Layout,
+        _a: Mat<'_, Self::Buf>,
+        _b: Mat<'_, Self::Buf>,
+    ) -> Result<()> {
+        Err(no_fused_update(self.name()))
+    }
+    /// As [`Backend::gemm_adam_step`], for SGD with momentum.
+    fn gemm_sgd_step(
+        &mut self,
+        _cfg: &SgdConfig,
+        _state: &mut SgdState<Self::Buf>,
+        _params: &mut Self::Buf,
+        _at: Layout,
+        _a: Mat<'_, Self::Buf>,
+        _b: Mat<'_, Self::Buf>,
+    ) -> Result<()> {
+        Err(no_fused_update(self.name()))
+    }
+    /// One Adam / AdamW step over elements `r` of the parameters, gradients and moments.
+    fn adam_step_range(
+        &mut self,
+        _cfg: &AdamConfig,
+        _state: &mut AdamState<Self::Buf>,
+        _step: u64,
+        _params: &mut Self::Buf,
+        _grads: &Self::Buf,
+        _r: Range<usize>,
+    ) -> Result<()> {
+        Err(no_fused_update(self.name()))
+    }
+    /// One SGD step over elements `r` of the parameters, gradients and momentum.
+    fn sgd_step_range(
+        &mut self,
+        _cfg: &SgdConfig,
+        _state: &mut SgdState<Self::Buf>,
+        _params: &mut Self::Buf,
+        _grads: &Self::Buf,
+        _r: Range<usize>,
+    ) -> Result<()> {
+        Err(no_fused_update(self.name()))
+    }
+}
+
+fn no_fused_update(backend: &str) -> Error {
+    Error::invalid(
+        "backend",
+        format!("the {backend} backend has no fused optimizer update"),
+    )
 }
 
 /// Which implementation of each kernel the CPU backend calls.
@@ -545,6 +611,96 @@ impl Backend for Cpu {
         match self.kernels {
             CpuKernels::Fast => nnkern::sgd_step(cfg, state, w, g),
             CpuKernels::Reference => nnkern::reference::sgd_step(cfg, state, w, g),
+        }
+    }
+
+    fn supports_fused_update(&self) -> bool {
+        // The reference kernels stay the plain composition of operations.
+        self.kernels == CpuKernels::Fast
+    }
+
+    fn gemm_adam_step(
+        &mut self,
+        cfg: &AdamConfig,
+        state: &mut AdamState<Vec<f32>>,
+        step: u64,
+        params: &mut Vec<f32>,
+        at: Layout,
+        a: Mat<'_, Vec<f32>>,
+        b: Mat<'_, Vec<f32>>,
+    ) -> Result<()> {
+        let (a, b) = (view("a", &a)?, view("b", &b)?);
+        let r = at.range();
+        let w = slice_mut("params", params, r.clone())?;
+        let (m, v) = state.moments_mut();
+        let mut st = AdamState::from_moments(slice_mut("m", m, r.clone())?, slice_mut("v", v, r)?);
+        match self.kernels {
+            CpuKernels::Fast => nnkern::gemm_adam_step(cfg, &mut st, step, w, a, b),
+            CpuKernels::Reference => {
+                // The reference has no fused form: the product, then the step.
+                let mut g = vec![0.0f32; w.len()];
+                nnkern::reference::gemm(1.0, a, b, 0.0, MatMut::new(&mut g, at.rows, at.cols)?)?;
+                nnkern::reference::adam_step(cfg, &mut st, step, w, &g)
+            }
+        }
+    }
+
+    fn gemm_sgd_step(
+        &mut self,
+        cfg: &SgdConfig,
+        state: &mut SgdState<Vec<f32>>,
+        params: &mut Vec<f32>,
+        at: Layout,
+        a: Mat<'_, Vec<f32>>,
+        b: Mat<'_, Vec<f32>>,
+    ) -> Result<()> {
+        let (a, b) = (view("a", &a)?, view("b", &b)?);
+        let r = at.range();
+        let w = slice_mut("params", params, r.clone())?;
+        let mut st = SgdState::from_buffer(slice_mut("momentum", state.buffer_mut(), r)?);
+        match self.kernels {
+            CpuKernels::Fast => nnkern::gemm_sgd_step(cfg, &mut st, w, a, b),
+            CpuKernels::Reference => {
+                let mut g = vec![0.0f32; w.len()];
+                nnkern::reference::gemm(1.0, a, b, 0.0, MatMut::new(&mut g, at.rows, at.cols)?)?;
+                nnkern::reference::sgd_step(cfg, &mut st, w, &g)
+            }
+        }
+    }
+
+    fn adam_step_range(
+        &mut self,
+        cfg: &AdamConfig,
+        state: &mut AdamState<Vec<f32>>,
+        step: u64,
+        params: &mut Vec<f32>,
+        grads: &Vec<f32>,
+        r: Range<usize>,
+    ) -> Result<()> {
+        let w = slice_mut("params", params, r.clone())?;
+        let g = slice("grads", grads, r.clone())?;
+        let (m, v) = state.moments_mut();
+        let mut st = AdamState::from_moments(slice_mut("m", m, r.clone())?, slice_mut("v", v, r)?);
+        match self.kernels {
+            CpuKernels::Fast => nnkern::adam_step(cfg, &mut st, step, w, g),
+            CpuKernels::Reference => nnkern::reference::adam_step(cfg, &mut st, step, w, g),
+        }
+    }
+
+    fn sgd_step_range(
+        &mut self,
+        cfg: &SgdConfig,
+        state: &mut SgdState<Vec<f32>>,
+        params: &mut Vec<f32>,
+        grads: &Vec<f32>,
+        r: Range<usize>,
+    ) -> Result<()> {
+        let w = slice_mut("params", params, r.clone())?;
+        let g = slice("grads", grads, r.clone())?;
+        let mut st = SgdState::from_buffer(slice_mut("momentum", state.buffer_mut(), r)?);
+        match self.kernels {
+            CpuKernels::Fast => nnkern::sgd_step(cfg, &mut st, w, g),
+            CpuKernels::Reference => nnkern::reference::sgd_step(cfg, &mut st, w, g),
         }
     }
 

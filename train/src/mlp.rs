@@ -135,6 +135,8 @@ pub struct Mlp<B: Backend> {
     a: Vec<B::Buf>,
     /// Per layer: gradient with respect to its output.
     g: Vec<B::Buf>,
+    /// Fuse the optimizer into the weight-gradient products when possible.
+    fused: bool,
 }
 
 /// Which optimizer to build, with its hyperparameters.
@@ -216,6 +218,7 @@ impl<B: Backend> Mlp<B> {
             params: p,
             opt,
             step: 0,
+            fused: true,
             x,
             labels: be.alloc_labels(rows)?,
             z,
@@ -369,6 +372,16 @@ impl<B: Backend> Mlp<B> {
     /// gradient buffer and returns the mean loss and the correct count
     /// (of the predictions before the update).
     pub fn compute_gradients(&mut self, be: &mut B, n: usize) -> Result<(f32, usize)> {
+        let (loss, correct) = self.forward_loss(be, n)?;
+        if loss.is_finite() {
+            self.backward(be, n, false)?;
+        }
+        Ok((loss, correct))
+    }
+
+    /// Forward pass, loss and output gradient (`g[last]`) of the first `n`
+    /// loaded rows; returns the mean loss and the correct count.
+    fn forward_loss(&mut self, be: &mut B, n: usize) -> Result<(f32, usize)> {
         if n == 0 || n > self.train_rows {
             return Err(Error::invalid(
                 "rows",
@@ -390,10 +403,19 @@ impl<B: Backend> Mlp<B> {
             be.softmax_xent(logits, &self.labels, Some(d))?
         };
         let correct = be.count_correct(self.logits(n), &self.labels)?;
-        if !loss.is_finite() {
-            // Leave the gradients alone: the caller stops here.
-            return Ok((loss, correct));
-        }
+        Ok((loss, correct))
+    }
+
+    /// The backward pass from `g[last]`. Unfused, it fills the gradient
+    /// buffer. Fused (`update`), it takes the optimizer step `self.step`
+    /// (already counted) as it goes: each layer's input gradient is computed
+    /// first (with the weights before the step), then its weights are
+    /// updated straight from the weight-gradient product
+    /// ([`Backend::gemm_adam_step`]) and its bias from the bias gradient —
+    /// the same values, bit for bit, as the unfused gradient followed by one
+    /// optimizer step over all parameters.
+    fn backward(&mut self, be: &mut B, n: usize, update: bool) -> Result<()> {
+        let last = self.layers.len() - 1;
         for li in (0..self.layers.len()).rev() {
             let l = self.layers[li];
             let out = Layout::row_major(0, n, l.outputs);
@@ -425,16 +447,6 @@ impl<B: Backend> Mlp<B> {
                     at: Layout::row_major(0, n, l.inputs),
                 }
             };
-            be.gemm(
-                1.0,
-                input.t(),
-                dz,
-                0.0,
-                MatOut {
-                    buf: &mut self.grads,
-                    at: l.w_layout(),
-                },
-            )?;
             if li > 0 {
                 let w = Mat {
                     buf: &self.params,
@@ -451,8 +463,39 @@ impl<B: Backend> Mlp<B> {
                     },
                 )?;
             }
+            if !update {
+                be.gemm(
+                    1.0,
+                    input.t(),
+                    dz,
+                    0.0,
+                    MatOut {
+                        buf: &mut self.grads,
+                        at: l.w_layout(),
+                    },
+                )?;
+                continue;
+            }
+            match &mut self.opt {
+                OptimizerState::Adam { cfg, state } => {
+                    be.gemm_adam_step(cfg, state, self.step, &mut self.params, l.w_layout(), input.t(), dz)?;
+                    be.adam_step_range(cfg, state, self.step, &mut self.params, &self.grads, l.b_range())?;
+                }
+                OptimizerState::Sgd { cfg, state } => {
+                    be.gemm_sgd_step(cfg, state, &mut self.params, l.w_layout(), input.t(), dz)?;
+                    be.sgd_step_range(cfg, state, &mut self.params, &self.grads, l.b_range())?;
+                }
+            }
         }
-        Ok((loss, correct))
+        Ok(())
+    }
+
+    /// Whether [`Mlp::train_step`] fuses the optimizer into the
+    /// weight-gradient products when it can (no clipping, a backend that
+    /// supports it); on by default. Off, it always computes the whole
+    /// gradient first: the results are the same bit for bit.
+    pub fn set_fused_update(&mut self, on: bool) {
+        self.fused = on;
     }
 
     /// Clips the gradients to global norm `max_norm` when given, then takes
@@ -474,8 +517,18 @@ impl<B: Backend> Mlp<B> {
     /// One training step on the first `n` loaded rows: returns the loss and
     /// correct count. A non-finite loss is returned without updating anything.
     pub fn train_step(&mut self, be: &mut B, n: usize, clip_norm: Option<f32>) -> Result<(f32, usize)> {
-        let (loss, correct) = self.compute_gradients(be, n)?;
-        if loss.is_finite() {
+        let (loss, correct) = self.forward_loss(be, n)?;
+        if !loss.is_finite() {
+            return Ok((loss, correct));
+        }
+        if clip_norm.is_none() && self.fused && be.supports_fused_update() {
+            self.step += 1;
+            if let Err(e) = self.backward(be, n, true) {
+                self.step -= 1;
+                return Err(e);
+            }
+        } else {
+            self.backward(be, n, false)?;
             self.apply_gradients(be, clip_norm)?;
         }
         Ok((loss, correct))

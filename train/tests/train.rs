@@ -392,3 +392,65 @@ fn batch_sizes_from_one_to_full_and_no_hidden_layer() {
         assert!(h[0].train_loss.is_finite());
     }
 }
+
+/// The optimizer fused into the weight-gradient products (the default
+/// training step) against the unfused step (whole gradient, then one
+/// optimizer pass): bitwise equal parameters and optimizer state after
+/// several steps, for Adam, AdamW and SGD with momentum and weight decay,
+/// with two hidden layers (a middle layer's input gradient must use the
+/// weights before the step), on one thread and split over two.
+#[test]
+fn the_fused_optimizer_step_gives_the_bits_of_the_unfused_one() {
+    use nnkern_train::{Backend, Mlp};
+    let data = small(256, 10);
+    let dims = [784, 40, 24, 10];
+    let params = {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::Xoshiro256PlusPlus::seed_from_u64(7);
+        nnkern_train::mlp::glorot_uniform(&dims, &mut rng).unwrap()
+    };
+    let opts = [
+        Optimizer::Adam(AdamConfig::keras()),
+        Optimizer::Adam(AdamConfig::adamw()),
+        Optimizer::Sgd(SgdConfig {
+            lr: 0.05,
+            momentum: 0.9,
+            weight_decay: 1e-3,
+        }),
+    ];
+    for opt in opts {
+        for (threads, split) in [(1, false), (2, true)] {
+            let go = |fused: bool| {
+                nnkern::with_threads(threads, || {
+                    nnkern::testing::force_min_per_task(split.then_some(1));
+                    let mut be = Cpu::new();
+                    let mut m = Mlp::new(&mut be, &dims, Activation::Relu, opt, &params, 32, 32).unwrap();
+                    m.set_fused_update(fused);
+                    let images = be.upload_bytes(data.train.images.clone()).unwrap();
+                    for s in 0..6u32 {
+                        let rows: Vec<u32> = (0..32).map(|i| (i * 7 + s * 32) % 256).collect();
+                        let labels: Vec<u32> = rows.iter().map(|&r| data.train.labels[r as usize]).collect();
+                        m.load_batch(&mut be, &images, &rows, &labels).unwrap();
+                        m.train_step(&mut be, 32, None).unwrap();
+                    }
+                    nnkern::testing::force_min_per_task(None);
+                    let (p, o) = m.state_to_host(&mut be).unwrap();
+                    (p, o, m.step())
+                })
+                .unwrap()
+            };
+            let (p1, o1, s1) = go(false);
+            let (p2, o2, s2) = go(true);
+            assert_eq!(s1, s2);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(bits(&p1) == bits(&p2), "{opt:?}, {threads} threads: parameters differ");
+            for (a, b) in o1.iter().zip(&o2) {
+                assert!(
+                    bits(a) == bits(b),
+                    "{opt:?}, {threads} threads: optimizer state differs"
+                );
+            }
+            assert!(p1 != params, "the steps moved the parameters");
+        }
+    }
+}

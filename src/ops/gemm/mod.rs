@@ -287,13 +287,30 @@ pub fn gemm_with_threads<T: GemmInput>(
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,
     beta: f32,
+    c: MatMut<'_, f32>,
+) -> Result<()> {
+    gemm_on(crate::active_isa(), threads, alpha, a, b, beta, c)
+}
+
+/// [`gemm_with_threads`] on a given ISA (one this CPU runs: `active_isa` of
+/// some thread), for kernels whose tasks run on workers, which do not see
+/// the caller's [`with_isa`](crate::with_isa).
+pub(crate) fn gemm_on<T: GemmInput>(
+    isa: crate::Isa,
+    threads: usize,
+    alpha: f32,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    beta: f32,
     mut c: MatMut<'_, f32>,
 ) -> Result<()> {
     let (m, n, k) = check_gemm(alpha, &a, &b, beta, &c)?;
     if threads == 0 {
         return Err(Error::invalid("threads", "at least 1 thread expected, got 0"));
     }
-    let isa = crate::active_isa();
+    if !isa.is_supported() {
+        return Err(Error::invalid("isa", format!("{isa} is not supported by this CPU")));
+    }
     // SAFETY: the views were validated at construction (every (i, j) inside
     // the shape lies in its slice, strides at most isize::MAX) and check_gemm
     // matched their shapes, so every address the driver forms is inside the

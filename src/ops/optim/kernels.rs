@@ -129,7 +129,7 @@ fn adam_kernel<S: Simd>(s: S, c: AdamScalars, w: &mut [f32], g: &[f32], m: &mut 
         i += cnt;
     }
 }
-dispatch!(fn adam_isa(c: AdamScalars, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) => adam_kernel);
+dispatch!(pub(crate) fn adam_isa(c: AdamScalars, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) => adam_kernel);
 
 /// One Adam step over equal-length slices, threaded when large.
 pub(crate) fn adam(
@@ -189,7 +189,7 @@ fn sgd_kernel<S: Simd>(s: S, lr: f32, momentum: f32, wd: f32, w: &mut [f32], g: 
         i += cnt;
     }
 }
-dispatch!(fn sgd_isa(lr: f32, momentum: f32, wd: f32, w: &mut [f32], g: &[f32], b: &mut [f32]) => sgd_kernel);
+dispatch!(pub(crate) fn sgd_isa(lr: f32, momentum: f32, wd: f32, w: &mut [f32], g: &[f32], b: &mut [f32]) => sgd_kernel);
 
 /// One SGD-momentum step over equal-length slices, threaded when large.
 pub(crate) fn sgd(

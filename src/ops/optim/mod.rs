@@ -4,8 +4,11 @@
 //! Semantics follow PyTorch (`torch.optim.Adam`, `AdamW`, `SGD`) and, with
 //! [`AdamEpsilon::Keras`], Keras/TensorFlow's placement of epsilon.
 
+mod fused;
 pub(crate) mod kernels;
 pub mod reference;
+pub(crate) use fused::prepare_thread_strip;
+pub use fused::{gemm_adam_step, gemm_sgd_step};
 
 use crate::error::{check_finite, check_range, Error, Result};
 use crate::simd::active_isa;
@@ -332,6 +335,12 @@ pub fn adam_step<S: AsMut<[f32]>>(
 ) -> Result<()> {
     let (m, v) = (state.m.as_mut(), state.v.as_mut());
     check_adam(cfg, step, w.len(), g.len(), m.len(), v.len())?;
+    let scalars = adam_scalars(cfg, step);
+    kernels::adam(active_isa(), scalars, w, g, m, v)
+}
+
+/// The per-step constants of a validated configuration at `step` (≥ 1).
+pub(crate) fn adam_scalars(cfg: &AdamConfig, step: u64) -> kernels::AdamScalars {
     let (c1, c2) = cfg.bias_corrections(step);
     let lr = cfg.lr as f64;
     let (k, a) = match cfg.epsilon {
@@ -342,7 +351,7 @@ pub fn adam_step<S: AsMut<[f32]>>(
         WeightDecay::L2 => (cfg.weight_decay, 0.0),
         WeightDecay::Decoupled => (0.0, (lr * cfg.weight_decay as f64) as f32),
     };
-    let scalars = kernels::AdamScalars {
+    kernels::AdamScalars {
         beta1: cfg.beta1,
         one_minus_beta1: (1.0 - cfg.beta1 as f64) as f32,
         beta2: cfg.beta2,
@@ -353,8 +362,7 @@ pub fn adam_step<S: AsMut<[f32]>>(
         k: k as f32,
         a: a as f32,
         eps: cfg.eps,
-    };
-    kernels::adam(active_isa(), scalars, w, g, m, v)
+    }
 }
 
 /// One SGD-with-momentum step over parameters `w` and gradients `g`,
