@@ -29,7 +29,7 @@
 use crate::error::{Error, Result};
 use std::cell::{Cell, UnsafeCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,8 @@ struct Backoff {
     until: AtomicU64,
     /// The current back-off period in nanoseconds (0: none).
     period: AtomicU64,
+    /// Good waits since the last bad one.
+    good: AtomicU32,
 }
 
 impl Backoff {
@@ -91,6 +93,7 @@ impl Backoff {
         Backoff {
             until: AtomicU64::new(0),
             period: AtomicU64::new(0),
+            good: AtomicU32::new(0),
         }
     }
 
@@ -105,20 +108,27 @@ impl Backoff {
     /// the caller's own share means a worker was not running (another program
     /// has its core): the next calls then run on the caller alone for a while
     /// (same split, same results), the workers sleep instead of spinning, and
-    /// the period doubles each time it happens again soon after (up to a
-    /// second), so a busy core never makes a run slower than one thread for
-    /// long. A wait within bounds ends the back-off.
+    /// the period doubles each time it happens again (up to a second), so a
+    /// busy core never makes a run slower than one thread for long. The
+    /// back-off ends after [`Backoff::GOOD_CALLS`] good waits in a row.
     fn judge_wait(&self, own: Duration, waited: Duration) {
         const BASE: u64 = 20_000_000; // 20 ms
         const MOST: u64 = 1_000_000_000;
         if waited > own * 2 + Duration::from_micros(50) {
+            self.good.store(0, Ordering::Relaxed);
             let period = (self.period.load(Ordering::Relaxed) * 2).clamp(BASE, MOST);
             self.period.store(period, Ordering::Relaxed);
             self.until.store(now_ns() + period, Ordering::Relaxed);
-        } else if self.period.load(Ordering::Relaxed) != 0 {
+        } else if self.period.load(Ordering::Relaxed) != 0
+            && self.good.fetch_add(1, Ordering::Relaxed) + 1 >= Self::GOOD_CALLS
+        {
             self.period.store(0, Ordering::Relaxed);
+            self.good.store(0, Ordering::Relaxed);
         }
     }
+
+    /// Good waits in a row that end a back-off.
+    const GOOD_CALLS: u32 = 256;
 }
 
 /// Nanoseconds since the first call (a monotonic clock; never 0 after it).
@@ -637,9 +647,13 @@ mod tests {
         assert!(b.solo());
         let first = b.period.load(Ordering::Relaxed);
         assert!(first > 0);
-        // Again soon after: a longer period; a good wait ends the back-off,
-        // and the period runs out.
+        // Again: a longer period; only a run of good waits ends the
+        // back-off, and the period runs out.
         b.judge_wait(Duration::from_micros(100), Duration::from_millis(5));
+        assert_eq!(b.period.load(Ordering::Relaxed), 2 * first);
+        for _ in 1..Backoff::GOOD_CALLS {
+            b.judge_wait(Duration::from_micros(100), Duration::from_micros(10));
+        }
         assert_eq!(b.period.load(Ordering::Relaxed), 2 * first);
         b.judge_wait(Duration::from_micros(100), Duration::from_micros(10));
         assert_eq!(b.period.load(Ordering::Relaxed), 0);
