@@ -45,6 +45,10 @@ use std::time::Instant;
 /// leave (exit status 3, or `abort()`, i.e. death by a signal) just before
 /// the all-reduce of global step `STEP` (1-based), as a crashed rank would.
 const TEST_EXIT_ENV: &str = "NNKERN_TEST_MPI_EXIT";
+/// `NNKERN_MPI_TIME_WAIT=1`: a barrier before every all-reduce, so that the
+/// summary tells the wait for the slowest rank apart from the transfer
+/// itself (costs one more synchronisation per step; for measurements).
+const TIME_WAIT_ENV: &str = "NNKERN_MPI_TIME_WAIT";
 /// Test hook: `NNKERN_TEST_MPI_RANK_STATE=DIR` makes every rank write its own
 /// state as `DIR/rank<R>.ck` at the end of every epoch (to compare replicas).
 const TEST_STATE_ENV: &str = "NNKERN_TEST_MPI_RANK_STATE";
@@ -116,6 +120,9 @@ mod imp {
         pub fn abort(&self, code: i32) -> ! {
             self.world.abort(code)
         }
+        pub fn barrier(&self) {
+            self.world.barrier();
+        }
     }
 
     pub fn counts_displs(counts: &[usize]) -> Result<(Vec<Count>, Vec<Count>)> {
@@ -174,6 +181,9 @@ mod imp {
             match *self {}
         }
         pub fn abort(&self, _: i32) -> ! {
+            match *self {}
+        }
+        pub fn barrier(&self) {
             match *self {}
         }
     }
@@ -287,7 +297,10 @@ pub struct StepTimes {
     pub steps: u64,
     /// Forward, backward, copying out and scaling this rank's gradient.
     pub compute_seconds: f64,
-    /// The all-reduce, waiting for slower ranks included.
+    /// Waiting for the slowest rank before the all-reduce (measured only
+    /// with `NNKERN_MPI_TIME_WAIT=1`; otherwise part of `reduce_seconds`).
+    pub wait_seconds: f64,
+    /// The all-reduce (waiting for slower ranks included, unless measured apart).
     pub reduce_seconds: f64,
     /// Copying the sum back and the optimizer step.
     pub update_seconds: f64,
@@ -306,6 +319,7 @@ pub struct Distributed {
     reducer: Option<Reducer>,
     times: StepTimes,
     test_exit: Option<(usize, u64, ExitHow)>,
+    time_wait: bool,
     /// Set when an error was found alike on every rank (they all stop).
     collective_error: bool,
 }
@@ -340,6 +354,7 @@ impl Distributed {
             reducer: None,
             times: StepTimes::default(),
             test_exit,
+            time_wait: std::env::var_os(TIME_WAIT_ENV).is_some_and(|v| v == "1"),
             collective_error: false,
         })
     }
@@ -573,6 +588,10 @@ impl Distributed {
                     }
                 }
             }
+            let tw = Instant::now();
+            if self.time_wait {
+                self.comm.barrier();
+            }
             let t1 = Instant::now();
             red.all_reduce(&self.comm);
             let t2 = Instant::now();
@@ -589,7 +608,8 @@ impl Distributed {
             t.model.apply_gradients(&mut t.be, t.cfg.clip_norm)?;
             let t3 = Instant::now();
             self.times.steps += 1;
-            self.times.compute_seconds += (t1 - t0).as_secs_f64();
+            self.times.compute_seconds += (tw - t0).as_secs_f64();
+            self.times.wait_seconds += (t1 - tw).as_secs_f64();
             self.times.reduce_seconds += (t2 - t1).as_secs_f64();
             self.times.update_seconds += (t3 - t2).as_secs_f64();
             loss_sum += loss as f64 * n as f64;
@@ -685,19 +705,31 @@ impl Distributed {
     pub fn summary(&self) -> String {
         let s = self.times;
         let n = s.steps.max(1) as f64;
-        let total = s.compute_seconds + s.reduce_seconds + s.update_seconds;
-        let pct = if total > 0.0 {
-            100.0 * s.reduce_seconds / total
+        let total = s.compute_seconds + s.wait_seconds + s.reduce_seconds + s.update_seconds;
+        let pct = |x: f64| if total > 0.0 { 100.0 * x / total } else { 0.0 };
+        let ms = |x: f64| 1e3 * x / n;
+        let reduce = if self.time_wait {
+            format!(
+                "wait for the slowest rank {:.3} ms ({:.1}%), all-reduce {:.3} ms ({:.1}%)",
+                ms(s.wait_seconds),
+                pct(s.wait_seconds),
+                ms(s.reduce_seconds),
+                pct(s.reduce_seconds)
+            )
         } else {
-            0.0
+            format!(
+                "all-reduce {:.3} ms ({:.1}%, waiting for the slowest rank included)",
+                ms(s.reduce_seconds),
+                pct(s.reduce_seconds)
+            )
         };
         format!(
-            "distributed: {} ranks, {} steps; per step on rank 0: compute {:.3} ms, all-reduce {:.3} ms ({pct:.1}% of the step, waiting for other ranks included), update {:.3} ms",
+            "distributed: {} ranks, {} steps; per step on rank 0: {:.3} ms = compute {:.3} ms, {reduce}, update {:.3} ms",
             self.size,
             s.steps,
-            1e3 * s.compute_seconds / n,
-            1e3 * s.reduce_seconds / n,
-            1e3 * s.update_seconds / n,
+            ms(total),
+            ms(s.compute_seconds),
+            ms(s.update_seconds),
         )
     }
 }
