@@ -219,7 +219,7 @@ pub struct Reducer {
     size: usize,
     /// This rank's contribution (written by the caller).
     pub local: Vec<f32>,
-    /// The sum over the ranks (after [`Reducer::all_reduce`]).
+    /// The sum over the ranks (after each all-reduce).
     pub sum: Vec<f32>,
     /// Chunk `c` of every rank's buffer, as rank `c` receives it, rank by rank.
     chunks: Vec<f32>,
