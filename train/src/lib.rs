@@ -7,6 +7,7 @@
 //! - [`mlp`]: the model: forward, backward, optimizer step, all buffers sized once.
 //! - [`checkpoint`]: the checkpoint format, written atomically.
 //! - [`metrics`]: JSON-lines metrics; [`plot`]: loss and accuracy curves.
+//! - [`distributed`]: data-parallel training over MPI (feature `mpi`).
 //!
 //! The default [`TrainConfig`] is the classic Keras MNIST program: 784 → 500
 //! ReLU → 10 softmax, Glorot-uniform weights, zero biases, Adam with Keras's
@@ -29,6 +30,7 @@ pub mod checkpoint;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod data;
+pub mod distributed;
 pub mod error;
 pub mod fsutil;
 pub mod metrics;

@@ -5,8 +5,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nnkern::Activation;
 use nnkern_train::Error;
 use nnkern_train::{
-    self as train, checkpoint::Checkpoint, fsutil, metrics, plot, Backend, BatchSize, Cpu, Dataset, Score, TrainConfig,
-    Trainer,
+    self as train, checkpoint::Checkpoint, distributed::Distributed, fsutil, metrics, plot, Backend, BatchSize, Cpu,
+    Dataset, Score, TrainConfig, Trainer,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -91,6 +91,10 @@ struct TrainArgs {
     /// Print only the final result.
     #[arg(long)]
     quiet: bool,
+    /// Train data-parallel across the processes of an MPI job: `mpirun -np N nnkern train --distributed mpi`
+    /// (needs a build with the `mpi` feature).
+    #[arg(long, value_name = "mpi")]
+    distributed: Option<String>,
 }
 
 #[derive(Args)]
@@ -225,17 +229,56 @@ fn fmt_secs(s: f64) -> String {
 
 fn run_train(a: TrainArgs) -> Result<(), Error> {
     let process_start = Instant::now();
-    // Every option is checked before any data is read or any file is touched.
-    let cfg = config(&a)?;
-    match backend(&a.backend)? {
-        Chosen::Cpu(be) => train_with(a, cfg, be, process_start),
-        #[cfg(feature = "cuda")]
-        Chosen::Cuda(be) => train_with(a, cfg, *be, process_start),
+    let Some(kind) = a.distributed.clone() else {
+        return run_train_on(a, process_start, None);
+    };
+    // Joined first, so that an error on any one rank from here on ends the job.
+    let mut dist = Distributed::init(&kind)?;
+    match run_train_on(a, process_start, Some(&mut dist)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            // Ends the whole job at once unless every rank has this error.
+            let e = dist.fail(e);
+            if dist.is_root() {
+                eprintln!("nnkern: error: {e}");
+            }
+            drop(dist);
+            std::process::exit(1)
+        }
     }
 }
 
-fn train_with<B: Backend>(a: TrainArgs, cfg: TrainConfig, be: B, process_start: Instant) -> Result<(), Error> {
+fn run_train_on(a: TrainArgs, process_start: Instant, dist: Option<&mut Distributed>) -> Result<(), Error> {
+    // Every option is checked before any data is read or any file is touched.
+    let cfg = config(&a)?;
+    match backend(&a.backend)? {
+        Chosen::Cpu(be) => train_with(a, cfg, be, process_start, dist),
+        #[cfg(feature = "cuda")]
+        Chosen::Cuda(be) => train_with(a, cfg, *be, process_start, dist),
+    }
+}
+
+fn train_with<B: Backend>(
+    a: TrainArgs,
+    cfg: TrainConfig,
+    be: B,
+    process_start: Instant,
+    mut dist: Option<&mut Distributed>,
+) -> Result<(), Error> {
     set_threads(a.threads)?;
+    // Only rank 0 of a distributed run prints and writes files.
+    let root = dist.as_ref().is_none_or(|d| d.is_root());
+    let a = if root {
+        a
+    } else {
+        TrainArgs {
+            plot: None,
+            metrics: None,
+            save: None,
+            quiet: true,
+            ..a
+        }
+    };
     if let Some(p) = &a.plot {
         plot::plot_format(p)?;
         fsutil::check_writable(p, "--plot")?;
@@ -251,10 +294,16 @@ fn train_with<B: Backend>(a: TrainArgs, cfg: TrainConfig, be: B, process_start: 
         None => None,
     };
     let data = load_data(a.data.as_deref())?;
+    if let Some(d) = dist.as_deref_mut() {
+        d.check_agreement(&cfg, &data, resume.as_ref().map(|(ck, _)| ck), be.name())?;
+    }
     let mut t = match &resume {
         Some((ck, name)) => Trainer::resume(cfg, data, be, ck, name)?,
         None => Trainer::new(cfg, data, be)?,
     };
+    if let Some(d) = dist.as_deref_mut() {
+        d.sync_state(&mut t)?;
+    }
     let quiet = a.quiet;
     let epochs = t.config().epochs;
     if !quiet {
@@ -297,7 +346,7 @@ fn train_with<B: Backend>(a: TrainArgs, cfg: TrainConfig, be: B, process_start: 
             b
         };
         let mut next_msg = Instant::now();
-        let result = t.run_epoch(&mut |p| {
+        let mut on_step = |p: train::StepProgress| {
             bar.set_position(p.batch as u64);
             // The message is a new string: refresh it a few times a second only.
             let now = Instant::now();
@@ -305,7 +354,11 @@ fn train_with<B: Backend>(a: TrainArgs, cfg: TrainConfig, be: B, process_start: 
                 bar.set_message(format!("loss: {:.4} - accuracy: {:.4}", p.loss, p.acc));
                 next_msg = now + Duration::from_millis(100);
             }
-        });
+        };
+        let result = match dist.as_deref_mut() {
+            Some(d) => d.run_epoch(&mut t, &mut on_step),
+            None => t.run_epoch(&mut on_step),
+        };
         bar.finish_and_clear();
         let m = match result {
             Ok(m) => m,
@@ -341,7 +394,10 @@ fn train_with<B: Backend>(a: TrainArgs, cfg: TrainConfig, be: B, process_start: 
             metrics::write(p, t.history(), None)?;
         }
     }
-    let test: Score = t.test()?;
+    let test: Score = match dist.as_deref_mut() {
+        Some(d) => d.test(&mut t)?,
+        None => t.test()?,
+    };
     let train_seconds: f64 = t.history().iter().map(|m| m.epoch_seconds).sum();
     if let Some(p) = &a.metrics {
         metrics::write(p, t.history(), Some((&test, train_seconds)))?;
@@ -357,7 +413,12 @@ fn train_with<B: Backend>(a: TrainArgs, cfg: TrainConfig, be: B, process_start: 
             fmt_secs(process_start.elapsed().as_secs_f64())
         );
     }
-    println!("test_loss: {:.4} - test_accuracy: {:.4}", test.loss, test.acc);
+    if let (Some(d), false) = (dist.as_deref(), quiet) {
+        println!("{}", d.summary());
+    }
+    if root {
+        println!("test_loss: {:.4} - test_accuracy: {:.4}", test.loss, test.acc);
+    }
     Ok(())
 }
 

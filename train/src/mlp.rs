@@ -533,4 +533,22 @@ impl<B: Backend> Mlp<B> {
         }
         Ok((loss, correct))
     }
+
+    /// Copies the gradients of the last [`Mlp::compute_gradients`] into
+    /// `out` (`n_params` long), without allocating.
+    pub fn grads_into(&self, be: &mut B, out: &mut [f32]) -> Result<()> {
+        if out.len() != self.n_params {
+            return Err(Error::shape("grads", (out.len(), 1), (self.n_params, 1)));
+        }
+        Ok(be.download(&self.grads, out)?)
+    }
+
+    /// Replaces the gradient buffer (e.g. with a sum over several
+    /// processes) before [`Mlp::apply_gradients`].
+    pub fn set_grads(&mut self, be: &mut B, grads: &[f32]) -> Result<()> {
+        if grads.len() != self.n_params {
+            return Err(Error::shape("grads", (grads.len(), 1), (self.n_params, 1)));
+        }
+        Ok(be.upload(grads, &mut self.grads)?)
+    }
 }

@@ -450,3 +450,20 @@ fn bad_checkpoints_are_rejected_and_a_diverging_run_keeps_the_last_good_one() {
     assert_eq!(fs::read(d.join("keep.ck")).unwrap(), good);
     assert!(!d.join("nan.jsonl").exists());
 }
+
+/// A build without the `mpi` feature refuses `--distributed mpi` with a
+/// message saying how to get it, and a plain failure status (not a panic's).
+#[cfg(not(feature = "mpi"))]
+#[test]
+fn distributed_without_the_mpi_feature_is_a_clear_error() {
+    let d = scratch("no_mpi");
+    let o = nnkern(&d, &["train", "--distributed", "mpi", "--epochs", "1", "--hidden", "8"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(
+        err.contains("--distributed: mpi: this build has no MPI support") && err.contains("--features mpi"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.is_empty(), "{out}");
+}
