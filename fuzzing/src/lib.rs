@@ -677,6 +677,75 @@ fn hyper(inp: &mut Input<'_>, valid: &[f32], invalid: &[f32]) -> f32 {
 
 /// Adam/AdamW (both epsilon placements), SGD, global norm and clipping on
 /// every ISA; invalid hyperparameters must be an error everywhere.
+/// `gemm_adam_step` / `gemm_sgd_step` on `isa` against `gemm` followed by
+/// `adam_step` / `sgd_step` on the same ISA: the same errors, and bitwise the
+/// same values (every NaN counted as one: its payload follows operand order).
+#[allow(clippy::too_many_arguments)]
+fn fused_matches_unfused(
+    isa: Isa,
+    cfg: &AdamConfig,
+    sgd: &SgdConfig,
+    step: u64,
+    (rows, k, cols): (usize, usize, usize),
+    a: &[f32],
+    b: &[f32],
+    w0: &[f32],
+    m0: &[f32],
+    v0: &[f32],
+) {
+    let bits = |v: &[f32]| -> Vec<u32> {
+        v.iter()
+            .map(|x| if x.is_nan() { u32::MAX } else { x.to_bits() })
+            .collect()
+    };
+    let av = MatRef::new(a, rows, k).unwrap();
+    let bv = MatRef::new(b, k, cols).unwrap();
+    let mut g = vec![f32::NAN; rows * cols];
+    run_on(isa, || {
+        nnkern::gemm(1.0, av, bv, 0.0, MatMut::new(&mut g, rows, cols).unwrap())
+    })
+    .unwrap();
+    let (mut w1, mut m1, mut v1) = (w0.to_vec(), m0.to_vec(), v0.to_vec());
+    let r1 = run_on(isa, || {
+        nnkern::adam_step(
+            cfg,
+            &mut AdamState::from_moments(&mut m1[..], &mut v1[..]),
+            step,
+            &mut w1,
+            &g,
+        )
+    });
+    let (mut w2, mut m2, mut v2) = (w0.to_vec(), m0.to_vec(), v0.to_vec());
+    let r2 = run_on(isa, || {
+        nnkern::gemm_adam_step(
+            cfg,
+            &mut AdamState::from_moments(&mut m2[..], &mut v2[..]),
+            step,
+            &mut w2,
+            av,
+            bv,
+        )
+    });
+    assert_eq!(r1.is_err(), r2.is_err(), "gemm_adam_step [{isa}]: {r2:?} vs {r1:?}");
+    assert!(
+        bits(&w1) == bits(&w2) && bits(&m1) == bits(&m2) && bits(&v1) == bits(&v2),
+        "gemm_adam_step [{isa}] differs"
+    );
+    let (mut w1, mut b1) = (w0.to_vec(), m0.to_vec());
+    let r1 = run_on(isa, || {
+        nnkern::sgd_step(sgd, &mut SgdState::from_buffer(&mut b1[..]), &mut w1, &g)
+    });
+    let (mut w2, mut b2) = (w0.to_vec(), m0.to_vec());
+    let r2 = run_on(isa, || {
+        nnkern::gemm_sgd_step(sgd, &mut SgdState::from_buffer(&mut b2[..]), &mut w2, av, bv)
+    });
+    assert_eq!(r1.is_err(), r2.is_err(), "gemm_sgd_step [{isa}]: {r2:?} vs {r1:?}");
+    assert!(
+        bits(&w1) == bits(&w2) && bits(&b1) == bits(&b2),
+        "gemm_sgd_step [{isa}] differs"
+    );
+}
+
 pub fn optim(data: &[u8]) {
     let mut inp = Input::new(data);
     let flags = inp.u8();
@@ -737,6 +806,28 @@ pub fn optim(data: &[u8]) {
         let (p, q) = gc_r.split_at_mut(split);
         reference::clip_global_norm(&mut [p, q], max_norm)
     };
+    // The fused forms: the weights as a rows × cols matrix (the first
+    // rows·cols values) with gradient a·b, a: rows × k, b: k × cols.
+    let rows = 1 + inp.u8() as usize % 8;
+    let cols = n / rows;
+    let k = inp.u8() as usize % 6;
+    let fa = inp.values(rows * k, specials);
+    let fb = inp.values(k * cols, specials);
+    let nf = rows * cols;
+    for isa in isas() {
+        fused_matches_unfused(
+            isa,
+            &cfg,
+            &sgd,
+            step,
+            (rows, k, cols),
+            &fa,
+            &fb,
+            &w0[..nf],
+            &m0[..nf],
+            &v0[..nf],
+        );
+    }
     for isa in isas() {
         let (mut w, mut m, mut v) = (w0.clone(), m0.clone(), v0.clone());
         let r = run_on(isa, || {
