@@ -328,9 +328,8 @@ impl<B: Backend> Mlp<B> {
                 buf: &self.params,
                 at: l.w_layout(),
             };
-            be.gemm(1.0, input, w, 0.0, MatOut { buf: zl, at: out })?;
             let y = a_out.first_mut().map(|buf| MatOut { buf, at: out });
-            be.bias_add_activation(self.act, MatOut { buf: zl, at: out }, (&self.params, l.b_range()), y)?;
+            be.gemm_bias_activation(input, w, MatOut { buf: zl, at: out }, (&self.params, l.b_range()), self.act, y)?;
         }
         Ok(())
     }
@@ -460,6 +459,51 @@ impl<B: Backend> Mlp<B> {
             OptimizerState::Sgd { cfg, state } => be.sgd_step(cfg, state, &mut self.params, &self.grads)?,
         }
         Ok(())
+    }
+
+    /// One training step on batch `order[at]` of `images` (labels from
+    /// `labels`), for a backend that [defers step results](Backend::defers_step_results):
+    /// the batch load, forward, backward and update are issued (or replayed by
+    /// the backend) without waiting, then the loss and correct count are read once.
+    /// A non-finite loss is returned with the update skipped (on the device) and
+    /// the step count unchanged.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_batch_deferred(
+        &mut self,
+        be: &mut B,
+        images: &B::Bytes,
+        order: &[u32],
+        labels: &[u32],
+        at: std::ops::Range<usize>,
+        clip_norm: Option<f32>,
+    ) -> Result<(f32, usize)> {
+        let n = at.len();
+        if n == 0 || n > self.train_rows {
+            return Err(Error::invalid(
+                "rows",
+                format!("{n} rows for a training batch of at most {}", self.train_rows),
+            ));
+        }
+        let issued = (|| -> Result<()> {
+            if !be.begin_step(n, at.start)? {
+                let features = self.dims[0];
+                be.gather_batch(images, features, order, labels, at, 255.0, &mut self.x, &mut self.labels)?;
+                self.compute_gradients(be, n)?;
+                self.apply_gradients(be, clip_norm)?;
+            } else {
+                self.step += 1;
+            }
+            Ok(())
+        })();
+        if let Err(e) = issued {
+            be.cancel_step();
+            return Err(e);
+        }
+        let (loss, correct) = be.end_step()?;
+        if !loss.is_finite() {
+            self.step -= 1;
+        }
+        Ok((loss, correct))
     }
 
     /// One training step on the first `n` loaded rows: returns the loss and
