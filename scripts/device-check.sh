@@ -63,6 +63,12 @@ if [ "$WHAT" = all ] || [ "$WHAT" = tests ]; then
     [ -x "$t" ] || continue
     step "$(basename "$t")" "$t" --include-ignored --test-threads=1
   done
+  # The trainer's GPU test (graph replay against launch by launch); its other tests run the
+  # executor and the cargo-built binary, which is not here.
+  t=$D/test/test-train_cuda
+  if [ -x "$t" ] && [ "${TESTS:-gpu}" != all ]; then
+    step "test-train_cuda (gpu_)" "$t" --include-ignored --test-threads=1 gpu_
+  fi
 fi
 if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
   export CRITERION_HOME=$OUT/criterion

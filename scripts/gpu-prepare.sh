@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${1:-.devbin}
-FEATURES=${FEATURES:-cublas}
+# The trainer's CUDA backend too, so that train_cuda.rs (its GPU graph test) is built.
+FEATURES=${FEATURES:-cublas,nnkern-train/cuda}
 LOG=${BUILD_LOG:-/tmp/gpu-prepare.log}
 if [ "${DRY:-0}" = 1 ]; then
   echo "would build: cargo test --release --features $FEATURES --no-run -> $DIR/test/"

@@ -715,9 +715,30 @@ fn every_kernel_is_launched_and_temporaries_are_freed() {
     let mut cursor = cuda::BatchCursor::new(&dev).unwrap();
     let mut batch_labels = dev.zeros::<u32>(8).unwrap();
     let dst = DeviceMatMut::new(&mut y, 8, 12).unwrap();
-    cuda::gather_batch(&dev, &images, 12, &order, &mut cursor, &labels, &mut batch_labels, 255.0, dst).unwrap();
+    cuda::gather_batch(
+        &dev,
+        &images,
+        12,
+        &order,
+        &mut cursor,
+        &labels,
+        &mut batch_labels,
+        255.0,
+        dst,
+    )
+    .unwrap();
     let mut state = cuda::StepState::new(&dev).unwrap();
-    cuda::adam_step_with_state(&dev, &AdamConfig::default(), &mut state, None, &mut w, &x, &mut m, &mut v).unwrap();
+    cuda::adam_step_with_state(
+        &dev,
+        &AdamConfig::default(),
+        &mut state,
+        None,
+        &mut w,
+        &x,
+        &mut m,
+        &mut v,
+    )
+    .unwrap();
     let mut ran: Vec<&str> = dev.take_launches().iter().map(|r| r.kernel).collect();
     // The sm_90a kernels, on this device when it is an sm_90 GPU, else on the
     // executor's sm_90 model: 12x12x8 with A row-major and B column-major (rows of
@@ -794,7 +815,18 @@ fn gather_batch_walks_the_order_from_the_device_cursor() {
     let mut check = |cursor: &mut cuda::BatchCursor, at: std::ops::Range<usize>| {
         let n = at.len();
         let d = DeviceMatMut::new(&mut x, n, features).unwrap();
-        cuda::gather_batch(&dev, &images, features, &order_dev, cursor, &labels_dev, &mut lab, 255.0, d).unwrap();
+        cuda::gather_batch(
+            &dev,
+            &images,
+            features,
+            &order_dev,
+            cursor,
+            &labels_dev,
+            &mut lab,
+            255.0,
+            d,
+        )
+        .unwrap();
         let (want_x, want_l) = host(&order[at.clone()]);
         let got_x = dev.download(&x).unwrap();
         let got_l = dev.download(&lab).unwrap();
@@ -821,7 +853,18 @@ fn gather_batch_walks_the_order_from_the_device_cursor() {
     // Past the end of the order: NaN rows and the label u32::MAX.
     cursor.set(&dev, count - 2).unwrap();
     let d = DeviceMatMut::new(&mut x, batch, features).unwrap();
-    cuda::gather_batch(&dev, &images, features, &order_dev, &mut cursor, &labels_dev, &mut lab, 255.0, d).unwrap();
+    cuda::gather_batch(
+        &dev,
+        &images,
+        features,
+        &order_dev,
+        &mut cursor,
+        &labels_dev,
+        &mut lab,
+        255.0,
+        d,
+    )
+    .unwrap();
     let got_x = dev.download(&x).unwrap();
     let got_l = dev.download(&lab).unwrap();
     assert_eq!(got_l[..2], [labels[6], labels[5]]);
@@ -829,10 +872,32 @@ fn gather_batch_walks_the_order_from_the_device_cursor() {
     assert!(got_x[2 * features..].iter().all(|v| v.is_nan()));
     // Shape errors are errors.
     let d = DeviceMatMut::new(&mut x, batch, features - 1).unwrap();
-    assert!(cuda::gather_batch(&dev, &images, features, &order_dev, &mut cursor, &labels_dev, &mut lab, 255.0, d).is_err());
+    assert!(cuda::gather_batch(
+        &dev,
+        &images,
+        features,
+        &order_dev,
+        &mut cursor,
+        &labels_dev,
+        &mut lab,
+        255.0,
+        d
+    )
+    .is_err());
     let mut short = dev.zeros::<u32>(batch - 1).unwrap();
     let d = DeviceMatMut::new(&mut x, batch, features).unwrap();
-    assert!(cuda::gather_batch(&dev, &images, features, &order_dev, &mut cursor, &labels_dev, &mut short, 255.0, d).is_err());
+    assert!(cuda::gather_batch(
+        &dev,
+        &images,
+        features,
+        &order_dev,
+        &mut cursor,
+        &labels_dev,
+        &mut short,
+        255.0,
+        d
+    )
+    .is_err());
 }
 
 /// Adam with its step count on the device gives bitwise the parameters and
@@ -871,7 +936,10 @@ fn optimizer_steps_with_device_state_match_the_host_steps() {
             }
             assert_eq!(state.read(&dev).unwrap(), (step, false));
         }
-        assert!(args.iter().all(|a| *a == args[0]), "the launches change from step to step");
+        assert!(
+            args.iter().all(|a| *a == args[0]),
+            "the launches change from step to step"
+        );
         assert_eq!(
             args[0].iter().map(|r| r.kernel).collect::<Vec<_>>(),
             ["nk_opt_prep", "nk_adam"]

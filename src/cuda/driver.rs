@@ -5,8 +5,8 @@ use super::engine::{DeviceMemory, Engine, KernelArg};
 use super::tensor_map::{TensorMapArg, TensorMapElem, TensorMapSwizzle, TiledTensorMap, TENSOR_MAP_BYTES};
 use crate::error::{Error, Result};
 use cudarc::driver::{
-    result::DriverError, sys, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
-    LaunchConfig, PushKernelArg,
+    result::DriverError, sys, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr,
+    DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -331,15 +331,8 @@ impl Engine for DriverEngine {
         // the range is inside live device memory that `mem` owns (borrowed mutably for
         // the call); the memset is queued on the engine's one stream, in order with
         // every kernel and copy that uses the allocation.
-        unsafe {
-            cudarc::driver::result::memset_d8_async(
-                mem.ptr + offset as u64,
-                byte,
-                len,
-                self.stream.cu_stream(),
-            )
-        }
-        .map_err(|e| self.err(e, "setting device memory"))
+        unsafe { cudarc::driver::result::memset_d8_async(mem.ptr + offset as u64, byte, len, self.stream.cu_stream()) }
+            .map_err(|e| self.err(e, "setting device memory"))
     }
 
     fn read(&self, mem: &DriverMem, offset: usize, dst: &mut [u8]) -> Result<()> {

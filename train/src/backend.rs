@@ -106,6 +106,20 @@ pub struct MatOut<'a, B> {
     pub at: Layout,
 }
 
+/// A deferred training step as [`Backend::begin_step`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepKey {
+    /// Rows of the batch.
+    pub rows: usize,
+    /// Where the batch starts in the staged order.
+    pub start: usize,
+    /// The model's identity (unique in the process) and the images' address: a
+    /// backend replays a recorded step only over the same buffers.
+    pub buffers: (u64, usize),
+    /// Optimizer steps the model has taken before this one.
+    pub steps_done: u64,
+}
+
 /// The operations the model needs, over the backend's own buffers.
 ///
 /// Every method validates its operands (through the kernels it calls) and
@@ -275,13 +289,13 @@ pub trait Backend {
         self.upload_labels(&lab, dst_labels)
     }
 
-    /// Starts a deferred training step of `rows` rows whose batch starts at
-    /// position `start` of the staged order. `Ok(true)`: the backend replayed a
-    /// recorded step of that size itself (nothing more is to be issued before
-    /// [`Backend::end_step`]); `Ok(false)`: the caller issues the step's
-    /// operations, which return placeholder values (0) for the loss and count.
-    fn begin_step(&mut self, rows: usize, start: usize) -> Result<bool> {
-        let _ = (rows, start);
+    /// Starts a deferred training step. `Ok(true)`: the backend replayed a
+    /// recorded step of that size over the same buffers itself (nothing more is
+    /// to be issued before [`Backend::end_step`]); `Ok(false)`: the caller issues
+    /// the step's operations, which return placeholder values (0) for the loss
+    /// and count.
+    fn begin_step(&mut self, step: StepKey) -> Result<bool> {
+        let _ = step;
         Ok(false)
     }
 

@@ -28,7 +28,7 @@
 //! Evaluation (validation and test scoring, predictions) still copies each
 //! chunk's row indices and labels to the device.
 
-use crate::backend::{Backend, Mat, MatOut};
+use crate::backend::{Backend, Mat, MatOut, StepKey};
 use nnkern::cuda::{
     self, BatchCursor, Device, DeviceBuffer, DeviceGraph, DeviceMatMut, DeviceMatRef, EngineKind, StepState,
     XentAccumulator,
@@ -42,6 +42,7 @@ use std::ops::Range;
 #[derive(Debug)]
 struct Recorded {
     rows: usize,
+    buffers: (u64, usize),
     graph: DeviceGraph,
     adam: bool,
 }
@@ -73,10 +74,10 @@ pub struct Cuda {
     stepped_adam: bool,
     /// Whether steps are captured into graphs (a GPU, unless NNKERN_CUDA_GRAPHS=0).
     use_graphs: bool,
-    /// Batch sizes stepped once launch by launch (captured the next time).
-    warmed: Vec<usize>,
-    /// The step being captured (its batch rows).
-    capturing: Option<usize>,
+    /// Batch sizes and buffers stepped once launch by launch (captured the next time).
+    warmed: Vec<(usize, (u64, usize))>,
+    /// The step being captured (its batch rows and buffers).
+    capturing: Option<(usize, (u64, usize))>,
     graphs: Vec<Recorded>,
 }
 
@@ -326,7 +327,15 @@ impl Backend for Cuda {
         w: &mut DeviceBuffer<f32>,
         g: &DeviceBuffer<f32>,
     ) -> Result<()> {
-        cuda::sgd_step_with_state(&self.dev, cfg, &mut self.state, Some(&self.xent), w, g, state.buffer_mut())
+        cuda::sgd_step_with_state(
+            &self.dev,
+            cfg,
+            &mut self.state,
+            Some(&self.xent),
+            w,
+            g,
+            state.buffer_mut(),
+        )
     }
 
     fn clip_global_norm(&mut self, g: &mut DeviceBuffer<f32>, max_norm: f32) -> Result<f32> {
@@ -350,7 +359,17 @@ impl Backend for Cuda {
         // One launch: the bias add and the activation in the GEMM's epilogue.
         let y = y.map(view_mut).transpose()?;
         let act = if y.is_some() { act } else { Activation::Identity };
-        cuda::gemm_bias_activation_at(&self.dev, 1.0, view(&a)?, view(&b)?, 0.0, view_mut(c)?, Some(bias), act, y)
+        cuda::gemm_bias_activation_at(
+            &self.dev,
+            1.0,
+            view(&a)?,
+            view(&b)?,
+            0.0,
+            view_mut(c)?,
+            Some(bias),
+            act,
+            y,
+        )
     }
 
     fn defers_step_results(&self) -> bool {
@@ -359,6 +378,8 @@ impl Backend for Cuda {
 
     fn stage_labels(&mut self, labels: &[u32]) -> Result<()> {
         if self.train_labels.len() != labels.len() {
+            // Recorded steps read the old buffer's address.
+            self.graphs.clear();
             self.train_labels = self.dev.zeros(labels.len())?;
         }
         self.dev.copy_to_device(labels, &mut self.train_labels)
@@ -420,15 +441,22 @@ impl Backend for Cuda {
         )
     }
 
-    fn begin_step(&mut self, rows: usize, start: usize) -> Result<bool> {
+    fn begin_step(&mut self, step: StepKey) -> Result<bool> {
         self.cancel_step();
         // Copies (when the cursor is not where this batch starts) come first: none
         // may happen while capturing.
-        self.cursor.set(&self.dev, start)?;
+        self.cursor.set(&self.dev, step.start)?;
         self.stepped_adam = false;
-        if let Some(r) = self.graphs.iter().find(|g| g.rows == rows) {
+        let key = (step.rows, step.buffers);
+        if let Some(i) = self.graphs.iter().position(|g| (g.rows, g.buffers) == key) {
+            if self.graphs[i].adam {
+                // The step count the replayed launches advance (a copy only when
+                // the model's count was set from the host since).
+                self.sync_steps(step.steps_done)?;
+            }
+            let r = &self.graphs[i];
             self.dev.launch_graph(&r.graph)?;
-            self.cursor.replayed(rows);
+            self.cursor.replayed(step.rows);
             if r.adam {
                 self.state_steps = self.state_steps.map(|t| t + 1);
                 self.stepped_adam = true;
@@ -436,22 +464,24 @@ impl Backend for Cuda {
             self.deferred = true;
             return Ok(true);
         }
-        if self.use_graphs && self.warmed.contains(&rows) {
+        if self.use_graphs && self.warmed.contains(&key) {
+            self.sync_steps(step.steps_done)?;
             self.dev.begin_capture()?;
-            self.capturing = Some(rows);
-        } else if !self.warmed.contains(&rows) {
-            self.warmed.push(rows);
+            self.capturing = Some(key);
+        } else if !self.warmed.contains(&key) {
+            self.warmed.push(key);
         }
         self.deferred = true;
         Ok(false)
     }
 
     fn end_step(&mut self) -> Result<(f32, usize)> {
-        if let Some(rows) = self.capturing.take() {
+        if let Some((rows, buffers)) = self.capturing.take() {
             let graph = self.dev.end_capture()?;
             self.dev.launch_graph(&graph)?;
             self.graphs.push(Recorded {
                 rows,
+                buffers,
                 graph,
                 adam: self.stepped_adam,
             });

@@ -470,6 +470,10 @@ impl<B: Backend> Trainer<B> {
     pub fn backend_name(&self) -> &'static str {
         self.be.name()
     }
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.be
+    }
 
     /// Trains one epoch, then scores the validation split. `on_step` is called
     /// after every step. A non-finite loss stops the epoch with an error

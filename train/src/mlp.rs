@@ -17,7 +17,7 @@
 //! Every buffer is sized when the model is built; a training step allocates
 //! nothing.
 
-use super::backend::{Backend, Layout, Mat, MatOut};
+use super::backend::{Backend, Layout, Mat, MatOut, StepKey};
 use crate::error::{Error, Result};
 use nnkern::ops::activation::Activation;
 use nnkern::ops::optim::{AdamConfig, AdamState, SgdConfig, SgdState};
@@ -135,6 +135,8 @@ pub struct Mlp<B: Backend> {
     a: Vec<B::Buf>,
     /// Per layer: gradient with respect to its output.
     g: Vec<B::Buf>,
+    /// Unique in the process (see [`StepKey::buffers`]).
+    id: u64,
 }
 
 /// Which optimizer to build, with its hyperparameters.
@@ -221,6 +223,10 @@ impl<B: Backend> Mlp<B> {
             z,
             a,
             g,
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         })
     }
 
@@ -329,7 +335,14 @@ impl<B: Backend> Mlp<B> {
                 at: l.w_layout(),
             };
             let y = a_out.first_mut().map(|buf| MatOut { buf, at: out });
-            be.gemm_bias_activation(input, w, MatOut { buf: zl, at: out }, (&self.params, l.b_range()), self.act, y)?;
+            be.gemm_bias_activation(
+                input,
+                w,
+                MatOut { buf: zl, at: out },
+                (&self.params, l.b_range()),
+                self.act,
+                y,
+            )?;
         }
         Ok(())
     }
@@ -485,9 +498,24 @@ impl<B: Backend> Mlp<B> {
             ));
         }
         let issued = (|| -> Result<()> {
-            if !be.begin_step(n, at.start)? {
+            let key = StepKey {
+                rows: n,
+                start: at.start,
+                buffers: (self.id, images as *const B::Bytes as usize),
+                steps_done: self.step,
+            };
+            if !be.begin_step(key)? {
                 let features = self.dims[0];
-                be.gather_batch(images, features, order, labels, at, 255.0, &mut self.x, &mut self.labels)?;
+                be.gather_batch(
+                    images,
+                    features,
+                    order,
+                    labels,
+                    at,
+                    255.0,
+                    &mut self.x,
+                    &mut self.labels,
+                )?;
                 self.compute_gradients(be, n)?;
                 self.apply_gradients(be, clip_norm)?;
             } else {
