@@ -487,13 +487,15 @@ impl Backend for Cuda {
             });
         }
         self.deferred = false;
-        let loss = self.xent.read(&self.dev)? as f32;
-        let mut out = [0u32];
-        self.dev.copy_to_host(&self.count, &mut out)?;
-        if !loss.is_finite() && self.stepped_adam {
-            // The device skipped the update and kept its step count.
+        let loss = self.xent.read(&self.dev).map(|l| l as f32);
+        if self.stepped_adam && !matches!(loss, Ok(l) if l.is_finite()) {
+            // The device skipped the update (a non-finite loss or a bad label) and
+            // kept its step count.
             self.state_steps = self.state_steps.map(|t| t.saturating_sub(1));
         }
+        let loss = loss?;
+        let mut out = [0u32];
+        self.dev.copy_to_host(&self.count, &mut out)?;
         Ok((loss, out[0] as usize))
     }
 

@@ -527,7 +527,9 @@ impl<B: Backend> Mlp<B> {
             be.cancel_step();
             return Err(e);
         }
-        let (loss, correct) = be.end_step()?;
+        // An error here (a bad label, which also skips the update on the device)
+        // leaves the step count as it was, like a non-finite loss.
+        let (loss, correct) = be.end_step().inspect_err(|_| self.step -= 1)?;
         if !loss.is_finite() {
             self.step -= 1;
         }
