@@ -82,7 +82,7 @@ pub struct Cuda {
 }
 
 impl Cuda {
-    /// The backend on CUDA GPU `ordinal`: [`Error::NoCuda`] when there is no
+    /// The backend on CUDA GPU `ordinal`: [`nnkern::Error::NoCuda`] when there is no
     /// CUDA driver or no such device.
     pub fn new(ordinal: usize) -> Result<Cuda> {
         Cuda::on(Device::new(ordinal)?)
