@@ -17,6 +17,19 @@ NumPy applies Adam in Keras's form (epsilon added to sqrt(v) before the bias
 correction, as nnkern's default does); PyTorch uses torch.optim.Adam (epsilon after
 the bias correction), the form its users get.
 
+On a GPU (`--device cuda`): nnkern's CUDA backend (`nnkern train --backend cuda`,
+steps replayed as CUDA graphs; `--graphs both` also times it launch by launch with
+NNKERN_CUDA_GRAPHS=0) beside PyTorch on the same GPU (model, data and optimizer on
+`cuda`, the epoch timed between two `torch.cuda.synchronize()`); the table then
+adds each one's training time (the sum of the 10 epochs' times, validation
+included) and `--check-targets` checks the targets: 10 epochs in < 1 s, at least
+5x faster than PyTorch. A machine without cargo takes a prebuilt binary
+(`--nnkern-exe`) and the Python it has (`--python`):
+
+    python3 scripts/compare_peers.py --device cuda --nnkern-exe .devbin/nnkern \
+        --python python3 --peers torch --check-targets
+    python3 scripts/compare_peers.py --self-test      # the target checks, no GPU
+
 Each run is a separate process: "epoch" is the median of epochs 2-10 (the first
 one warms caches and JIT paths), "process" the whole process's wall time
 (start-up and data loading included), "peak RSS" its maximum resident memory
@@ -128,18 +141,22 @@ def worker_numpy(seed):
     return {"epoch_seconds": epochs, "test_loss": test_loss, "test_acc": test_acc, "numpy": np.__version__}
 
 
-def worker_torch(seed, threads):
+def worker_torch(seed, threads, device="cpu"):
     import numpy as np
     import torch
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    (x, y), (xv, yv), (xt, yt) = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in load(np)]
+    dev = torch.device(device)
+    gpu = dev.type == "cuda"
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
+    (x, y), (xv, yv), (xt, yt) = [(torch.from_numpy(a).to(dev), torch.from_numpy(b).to(dev)) for a, b in load(np)]
     classes = int(max(int(y.max()), int(yt.max()))) + 1
     model = torch.nn.Sequential(torch.nn.Linear(x.shape[1], HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, classes))
     for layer in (model[0], model[2]):
         torch.nn.init.xavier_uniform_(layer.weight)
         torch.nn.init.zeros_(layer.bias)
+    model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=LR, betas=(BETA1, BETA2), eps=EPS)
     xent = torch.nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
@@ -151,17 +168,20 @@ def worker_torch(seed, threads):
 
     epochs = []
     for _ in range(EPOCHS):
+        sync()
         t0 = time.perf_counter()
-        order = torch.randperm(len(x), generator=gen)
+        order = torch.randperm(len(x), generator=gen).to(dev)
         for s in range(0, len(x), BATCH):
             idx = order[s : s + BATCH]
             opt.zero_grad(set_to_none=True)
             xent(model(x[idx]), y[idx]).backward()
             opt.step()
         loss_acc(xv, yv)
+        sync()
         epochs.append(time.perf_counter() - t0)
     test_loss, test_acc = loss_acc(xt, yt)
-    return {"epoch_seconds": epochs, "test_loss": test_loss, "test_acc": test_acc, "torch": torch.__version__}
+    version = torch.__version__ + (f" on {torch.cuda.get_device_name(dev)}" if gpu else "")
+    return {"epoch_seconds": epochs, "test_loss": test_loss, "test_acc": test_acc, "torch": version}
 
 
 # ---------------------------------------------------------------- the driver
@@ -209,19 +229,31 @@ def thread_env(threads):
     return env
 
 
-def run_nnkern(exe, seed, threads):
+def nnkern_cmd(exe, seed, threads, device, metrics):
+    """The nnkern command line of one run."""
+    cmd = [exe, "train", "--quiet", "--seed", str(seed), "--metrics", metrics]
+    if device == "cuda":
+        return cmd + ["--backend", "cuda"]
+    return cmd + ["--threads", str(threads)]
+
+
+def run_nnkern(exe, seed, threads, device="cpu", graphs=True):
     with tempfile.TemporaryDirectory() as d:
         metrics = os.path.join(d, "m.jsonl")
-        cmd = [exe, "train", "--quiet", "--seed", str(seed), "--threads", str(threads), "--metrics", metrics]
-        wall, rss, _ = timed(cmd, thread_env(threads))
+        cmd = nnkern_cmd(exe, seed, threads, device, metrics)
+        env = thread_env(threads)
+        if not graphs:
+            env["NNKERN_CUDA_GRAPHS"] = "0"
+        wall, rss, _ = timed(cmd, env)
         rows = [json.loads(l) for l in open(metrics)]
     epochs = [r["epoch_seconds"] for r in rows if "epoch" in r]
     final = [r for r in rows if "test_acc" in r][-1]
     return {"epoch_seconds": epochs, "test_acc": final["test_acc"], "wall": wall, "rss": rss}
 
 
-def run_peer(py, peer, seed, threads):
+def run_peer(py, peer, seed, threads, device="cpu"):
     cmd = [py, os.path.abspath(__file__), "--worker", peer, "--seed", str(seed), "--threads", str(threads)]
+    cmd += ["--device", device]
     wall, rss, out = timed(cmd, thread_env(threads))
     r = json.loads(out.strip().splitlines()[-1])
     r.update(wall=wall, rss=rss)
@@ -242,49 +274,115 @@ def cpu_line():
     )
 
 
+# The GPU targets: the default experiment's 10 epochs in under this many seconds
+# of training time, and at least this many times faster than PyTorch on the GPU.
+TARGET_SECONDS, TARGET_SPEEDUP = 1.0, 5.0
+
+
+def check_targets(nnkern_total, torch_total):
+    """[(description, passed)] for the GPU targets, from the training times (s)."""
+    checks = [(f"10 epochs in < {TARGET_SECONDS:g} s of training time: {nnkern_total:.3f} s", nnkern_total < TARGET_SECONDS)]
+    if torch_total is not None:
+        ratio = torch_total / nnkern_total if nnkern_total > 0 else float("inf")
+        checks.append((f">= {TARGET_SPEEDUP:g}x PyTorch on the same GPU: {ratio:.2f}x ({torch_total:.3f} s)", ratio >= TARGET_SPEEDUP))
+    return checks
+
+
+def self_test():
+    """The target checks and the command lines, without a GPU."""
+    ok = check_targets(0.5, 3.0)
+    assert [p for _, p in ok] == [True, True], ok
+    assert [p for _, p in check_targets(1.0, 10.0)] == [False, True]
+    assert [p for _, p in check_targets(0.5, 2.4)] == [True, False]
+    assert [p for _, p in check_targets(0.9, None)] == [True]
+    assert nnkern_cmd("nk", 3, 2, "cuda", "m")[-2:] == ["--backend", "cuda"]
+    assert "--threads" in nnkern_cmd("nk", 3, 2, "cpu", "m")
+    assert "--backend" not in nnkern_cmd("nk", 3, 2, "cpu", "m")
+    # A stand-in trainer: its epoch times tell whether NNKERN_CUDA_GRAPHS=0 reached it.
+    with tempfile.TemporaryDirectory() as d:
+        fake = os.path.join(d, "nnkern")
+        with open(fake, "w") as f:
+            f.write('#!/bin/sh\nwhile [ $# -gt 0 ]; do [ "$1" = --metrics ] && m=$2; shift; done\n'
+                    't=0.05; [ "$NNKERN_CUDA_GRAPHS" = 0 ] && t=0.07\n'
+                    'for e in 1 2 3 4 5 6 7 8 9 10; do echo "{\\"epoch\\": $e, \\"epoch_seconds\\": $t}" >> "$m"; done\n'
+                    'echo \'{"test_acc": 0.9}\' >> "$m"\n')
+        os.chmod(fake, 0o755)
+        r = run_nnkern(fake, 0, 1, "cuda")
+        assert r["epoch_seconds"] == [0.05] * 10 and r["test_acc"] == 0.9, r
+        r = run_nnkern(fake, 0, 1, "cuda", graphs=False)
+        assert r["epoch_seconds"] == [0.07] * 10, r
+    print("self-test passed")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--peers", default="numpy,torch")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: nnkern's CUDA backend beside PyTorch on the GPU")
+    ap.add_argument("--graphs", choices=["on", "off", "both"], default="on", help="with --device cuda: CUDA graphs (NNKERN_CUDA_GRAPHS)")
+    ap.add_argument("--nnkern-exe", help="a prebuilt nnkern binary (no cargo build)")
+    ap.add_argument("--python", help="the Python that runs the peers (no virtual environment, nothing installed)")
+    ap.add_argument("--check-targets", action="store_true", help="with --device cuda: exit 3 when a GPU target is missed")
+    ap.add_argument("--self-test", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.self_test:
+        return self_test()
     if a.worker:
         threads = int(a.threads.split(",")[0])
-        r = worker_numpy(a.seed) if a.worker == "numpy" else worker_torch(a.seed, threads)
+        r = worker_numpy(a.seed) if a.worker == "numpy" else worker_torch(a.seed, threads, a.device)
         print(json.dumps(r))
         return
+    gpu = a.device == "cuda"
     seeds = [int(s) for s in a.seeds.split(",")]
-    threads = [int(t) for t in a.threads.split(",")]
+    # One thread on the GPU: the host side of either is one thread's work.
+    threads = [1] if gpu else [int(t) for t in a.threads.split(",")]
     peers = [p for p in a.peers.split(",") if p]
-    py = venv_python(peers) if peers else None
-    sh(["cargo", "build", "--release", "--quiet", "-p", "nnkern-train", "--bin", "nnkern"], cwd=ROOT)
-    exe = os.path.join(ROOT, "target", "release", "nnkern")
+    if gpu and "numpy" in peers:
+        peers.remove("numpy")
+    py = a.python or (venv_python(peers) if peers else None)
+    if a.nnkern_exe:
+        exe = os.path.abspath(a.nnkern_exe)
+    else:
+        build = ["cargo", "build", "--release", "--quiet", "-p", "nnkern-train", "--bin", "nnkern"]
+        sh(build + (["--features", "cuda"] if gpu else []), cwd=ROOT)
+        exe = os.path.join(ROOT, "target", "release", "nnkern")
     info = subprocess.run([exe, "info"], capture_output=True, text=True).stdout
     isa = next((l.split(":", 1)[1].strip() for l in info.splitlines() if l.startswith("isa:")), "")
+    nk_impls = ["nnkern"]
+    if gpu and a.graphs != "on":
+        nk_impls = ["nnkern", "nnkern-nograph"] if a.graphs == "both" else ["nnkern-nograph"]
     results = {}
     for seed in seeds:
         for t in threads:
-            for impl in ["nnkern"] + peers:
-                r = run_nnkern(exe, seed, t) if impl == "nnkern" else run_peer(py, impl, seed, t)
+            for impl in nk_impls + peers:
+                if impl.startswith("nnkern"):
+                    r = run_nnkern(exe, seed, t, a.device, graphs=impl == "nnkern")
+                else:
+                    r = run_peer(py, impl, seed, t, a.device)
                 results.setdefault((impl, t), []).append(r)
                 e = statistics.median(r["epoch_seconds"][1:])
-                print(f"{impl:7s} threads {t} seed {seed}: epoch {e:.4f} s, process {r['wall']:.2f} s, "
-                      f"RSS {r['rss']:.1f} MiB, test acc {r['test_acc']:.4f}", file=sys.stderr, flush=True)
+                print(f"{impl:7s} threads {t} seed {seed}: epoch {e:.4f} s, 10 epochs {sum(r['epoch_seconds']):.3f} s, "
+                      f"process {r['wall']:.2f} s, RSS {r['rss']:.1f} MiB, test acc {r['test_acc']:.4f}, "
+                      f"epochs {' '.join(f'{x:.4f}' for x in r['epoch_seconds'])}", file=sys.stderr, flush=True)
     versions = {}
     for (impl, _), rs in results.items():
         for k in ("numpy", "torch"):
             if k in rs[0]:
                 versions[impl] = f"{impl} {rs[0][k]}"
-    print(f"\nCPU: {cpu_line()}; nnkern ISA: {isa or 'see nnkern info'}; {time.strftime('%Y-%m-%d')}; "
-          f"seeds {a.seeds}; `python3 scripts/compare_peers.py --seeds {a.seeds} --threads {a.threads} --peers {a.peers}`\n")
-    print("| implementation | threads | epoch (median of 2-10) | x nnkern | process | peak RSS | test accuracy (median) |")
-    print("|---|---|---|---|---|---|---|")
+    where = f"GPU: {gpu_line()}; host CPU: {cpu_line()}" if gpu else f"CPU: {cpu_line()}; nnkern ISA: {isa or 'see nnkern info'}"
+    print(f"\n{where}; {time.strftime('%Y-%m-%d')}; seeds {a.seeds}; `python3 scripts/compare_peers.py "
+          f"{' '.join(sys.argv[1:])}`\n")
+    print("| implementation | threads | epoch (median of 2-10) | x nnkern | 10 epochs | process | peak RSS | test accuracy (median) |")
+    print("|---|---|---|---|---|---|---|---|")
     base = {}
+    total = {}
     for (impl, t), rs in results.items():
         epoch = statistics.median(statistics.median(r["epoch_seconds"][1:]) for r in rs)
-        if impl == "nnkern":
+        total[impl] = statistics.median(sum(r["epoch_seconds"]) for r in rs)
+        if impl == nk_impls[0]:
             base[t] = epoch
     for (impl, t), rs in results.items():
         epoch = statistics.median(statistics.median(r["epoch_seconds"][1:]) for r in rs)
@@ -292,7 +390,22 @@ def main():
         rss = max(r["rss"] for r in rs)
         acc = statistics.median(r["test_acc"] for r in rs)
         name = versions.get(impl, impl)
-        print(f"| {name} | {t} | {epoch:.4f} s | {epoch / base[t]:.2f} | {wall:.2f} s | {rss:.1f} MiB | {acc:.4f} |")
+        print(f"| {name} | {t} | {epoch:.4f} s | {epoch / base[t]:.2f} | {total[impl]:.3f} s | {wall:.2f} s | {rss:.1f} MiB | {acc:.4f} |")
+    if gpu:
+        missed = 0
+        for what, passed in check_targets(total[nk_impls[0]], total.get("torch")):
+            print(f"target: {what}: {'PASS' if passed else 'FAIL'}")
+            missed += not passed
+        if a.check_targets and missed:
+            raise SystemExit(3)
+
+
+def gpu_line():
+    try:
+        q = ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"]
+        return subprocess.run(q, capture_output=True, text=True).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown (no nvidia-smi)"
 
 
 if __name__ == "__main__":

@@ -10,10 +10,15 @@
 #   2. the cuda bench (ours beside cuBLAS, TFLOP/s from CUDA events, one training step),
 #      with short criterion settings; first it prints the bf16 4096^3 and 8192^3 table
 #      (the sm_90a kernel, the mma.sync kernel, % of cuBLAS; lines "bf16 gemm ...").
+#   3. the trainer (.devbin/nnkern, --backend cuda: steps replayed as CUDA graphs, and
+#      launch by launch with NNKERN_CUDA_GRAPHS=0) beside PyTorch on the same GPU, through
+#      scripts/compare_peers.py --device cuda: every epoch's time, the 10 epochs' training
+#      time, and the targets (10 epochs < 1 s, >= 5x PyTorch; lines "target: ... PASS|FAIL").
 # Prints a PASS/FAIL summary; full logs and criterion's output go to $OUT.
-#   usage: bash .devbin/device-check.sh [all|tests|bench]     (about 5-8 minutes in all)
+#   usage: bash .devbin/device-check.sh [all|tests|bench|train]     (about 5-8 minutes in all)
 # knobs: BUDGET_S (stop starting new steps after this, default 420), PER_STEP_TIMEOUT (240),
-#        BENCH_WARMUP/BENCH_TIME/BENCH_SAMPLES (1/2/10), BENCH_FILTER, PROPTEST_CASES (24)
+#        BENCH_WARMUP/BENCH_TIME/BENCH_SAMPLES (1/2/10), BENCH_FILTER, PROPTEST_CASES (24),
+#        PYTHON (python3, with torch), TRAIN_SEEDS (0), DRY=1 (print the steps, run nothing)
 set -u
 D=$(cd "$(dirname "$0")" && pwd)
 WHAT=${1:-all}
@@ -23,6 +28,8 @@ T0=$(date +%s)
 BUDGET_S=${BUDGET_S:-420}
 export REQUIRE_GPU=1 RUST_BACKTRACE=1 PROPTEST_CASES=${PROPTEST_CASES:-24}
 say() { echo "$*" | tee -a "$LOG"; }
+case "$WHAT" in all|tests|bench|train) ;; *) echo "usage: $0 [all|tests|bench|train]" >&2; exit 2 ;; esac
+DRY=${DRY:-0}
 say "== $(date -u +%FT%TZ) $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
 # libcublas.so.13 may sit outside the loader's cache on the GPU image.
 if ! ldconfig -p 2>/dev/null | grep -q 'libcublas.so.13 '; then
@@ -37,11 +44,13 @@ step() {
   local name=$1; shift
   if [ $(( $(date +%s) - T0 )) -ge "$BUDGET_S" ]; then SUMMARY+=("SKIP(budget) $name"); return; fi
   say "-- $name: $*"
-  local s=$(date +%s)
+  if [ "$DRY" = 1 ]; then SUMMARY+=("DRY $name"); return; fi
+  local s
+  s=$(date +%s)
   timeout --kill-after=10 "${PER_STEP_TIMEOUT:-240}" "$@" > "$OUT/cur.log" 2>&1
   local rc=$?
   cat "$OUT/cur.log" >> "$LOG"
-  grep -E '^test .* FAILED|^test result|panicked at|CUDA device:|time:|thrpt:|^[a-z0-9_]+/|^bf16 gemm|elements differ' "$OUT/cur.log" | head -80
+  grep -E '^test .* FAILED|^test result|panicked at|CUDA device:|time:|thrpt:|^[a-z0-9_]+/|^bf16 gemm|elements differ|^target:|^\| |^GPU:|epochs ' "$OUT/cur.log" | head -80
   local st=PASS; [ $rc -eq 0 ] || { st=FAIL; nfail=$((nfail + 1)); }
   [ $rc -eq 124 ] || [ $rc -eq 137 ] && st=TIMEOUT
   SUMMARY+=("$st $name rc=$rc $(( $(date +%s) - s ))s"); say "   => $st"
@@ -54,6 +63,12 @@ if [ "$WHAT" = all ] || [ "$WHAT" = tests ]; then
     [ -x "$t" ] || continue
     step "$(basename "$t")" "$t" --include-ignored --test-threads=1
   done
+  # The trainer's GPU test (graph replay against launch by launch); its other tests run the
+  # executor and the cargo-built binary, which is not here.
+  t=$D/test/test-train_cuda
+  if [ -x "$t" ] && [ "${TESTS:-gpu}" != all ]; then
+    step "test-train_cuda (gpu_)" "$t" --include-ignored --test-threads=1 gpu_
+  fi
 fi
 if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
   export CRITERION_HOME=$OUT/criterion
@@ -63,6 +78,16 @@ if [ "$WHAT" = all ] || [ "$WHAT" = bench ]; then
       --measurement-time "${BENCH_TIME:-2}" --sample-size "${BENCH_SAMPLES:-10}" ${BENCH_FILTER:+"$BENCH_FILTER"}
   done
   [ -d "$OUT/criterion" ] && tar czf "$OUT/criterion.tgz" -C "$OUT" criterion && rm -rf "$OUT/criterion"
+fi
+if [ "$WHAT" = all ] || [ "$WHAT" = train ]; then
+  # Run from the repository root: the script and the bundled data are in the working tree.
+  PY=${PYTHON:-python3}
+  if [ -x "$D/nnkern" ] && [ -f scripts/compare_peers.py ]; then
+    step "train beside torch" "$PY" scripts/compare_peers.py --device cuda --nnkern-exe "$D/nnkern" \
+      --python "$PY" --peers torch --graphs both --seeds "${TRAIN_SEEDS:-0}" --check-targets
+  else
+    SUMMARY+=("SKIP train: no $D/nnkern or no scripts/compare_peers.py here ($(pwd))")
+  fi
 fi
 rm -f "$OUT/cur.log"
 { echo "== summary ($(( $(date +%s) - T0 ))s, $nfail not passing)"; printf '%s\n' "${SUMMARY[@]}"; } | tee "$OUT/summary.txt" | tee -a "$LOG"

@@ -26,9 +26,12 @@ use proptest::prelude::{proptest, ProptestConfig, TestCaseError};
 
 /// Every kernel entry of `kernels/*.ptx`; the coverage test checks that this
 /// file launches each one.
-const ALL_ENTRIES: [&str; 20] = [
+const ALL_ENTRIES: [&str; 23] = [
     "nk_act_fwd",
     "nk_gather_scaled",
+    "nk_gather_batch",
+    "nk_advance",
+    "nk_opt_prep",
     "nk_count_correct",
     "nk_act_bwd",
     "nk_bias_act",
@@ -708,6 +711,34 @@ fn every_kernel_is_launched_and_temporaries_are_freed() {
     cuda::gather_scaled(&dev, &images, 12, &[1, 0, 2, 3, 4, 5, 6, 7], &mut rows, 255.0, dst).unwrap();
     // Every row rises to its last column: no label 0, 1 or 2 is its argmax.
     assert_eq!(cuda::count_correct(&dev, xv, &labels).unwrap(), 0);
+    let order = dev.upload(&[3u32, 1, 0, 2, 7, 6, 5, 4]).unwrap();
+    let mut cursor = cuda::BatchCursor::new(&dev).unwrap();
+    let mut batch_labels = dev.zeros::<u32>(8).unwrap();
+    let dst = DeviceMatMut::new(&mut y, 8, 12).unwrap();
+    cuda::gather_batch(
+        &dev,
+        &images,
+        12,
+        &order,
+        &mut cursor,
+        &labels,
+        &mut batch_labels,
+        255.0,
+        dst,
+    )
+    .unwrap();
+    let mut state = cuda::StepState::new(&dev).unwrap();
+    cuda::adam_step_with_state(
+        &dev,
+        &AdamConfig::default(),
+        &mut state,
+        None,
+        &mut w,
+        &x,
+        &mut m,
+        &mut v,
+    )
+    .unwrap();
     let mut ran: Vec<&str> = dev.take_launches().iter().map(|r| r.kernel).collect();
     // The sm_90a kernels, on this device when it is an sm_90 GPU, else on the
     // executor's sm_90 model: 12x12x8 with A row-major and B column-major (rows of
@@ -727,6 +758,7 @@ fn every_kernel_is_launched_and_temporaries_are_freed() {
     ran.sort_unstable();
     ran.dedup();
     assert_eq!(ran, listed, "kernels launched");
+    drop((order, cursor, batch_labels, state));
     // The chunk tables stay cached on the device (by design); everything else is freed.
     let tables = 3 * 4 * 12;
     if let (Some(before), Some(after)) = (baseline, dev.executor_bytes_in_use()) {
@@ -734,6 +766,229 @@ fn every_kernel_is_launched_and_temporaries_are_freed() {
             after <= before + tables,
             "{after} bytes in use, {before} before the operations"
         );
+    }
+}
+
+// ---------------------------------------------------------------- device-resident batches and steps
+
+/// `n` bytes from a xorshift stream.
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 24) as u8
+        })
+        .collect()
+}
+
+/// The batches of an epoch come from the order at the device's cursor, which
+/// the gather moves on itself: consecutive batches (a ragged last one
+/// included) are the host's gather of `order[at]` bit for bit with their
+/// labels, without a host-to-device copy; a cursor moved by the host copies
+/// once; positions past the order give NaN rows and out-of-range labels.
+#[test]
+fn gather_batch_walks_the_order_from_the_device_cursor() {
+    let dev = device();
+    let (count, features, batch) = (11usize, 37usize, 4usize);
+    let img = bytes(count * features, 5);
+    let labels: Vec<u32> = (0..count as u32).map(|i| i * 7 % 10).collect();
+    let order: Vec<u32> = vec![4, 9, 0, 10, 2, 7, 1, 8, 3, 6, 5];
+    let (images, labels_dev, order_dev) = (
+        dev.upload(&img).unwrap(),
+        dev.upload(&labels).unwrap(),
+        dev.upload(&order).unwrap(),
+    );
+    let mut cursor = cuda::BatchCursor::new(&dev).unwrap();
+    let mut x = dev.filled(batch * features, 0.5f32).unwrap();
+    let mut lab = dev.filled(batch, 99u32).unwrap();
+    let host = |rows: &[u32]| -> (Vec<f32>, Vec<u32>) {
+        let x = rows
+            .iter()
+            .flat_map(|&r| img[r as usize * features..(r as usize + 1) * features].iter())
+            .map(|&b| f32::from(b) / 255.0)
+            .collect();
+        (x, rows.iter().map(|&r| labels[r as usize]).collect())
+    };
+    let mut check = |cursor: &mut cuda::BatchCursor, at: std::ops::Range<usize>| {
+        let n = at.len();
+        let d = DeviceMatMut::new(&mut x, n, features).unwrap();
+        cuda::gather_batch(
+            &dev,
+            &images,
+            features,
+            &order_dev,
+            cursor,
+            &labels_dev,
+            &mut lab,
+            255.0,
+            d,
+        )
+        .unwrap();
+        let (want_x, want_l) = host(&order[at.clone()]);
+        let got_x = dev.download(&x).unwrap();
+        let got_l = dev.download(&lab).unwrap();
+        for (i, (g, w)) in got_x[..n * features].iter().zip(&want_x).enumerate() {
+            assert_eq!(g.to_bits(), w.to_bits(), "batch {at:?}, element {i}");
+        }
+        assert_eq!(got_l[..n], want_l[..], "labels of batch {at:?}");
+    };
+    let copies = dev.host_to_device_copies();
+    let mut start = 0;
+    while start < count {
+        let end = (start + batch).min(count);
+        check(&mut cursor, start..end);
+        start = end;
+    }
+    assert_eq!(dev.host_to_device_copies(), copies, "consecutive batches copy nothing");
+    assert_eq!(cursor.read(&dev).unwrap(), count);
+    assert_eq!(cursor.position(), Some(count));
+    // The host moves the cursor: one copy, then the batch from there.
+    assert!(cursor.set(&dev, 3).unwrap());
+    assert!(!cursor.set(&dev, 3).unwrap());
+    assert_eq!(dev.host_to_device_copies(), copies + 1);
+    check(&mut cursor, 3..7);
+    // Past the end of the order: NaN rows and the label u32::MAX.
+    cursor.set(&dev, count - 2).unwrap();
+    let d = DeviceMatMut::new(&mut x, batch, features).unwrap();
+    cuda::gather_batch(
+        &dev,
+        &images,
+        features,
+        &order_dev,
+        &mut cursor,
+        &labels_dev,
+        &mut lab,
+        255.0,
+        d,
+    )
+    .unwrap();
+    let got_x = dev.download(&x).unwrap();
+    let got_l = dev.download(&lab).unwrap();
+    assert_eq!(got_l[..2], [labels[6], labels[5]]);
+    assert_eq!(got_l[2..], [u32::MAX, u32::MAX]);
+    assert!(got_x[2 * features..].iter().all(|v| v.is_nan()));
+    // Shape errors are errors.
+    let d = DeviceMatMut::new(&mut x, batch, features - 1).unwrap();
+    assert!(cuda::gather_batch(
+        &dev,
+        &images,
+        features,
+        &order_dev,
+        &mut cursor,
+        &labels_dev,
+        &mut lab,
+        255.0,
+        d
+    )
+    .is_err());
+    let mut short = dev.zeros::<u32>(batch - 1).unwrap();
+    let d = DeviceMatMut::new(&mut x, batch, features).unwrap();
+    assert!(cuda::gather_batch(
+        &dev,
+        &images,
+        features,
+        &order_dev,
+        &mut cursor,
+        &labels_dev,
+        &mut short,
+        255.0,
+        d
+    )
+    .is_err());
+}
+
+/// Adam with its step count on the device gives bitwise the parameters and
+/// moments of the host-counted step (the device's bias corrections are the
+/// host's), with the same launch arguments at every step; a non-finite loss or
+/// a bad label in the guard skips the update and keeps the step count; SGD
+/// likewise.
+#[test]
+fn optimizer_steps_with_device_state_match_the_host_steps() {
+    let dev = device();
+    let n = 300;
+    let w0: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect();
+    let g: Vec<f32> = (0..n).map(|i| ((i * 53 % 97) as f32 - 48.0) / 30.0).collect();
+    let grad = dev.upload(&g).unwrap();
+    let keras = AdamConfig::keras();
+    let torch = AdamConfig {
+        weight_decay: 0.01,
+        decay: WeightDecay::Decoupled,
+        ..AdamConfig::default()
+    };
+    for cfg in [keras, torch] {
+        let (mut wa, mut ma, mut va) = (dev.upload(&w0).unwrap(), dev.zeros(n).unwrap(), dev.zeros(n).unwrap());
+        let (mut wb, mut mb, mut vb) = (dev.upload(&w0).unwrap(), dev.zeros(n).unwrap(), dev.zeros(n).unwrap());
+        let mut state = cuda::StepState::new(&dev).unwrap();
+        let mut args = Vec::new();
+        for step in 1..=6u64 {
+            cuda::adam_step(&dev, &cfg, step, &mut wa, &grad, &mut ma, &mut va).unwrap();
+            dev.record_launches(true);
+            cuda::adam_step_with_state(&dev, &cfg, &mut state, None, &mut wb, &grad, &mut mb, &mut vb).unwrap();
+            args.push(dev.take_launches());
+            dev.record_launches(false);
+            for (a, b) in [(&wa, &wb), (&ma, &mb), (&va, &vb)] {
+                let (a, b) = (dev.download(a).unwrap(), dev.download(b).unwrap());
+                let same = a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(same, "{cfg:?} step {step}");
+            }
+            assert_eq!(state.read(&dev).unwrap(), (step, false));
+        }
+        assert!(
+            args.iter().all(|a| *a == args[0]),
+            "the launches change from step to step"
+        );
+        assert_eq!(
+            args[0].iter().map(|r| r.kernel).collect::<Vec<_>>(),
+            ["nk_opt_prep", "nk_adam"]
+        );
+        // A resumed count: step 1000 from the host, then one on the device.
+        state.set_steps(&dev, 999).unwrap();
+        cuda::adam_step(&dev, &cfg, 1000, &mut wa, &grad, &mut ma, &mut va).unwrap();
+        cuda::adam_step_with_state(&dev, &cfg, &mut state, None, &mut wb, &grad, &mut mb, &mut vb).unwrap();
+        assert_eq!(dev.download(&wa).unwrap(), dev.download(&wb).unwrap());
+        assert_eq!(state.read(&dev).unwrap(), (1000, false));
+        // A guard whose loss is NaN (a NaN logit) skips the update.
+        let logits = dev.upload(&[0.0f32, f32::NAN, 1.0, 2.0]).unwrap();
+        let labels = dev.upload(&[0u32, 1]).unwrap();
+        let mut acc = cuda::XentAccumulator::new(&dev).unwrap();
+        let lv = DeviceMatRef::new(&logits, 2, 2).unwrap();
+        cuda::softmax_xent_labels_accumulate(&dev, lv, &labels, None, &mut acc).unwrap();
+        let before = dev.download(&wb).unwrap();
+        cuda::adam_step_with_state(&dev, &cfg, &mut state, Some(&acc), &mut wb, &grad, &mut mb, &mut vb).unwrap();
+        assert_eq!(state.read(&dev).unwrap(), (1000, true));
+        assert_eq!(dev.download(&wb).unwrap(), before);
+        // A finite loss with a bad label skips too; a good batch steps.
+        let good = dev.upload(&[0.0f32, 1.0, 1.0, 2.0]).unwrap();
+        let gv = DeviceMatRef::new(&good, 2, 2).unwrap();
+        let bad = dev.upload(&[0u32, 2]).unwrap();
+        acc.reset(&dev).unwrap();
+        cuda::softmax_xent_labels_accumulate(&dev, gv, &bad, None, &mut acc).unwrap();
+        cuda::adam_step_with_state(&dev, &cfg, &mut state, Some(&acc), &mut wb, &grad, &mut mb, &mut vb).unwrap();
+        assert_eq!(state.read(&dev).unwrap(), (1000, true));
+        acc.reset(&dev).unwrap();
+        cuda::softmax_xent_labels_accumulate(&dev, gv, &labels, None, &mut acc).unwrap();
+        cuda::adam_step_with_state(&dev, &cfg, &mut state, Some(&acc), &mut wb, &grad, &mut mb, &mut vb).unwrap();
+        assert_eq!(state.read(&dev).unwrap(), (1001, false));
+        assert_ne!(dev.download(&wb).unwrap(), before);
+        // SGD: skipped on the NaN guard, else the host-step's result bitwise.
+        let sgd = SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            weight_decay: 0.0,
+        };
+        let (mut sa, mut ba) = (dev.upload(&w0).unwrap(), dev.zeros(n).unwrap());
+        let (mut sb, mut bb) = (dev.upload(&w0).unwrap(), dev.zeros(n).unwrap());
+        cuda::sgd_step(&dev, &sgd, &mut sa, &grad, &mut ba).unwrap();
+        cuda::sgd_step_with_state(&dev, &sgd, &mut state, Some(&acc), &mut sb, &grad, &mut bb).unwrap();
+        assert_eq!(dev.download(&sa).unwrap(), dev.download(&sb).unwrap());
+        acc.reset(&dev).unwrap();
+        cuda::softmax_xent_labels_accumulate(&dev, lv, &labels, None, &mut acc).unwrap();
+        cuda::sgd_step_with_state(&dev, &sgd, &mut state, Some(&acc), &mut sb, &grad, &mut bb).unwrap();
+        assert_eq!(dev.download(&sa).unwrap(), dev.download(&sb).unwrap());
+        assert_eq!(state.read(&dev).unwrap(), (1001, true));
     }
 }
 

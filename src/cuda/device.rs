@@ -9,8 +9,9 @@ use super::engine::{
 use super::executor::{ExecEngine, ExecFunc, ExecMem, DEFAULT_MEMORY_LIMIT};
 use super::tensor_map::{TensorMapArg, TiledTensorMap};
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaContext, CudaFunction, CudaStream};
+use cudarc::driver::{CudaContext, CudaFunction, CudaGraph, CudaStream};
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -126,6 +127,23 @@ pub struct Device {
     tensor_maps_encoded: AtomicUsize,
     // Whether the GEMM may dispatch to the sm_90a kernels (a benchmark hook).
     sm90_kernels: AtomicBool,
+    // Host-to-device copies queued so far.
+    h2d_copies: AtomicUsize,
+}
+
+/// A captured sequence of this device's work (a CUDA graph), replayed by
+/// [`Device::launch_graph`]: the same launches with the same arguments, so
+/// anything that changes from one replay to the next must be read by the
+/// kernels from device memory. Only a GPU captures ([`Device::can_capture_graphs`]).
+pub struct DeviceGraph {
+    device_id: u64,
+    graph: CudaGraph,
+}
+
+impl std::fmt::Debug for DeviceGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceGraph").field("device", &self.device_id).finish()
+    }
 }
 
 impl std::fmt::Debug for Device {
@@ -156,6 +174,7 @@ impl Device {
             tensor_maps: Mutex::new(Vec::new()),
             tensor_maps_encoded: AtomicUsize::new(0),
             sm90_kernels: AtomicBool::new(true),
+            h2d_copies: AtomicUsize::new(0),
         }
     }
 
@@ -309,6 +328,73 @@ impl Device {
         }
     }
 
+    /// Host-to-device copies queued on this device so far (each [`Device::upload`],
+    /// [`Device::copy_to_device`] or [`Device::filled`] chunk of at least one element,
+    /// including the chunk tables the operations cache): a test can check that a loop
+    /// copies nothing per iteration. Device-side fills ([`Device::fill_bytes`]) are not copies.
+    pub fn host_to_device_copies(&self) -> usize {
+        self.h2d_copies.load(Ordering::Relaxed)
+    }
+
+    /// Sets every byte of elements `at` of `buf` to `byte`, on the device and in
+    /// stream order (a memset: no host data moves, and a graph can capture it).
+    pub fn fill_bytes<T: DeviceElem>(&self, buf: &mut DeviceBuffer<T>, at: Range<usize>, byte: u8) -> Result<()> {
+        if at.start > at.end {
+            return Err(Error::invalid("at", format!("range {at:?} ends before it starts")));
+        }
+        let off = self.byte_range(buf, at.start, at.len(), "buf")?;
+        let len = at.len() * std::mem::size_of::<T>();
+        if len == 0 {
+            return Ok(());
+        }
+        match (&self.engine, buf.mem_mut()) {
+            (_, None) => Ok(()),
+            (Engines::Driver(e), Some(Mem::Driver(m))) => e.fill(m, off, len, byte),
+            (Engines::Executor(e, _), Some(Mem::Executor(m))) => e.fill(m, off, len, byte),
+            _ => Err(foreign()),
+        }
+    }
+
+    /// Whether this device captures its work into graphs: a GPU does; the
+    /// executor runs each launch as it comes and cannot.
+    pub fn can_capture_graphs(&self) -> bool {
+        matches!(self.engine, Engines::Driver(_))
+    }
+
+    /// Starts capturing: until [`Device::end_capture`], the operations queued on
+    /// this device's stream are recorded, not run. Host copies and waits are not
+    /// allowed meanwhile (the driver refuses them and the capture fails). An error on
+    /// the executor.
+    pub fn begin_capture(&self) -> Result<()> {
+        match &self.engine {
+            Engines::Driver(e) => e.begin_capture(),
+            Engines::Executor(..) => Err(Error::Cuda("the PTX executor cannot capture graphs".into())),
+        }
+    }
+
+    /// Ends the capture started by [`Device::begin_capture`] and returns the
+    /// captured work, ready to launch.
+    pub fn end_capture(&self) -> Result<DeviceGraph> {
+        match &self.engine {
+            Engines::Driver(e) => Ok(DeviceGraph {
+                device_id: self.id,
+                graph: e.end_capture()?,
+            }),
+            Engines::Executor(..) => Err(Error::Cuda("the PTX executor cannot capture graphs".into())),
+        }
+    }
+
+    /// Queues a graph this device captured.
+    pub fn launch_graph(&self, graph: &DeviceGraph) -> Result<()> {
+        if graph.device_id != self.id {
+            return Err(Error::invalid("graph", "the graph belongs to another device"));
+        }
+        match &self.engine {
+            Engines::Driver(e) => e.launch_graph(&graph.graph),
+            Engines::Executor(..) => Err(Error::Cuda("the PTX executor cannot launch graphs".into())),
+        }
+    }
+
     /// Starts (`true`) or stops recording every launch: kernel, grid, block and
     /// arguments, on either engine. For tests that check which kernels an
     /// operation ran and how; [`Device::take_launches`] returns the records.
@@ -399,6 +485,9 @@ impl Device {
     fn write_at<T: DeviceElem>(&self, dst: &mut DeviceBuffer<T>, offset: usize, src: &[T]) -> Result<()> {
         let at = self.byte_range(dst, offset, src.len(), "dst")?;
         let bytes: &[u8] = bytemuck::cast_slice(src);
+        if !bytes.is_empty() && dst.mem().is_some() {
+            self.h2d_copies.fetch_add(1, Ordering::Relaxed);
+        }
         match (&self.engine, dst.mem_mut()) {
             (_, None) => Ok(()),
             (Engines::Driver(e), Some(Mem::Driver(m))) => e.write(m, at, bytes),

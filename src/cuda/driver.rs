@@ -5,8 +5,8 @@ use super::engine::{DeviceMemory, Engine, KernelArg};
 use super::tensor_map::{TensorMapArg, TensorMapElem, TensorMapSwizzle, TiledTensorMap, TENSOR_MAP_BYTES};
 use crate::error::{Error, Result};
 use cudarc::driver::{
-    result::DriverError, sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
-    LaunchConfig, PushKernelArg,
+    result::DriverError, sys, CudaContext, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream, DevicePtr,
+    DeviceRepr, LaunchConfig, PushKernelArg,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -133,7 +133,16 @@ impl DriverEngine {
             sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
             "the shared memory per block",
         )?;
-        let stream = ctx.default_stream();
+        // A stream of its own (the legacy default stream cannot be captured into a
+        // graph). Every operation is queued on it alone, so cudarc's cross-stream
+        // event tracking is not needed.
+        // SAFETY: disable_event_tracking asks that no buffer be used on two streams
+        // without synchronisation; this engine allocates, copies, launches and frees on
+        // one stream only, where the stream's order is the synchronisation.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx
+            .new_stream()
+            .map_err(|e| Error::Cuda(describe(&e, "creating a stream", &driver)))?;
         Ok(DriverEngine {
             ctx,
             stream,
@@ -246,6 +255,28 @@ impl DriverEngine {
         &self.ctx
     }
 
+    /// Starts capturing the stream's work into a graph (nothing queued runs until
+    /// the graph is launched).
+    pub(crate) fn begin_capture(&self) -> Result<()> {
+        self.stream
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .map_err(|e| self.err(e, "starting a graph capture"))
+    }
+
+    /// Ends the capture and instantiates what was captured.
+    pub(crate) fn end_capture(&self) -> Result<CudaGraph> {
+        match self.stream.end_capture(sys::CUgraphInstantiate_flags(0)) {
+            Ok(Some(g)) => Ok(g),
+            Ok(None) => Err(Error::Cuda("the graph capture recorded nothing".into())),
+            Err(e) => Err(self.err(e, "ending a graph capture")),
+        }
+    }
+
+    /// Queues `graph` on the stream.
+    pub(crate) fn launch_graph(&self, graph: &CudaGraph) -> Result<()> {
+        graph.launch().map_err(|e| self.err(e, "launching a graph"))
+    }
+
     fn module(&self, file: &'static str, src: &'static str) -> Result<Arc<CudaModule>> {
         let mut cache = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = cache.get(file) {
@@ -290,6 +321,18 @@ impl Engine for DriverEngine {
         self.stream
             .memcpy_htod(src, &mut view)
             .map_err(|e| self.err(e, "copying to the device"))
+    }
+
+    fn fill(&self, mem: &mut DriverMem, offset: usize, len: usize, byte: u8) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(|e| self.err(e, "binding the context"))?;
+        // SAFETY: offset + len <= the allocation's length (checked by the caller), so
+        // the range is inside live device memory that `mem` owns (borrowed mutably for
+        // the call); the memset is queued on the engine's one stream, in order with
+        // every kernel and copy that uses the allocation.
+        unsafe { cudarc::driver::result::memset_d8_async(mem.ptr + offset as u64, byte, len, self.stream.cu_stream()) }
+            .map_err(|e| self.err(e, "setting device memory"))
     }
 
     fn read(&self, mem: &DriverMem, offset: usize, dst: &mut [u8]) -> Result<()> {

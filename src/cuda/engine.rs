@@ -185,6 +185,9 @@ pub(crate) trait Engine {
     /// Copies `src` into the allocation starting `offset` bytes in
     /// (the caller checked that it fits).
     fn write(&self, mem: &mut Self::Mem, offset: usize, src: &[u8]) -> Result<()>;
+    /// Sets `len` bytes starting `offset` bytes in to `byte`, queued in stream order
+    /// (a device-side memset: no host data moves; the caller checked that they fit).
+    fn fill(&self, mem: &mut Self::Mem, offset: usize, len: usize, byte: u8) -> Result<()>;
     /// Copies `dst.len()` bytes starting `offset` bytes in into `dst`, after the
     /// work queued before (the caller checked that they exist).
     fn read(&self, mem: &Self::Mem, offset: usize, dst: &mut [u8]) -> Result<()>;

@@ -136,6 +136,13 @@ impl Engine for ExecEngine {
             .map_err(exec_err)
     }
 
+    fn fill(&self, mem: &mut ExecMem, offset: usize, len: usize, byte: u8) -> Result<()> {
+        lock(&self.state)
+            .mem
+            .write_bytes(mem.buf, offset, &vec![byte; len])
+            .map_err(exec_err)
+    }
+
     fn read(&self, mem: &ExecMem, offset: usize, dst: &mut [u8]) -> Result<()> {
         lock(&self.state).mem.read_into(mem.buf, offset, dst).map_err(exec_err)
     }

@@ -56,7 +56,7 @@ mod ops;
 mod tensor_map;
 
 pub use buffer::{DeviceBuffer, DeviceElem, DeviceMatMut, DeviceMatRef};
-pub use device::Device;
+pub use device::{Device, DeviceGraph};
 pub use engine::{EngineKind, KernelArg, LaunchRecord};
 pub use ops::{
     activation_backward, activation_backward_inplace, activation_backward_inplace_at, activation_forward,
@@ -65,6 +65,10 @@ pub use ops::{
     gather_scaled, gemm, gemm_bias_activation, gemm_bias_activation_tf32, gemm_tf32, global_norm, log_softmax,
     sgd_step, sm90_operand_map, softmax, softmax_xent, softmax_xent_accumulate, softmax_xent_labels_accumulate,
     softmax_xent_loss, AdamParam, DeviceTargets, GpuGemmInput, XentAccumulator, SM90_KERNELS,
+};
+pub use ops::{
+    adam_step_with_state, clip_global_norm_queued, gather_batch, gemm_bias_activation_at, sgd_step_with_state,
+    BatchCursor, StepState,
 };
 pub use tensor_map::{TensorMapArg, TensorMapElem, TensorMapSwizzle, TiledTensorMap, TENSOR_MAP_BYTES};
 
@@ -268,7 +272,7 @@ mod tests {
                 entries += 1;
             }
         }
-        assert_eq!(entries, 20);
+        assert_eq!(entries, 23);
         assert_eq!(
             engine::param_kinds(device::GEMM_SM90_PTX, "nk_gemm_sm90_bf16").map(|k| k[..3].to_vec()),
             Some(vec![

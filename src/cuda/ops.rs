@@ -53,11 +53,11 @@ fn grid_2d(dev: &Device, rows: usize, cols: usize) -> (u32, u32, u32) {
 /// Y (0 with zero strides when none), as both GEMM kernels take them.
 fn epilogue_addrs(
     dev: &Device,
-    bias: Option<&DeviceBuffer<f32>>,
+    bias: Option<BiasAt<'_>>,
     y: &Option<DeviceMatMut<'_, f32>>,
 ) -> Result<(u64, u64, usize, usize)> {
     let pbias = match bias {
-        Some(b) => dev.addr(b, 0)?,
+        Some((b, at)) => range_addr(dev, "bias", b, &at)?,
         None => 0,
     };
     let (py, yrs, ycs) = match y {
@@ -65,6 +65,13 @@ fn epilogue_addrs(
         None => (0, 0, 0),
     };
     Ok((pbias, py, yrs, ycs))
+}
+
+/// A bias: elements `.1` of buffer `.0`.
+type BiasAt<'a> = (&'a DeviceBuffer<f32>, Range<usize>);
+
+fn whole(b: Option<&DeviceBuffer<f32>>) -> Option<BiasAt<'_>> {
+    b.map(|b| (b, 0..b.len()))
 }
 
 fn u64_of(v: usize) -> Arg {
@@ -411,6 +418,23 @@ pub fn gemm_bias_activation<T: GpuGemmInput>(
     act: Activation,
     y: Option<DeviceMatMut<'_, f32>>,
 ) -> Result<()> {
+    gemm_bias_activation_at(dev, alpha, a, b, beta, c, bias.map(|b| (b, 0..b.len())), act, y)
+}
+
+/// [`gemm_bias_activation`] with the bias at elements `bias.1` of a larger
+/// buffer (e.g. one holding every layer's parameters).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bias_activation_at<T: GpuGemmInput>(
+    dev: &Device,
+    alpha: f32,
+    a: DeviceMatRef<'_, T>,
+    b: DeviceMatRef<'_, T>,
+    beta: f32,
+    c: DeviceMatMut<'_, f32>,
+    bias: Option<(&DeviceBuffer<f32>, Range<usize>)>,
+    act: Activation,
+    y: Option<DeviceMatMut<'_, f32>>,
+) -> Result<()> {
     if let Some((kernel, elem)) = T::SM90 {
         if dev.runs_sm90_kernels()? {
             if let Some(maps) = sm90_maps(dev, elem, alpha, &a, &b, &c)? {
@@ -474,15 +498,15 @@ fn gemm_sm90(
     alpha: f32,
     beta: f32,
     c: DeviceMatMut<'_, f32>,
-    bias: Option<&DeviceBuffer<f32>>,
+    bias: Option<BiasAt<'_>>,
     act: Activation,
     y: Option<DeviceMatMut<'_, f32>>,
 ) -> Result<()> {
     let (m, n) = c.shape();
     // The maps were built from the validated views: dims[0] is K, dims[1] the rows.
     let k = maps[0].dims[0] as usize;
-    if let Some(bias) = bias {
-        check_bias("bias", bias.len(), n)?;
+    if let Some((_, at)) = &bias {
+        check_bias("bias", at.len(), n)?;
     }
     if let Some(y) = &y {
         check_same_shape("y", y.shape(), (m, n))?;
@@ -554,7 +578,7 @@ pub fn gemm_bias_activation_tf32(
     act: Activation,
     y: Option<DeviceMatMut<'_, f32>>,
 ) -> Result<()> {
-    gemm_impl(dev, "nk_gemm_tf32", alpha, a, b, beta, c, bias, act, y)
+    gemm_impl(dev, "nk_gemm_tf32", alpha, a, b, beta, c, whole(bias), act, y)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -566,7 +590,7 @@ fn gemm_impl<T: DeviceElem>(
     b: DeviceMatRef<'_, T>,
     beta: f32,
     c: DeviceMatMut<'_, f32>,
-    bias: Option<&DeviceBuffer<f32>>,
+    bias: Option<BiasAt<'_>>,
     act: Activation,
     y: Option<DeviceMatMut<'_, f32>>,
 ) -> Result<()> {
@@ -578,8 +602,8 @@ fn gemm_impl<T: DeviceElem>(
     if c.shape() != (m, n) {
         return Err(Error::shape("c", c.shape(), (m, n)));
     }
-    if let Some(bias) = bias {
-        check_bias("bias", bias.len(), n)?;
+    if let Some((_, at)) = &bias {
+        check_bias("bias", at.len(), n)?;
     }
     if let Some(y) = &y {
         check_same_shape("y", y.shape(), (m, n))?;
@@ -899,9 +923,10 @@ impl XentAccumulator {
         })
     }
 
-    /// Zeroes the totals (queued on the stream).
+    /// Zeroes the totals (queued on the stream, a device-side fill: no host copy).
     pub fn reset(&mut self, dev: &Device) -> Result<()> {
-        dev.copy_to_device(&[0u32, 0, u32::MAX, u32::MAX], &mut self.buf)
+        dev.fill_bytes(&mut self.buf, 0..2, 0)?;
+        dev.fill_bytes(&mut self.buf, 2..4, 0xFF)
     }
 
     /// Waits for the stream and returns the sum of the mean losses since the last
@@ -1072,6 +1097,115 @@ pub fn gather_scaled(
     dev.launch(&f, grid_2d(dev, rows.len(), features), (BLOCK, 1, 1), &args)
 }
 
+/// Where the next training batch starts in an epoch's order of rows: one `u32`
+/// on the device, read by [`gather_batch`] and moved on by it (on the device),
+/// so consecutive batches need no host copy. The host remembers the value it
+/// expects, so [`BatchCursor::set`] copies only when that differs.
+#[derive(Debug)]
+pub struct BatchCursor {
+    word: DeviceBuffer<u32>,
+    at: Option<usize>,
+}
+
+impl BatchCursor {
+    /// A cursor at position 0.
+    pub fn new(dev: &Device) -> Result<Self> {
+        Ok(BatchCursor {
+            word: dev.zeros(1)?,
+            at: Some(0),
+        })
+    }
+
+    /// Moves the cursor to `pos`: one host-to-device copy unless it is there
+    /// already (as after the batch before it). Returns whether it copied.
+    pub fn set(&mut self, dev: &Device, pos: usize) -> Result<bool> {
+        if self.at == Some(pos) {
+            return Ok(false);
+        }
+        let word = u32::try_from(pos).map_err(|_| Error::invalid("pos", "a position past 2^32-1"))?;
+        self.at = None;
+        dev.copy_to_device(&[word], &mut self.word)?;
+        self.at = Some(pos);
+        Ok(true)
+    }
+
+    /// Where the host expects the cursor (`None` when it does not know).
+    pub fn position(&self) -> Option<usize> {
+        self.at
+    }
+
+    /// Records that the device moved the cursor on by `n` outside [`gather_batch`]
+    /// (a replayed graph of its launches).
+    pub fn replayed(&mut self, n: usize) {
+        self.at = self.at.and_then(|a| a.checked_add(n));
+    }
+
+    /// Reads the device's cursor (waits for the stream).
+    pub fn read(&self, dev: &Device) -> Result<usize> {
+        let mut out = [0u32];
+        dev.copy_to_host(&self.word, &mut out)?;
+        Ok(out[0] as usize)
+    }
+}
+
+/// The training batch at `cursor`: with `r = order[cursor + i]`, row `i` of
+/// `dst` (`n × features`) = row `r` of `images` converted to `f32` and divided
+/// by `divisor`, and `labels_out[i] = labels[r]`; then the cursor moves on by
+/// `n`, on the device. Two launches whose arguments are the same for every
+/// batch of `n` rows; nothing is copied. A position past the order's end or a
+/// row past the images gives a NaN row and the label `u32::MAX`, which the loss
+/// reports as [`Error::LabelOutOfRange`].
+#[allow(clippy::too_many_arguments)]
+pub fn gather_batch(
+    dev: &Device,
+    images: &DeviceBuffer<u8>,
+    features: usize,
+    order: &DeviceBuffer<u32>,
+    cursor: &mut BatchCursor,
+    labels: &DeviceBuffer<u32>,
+    labels_out: &mut DeviceBuffer<u32>,
+    divisor: f32,
+    dst: DeviceMatMut<'_, f32>,
+) -> Result<()> {
+    let n = dst.rows;
+    check_same_shape("dst", dst.shape(), (n, features))?;
+    if labels_out.len() < n {
+        return Err(Error::BufferTooShort {
+            arg: "labels_out",
+            len: labels_out.len(),
+            needed: n,
+        });
+    }
+    let inc = u32::try_from(n).map_err(|_| Error::invalid("dst", "more than 2^32-1 rows"))?;
+    if n == 0 || features == 0 {
+        return Ok(());
+    }
+    let count = images.len() / features;
+    let f = dev.function("activation.ptx", ACTIVATION_PTX, "nk_gather_batch")?;
+    let pcursor = dev.addr(&cursor.word, 0)?;
+    let args = [
+        Arg::U64(dev.addr(images, 0)?),
+        u64_of(count),
+        u64_of(features),
+        Arg::U64(dev.addr(order, 0)?),
+        u64_of(order.len()),
+        Arg::U64(pcursor),
+        u64_of(n),
+        Arg::U64(dev.addr(labels, 0)?),
+        u64_of(labels.len()),
+        Arg::U64(dev.addr(labels_out, 0)?),
+        Arg::F32(divisor),
+        Arg::U64(dev.addr(dst.buf, dst.offset)?),
+        u64_of(dst.rs),
+        u64_of(dst.cs),
+    ];
+    dev.launch(&f, grid_2d(dev, n, features), (BLOCK, 1, 1), &args)?;
+    let f = dev.function("activation.ptx", ACTIVATION_PTX, "nk_advance")?;
+    dev.launch(&f, (1, 1, 1), (1, 1, 1), &[Arg::U64(pcursor), Arg::U32(inc)])?;
+    cursor.replayed(n);
+    Ok(())
+}
+
 // ---------------------------------------------------------------- optimizers
 
 /// The four buffers of one parameter tensor for [`adam_step_many`].
@@ -1144,6 +1278,12 @@ pub fn adam_step(
 
 /// One Adam/AdamW step over every parameter tensor in `params`, in one launch.
 pub fn adam_step_many(dev: &Device, cfg: &AdamConfig, step: u64, params: &mut [AdamParam<'_>]) -> Result<()> {
+    adam_impl(dev, cfg, step, params, 0)
+}
+
+/// `nk_adam` over `params`; `pstate` 0, or a [`StepState`]'s address whose scalars
+/// (and skip flag) replace those of `step`.
+fn adam_impl(dev: &Device, cfg: &AdamConfig, step: u64, params: &mut [AdamParam<'_>], pstate: u64) -> Result<()> {
     for p in params.iter() {
         check_adam(cfg, step, p.w.len(), p.grad.len(), p.m.len(), p.v.len())?;
     }
@@ -1187,6 +1327,7 @@ pub fn adam_step_many(dev: &Device, cfg: &AdamConfig, step: u64, params: &mut [A
         Arg::F32((1.0 / c2.sqrt()) as f32),
         Arg::F32((lr * c2.sqrt() / c1) as f32),
         Arg::U32(flags),
+        Arg::U64(pstate),
     ];
     // Dropping the table is ordered on the stream after the kernel that reads it.
     dev.launch(&f, chunk_grid(chunks)?, (BLOCK, 1, 1), &args)
@@ -1199,6 +1340,123 @@ pub fn sgd_step(
     w: &mut DeviceBuffer<f32>,
     grad: &DeviceBuffer<f32>,
     buf: &mut DeviceBuffer<f32>,
+) -> Result<()> {
+    sgd_impl(dev, cfg, w, grad, buf, 0)
+}
+
+/// The optimizer's per-step state kept on the device (32 bytes, see optim.ptx):
+/// the number of Adam steps taken, this step's Adam scalars (the bias
+/// corrections) and whether this step's update is skipped. With it, an
+/// optimizer launch has the same arguments at every step (so a captured graph
+/// replays it unchanged): [`adam_step_with_state`] and [`sgd_step_with_state`]
+/// first run a one-thread kernel that advances the step count and computes the
+/// scalars on the device, bitwise as [`AdamConfig::bias_corrections`] does on
+/// the host.
+#[derive(Debug)]
+pub struct StepState {
+    buf: DeviceBuffer<u32>,
+}
+
+impl StepState {
+    /// A state at step 0 (no Adam step taken).
+    pub fn new(dev: &Device) -> Result<Self> {
+        Ok(StepState { buf: dev.zeros(8)? })
+    }
+
+    /// Sets the number of Adam steps taken (one host-to-device copy), e.g. when a
+    /// run resumes from a checkpoint; steps past 2³¹ − 1 count as 2³¹ − 1, as the
+    /// host's bias corrections do.
+    pub fn set_steps(&mut self, dev: &Device, steps: u64) -> Result<()> {
+        dev.copy_to_device(&[steps.min(i32::MAX as u64) as u32, 0], &mut self.buf)
+    }
+
+    /// The number of Adam steps taken and whether the last update was skipped
+    /// (waits for the stream).
+    pub fn read(&self, dev: &Device) -> Result<(u64, bool)> {
+        let mut out = [0u32; 2];
+        dev.copy_to_host(&self.buf, &mut out)?;
+        Ok((u64::from(out[0]), out[1] != 0))
+    }
+}
+
+/// Launches `nk_opt_prep`: the skip flag from `guard`'s loss and bad label, and
+/// (for Adam) the step count and scalars.
+fn opt_prep(
+    dev: &Device,
+    state: &mut StepState,
+    guard: Option<&XentAccumulator>,
+    lr: f32,
+    betas: Option<(f32, f32)>,
+) -> Result<u64> {
+    let pstate = dev.addr(&state.buf, 0)?;
+    let ploss = match guard {
+        Some(g) => dev.addr(&g.buf, 0)?,
+        None => 0,
+    };
+    let (b1, b2) = betas.unwrap_or((0.0, 0.0));
+    let f = dev.function("optim.ptx", OPTIM_PTX, "nk_opt_prep")?;
+    let args = [
+        Arg::U64(pstate),
+        Arg::U64(ploss),
+        Arg::F32(lr),
+        Arg::F32(b1),
+        Arg::F32(b2),
+        Arg::U32(u32::from(betas.is_some())),
+    ];
+    dev.launch(&f, (1, 1, 1), (1, 1, 1), &args)?;
+    Ok(pstate)
+}
+
+/// One Adam/AdamW step whose step number and bias corrections come from
+/// `state` on the device (advanced there by one), skipped on the device — the
+/// parameters, moments and step count left as they were — when `guard`'s loss
+/// is not finite or it saw a bad label. Two launches whose arguments do not
+/// change from step to step; nothing is copied or waited for.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_step_with_state(
+    dev: &Device,
+    cfg: &AdamConfig,
+    state: &mut StepState,
+    guard: Option<&XentAccumulator>,
+    w: &mut DeviceBuffer<f32>,
+    grad: &DeviceBuffer<f32>,
+    m: &mut DeviceBuffer<f32>,
+    v: &mut DeviceBuffer<f32>,
+) -> Result<()> {
+    // The checks of step 1 (the step itself is the device's).
+    check_adam(cfg, 1, w.len(), grad.len(), m.len(), v.len())?;
+    let pstate = opt_prep(dev, state, guard, cfg.lr, Some((cfg.beta1, cfg.beta2)))?;
+    adam_impl(dev, cfg, 1, &mut [AdamParam { w, grad, m, v }], pstate)
+}
+
+/// One SGD-with-momentum step, skipped on the device when `guard`'s loss is not
+/// finite or it saw a bad label (see [`adam_step_with_state`]).
+pub fn sgd_step_with_state(
+    dev: &Device,
+    cfg: &SgdConfig,
+    state: &mut StepState,
+    guard: Option<&XentAccumulator>,
+    w: &mut DeviceBuffer<f32>,
+    grad: &DeviceBuffer<f32>,
+    buf: &mut DeviceBuffer<f32>,
+) -> Result<()> {
+    cfg.validate()?;
+    for (arg, len) in [("grad", grad.len()), ("buf", buf.len())] {
+        if len != w.len() {
+            return Err(Error::shape(arg, (len, 1), (w.len(), 1)));
+        }
+    }
+    let pstate = opt_prep(dev, state, guard, cfg.lr, None)?;
+    sgd_impl(dev, cfg, w, grad, buf, pstate)
+}
+
+fn sgd_impl(
+    dev: &Device,
+    cfg: &SgdConfig,
+    w: &mut DeviceBuffer<f32>,
+    grad: &DeviceBuffer<f32>,
+    buf: &mut DeviceBuffer<f32>,
+    pstate: u64,
 ) -> Result<()> {
     cfg.validate()?;
     for (arg, len) in [("grad", grad.len()), ("buf", buf.len())] {
@@ -1217,6 +1475,7 @@ pub fn sgd_step(
         Arg::F32(cfg.lr),
         Arg::F32(cfg.momentum),
         Arg::F32(cfg.weight_decay),
+        Arg::U64(pstate),
     ];
     dev.launch(&f, chunk_grid(chunks)?, (BLOCK, 1, 1), &args)
 }
@@ -1237,7 +1496,7 @@ fn sumsq(
         });
     }
     let (table, chunks) = chunk_table(dev, ptrs, lens)?;
-    dev.copy_to_device(&[0.0f32; 2], acc)?;
+    dev.fill_bytes(acc, 0..2, 0)?;
     if chunks > 0 {
         let f = dev.function("optim.ptx", OPTIM_PTX, "nk_sumsq")?;
         let args = [Arg::U64(dev.addr(&*table, 0)?), Arg::U64(dev.addr(acc, 0)?)];
@@ -1283,6 +1542,19 @@ pub fn clip_global_norm_with(
     max_norm: f32,
     acc: &mut DeviceBuffer<f32>,
 ) -> Result<f32> {
+    clip_global_norm_queued(dev, grads, max_norm, acc)?;
+    Ok(read_f64(dev, acc)?.sqrt() as f32)
+}
+
+/// [`clip_global_norm_with`] without waiting: the norm is left in `acc` (an
+/// f64 in its first two words) and not read, so a step can be queued (or
+/// captured) whole.
+pub fn clip_global_norm_queued(
+    dev: &Device,
+    grads: &mut [&mut DeviceBuffer<f32>],
+    max_norm: f32,
+    acc: &mut DeviceBuffer<f32>,
+) -> Result<()> {
     check_clip(max_norm)?;
     let ptrs = grads
         .iter()
@@ -1299,5 +1571,5 @@ pub fn clip_global_norm_with(
         ];
         dev.launch(&f, chunk_grid(chunks)?, (BLOCK, 1, 1), &args)?;
     }
-    Ok(read_f64(dev, acc)?.sqrt() as f32)
+    Ok(())
 }

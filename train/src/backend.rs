@@ -106,6 +106,20 @@ pub struct MatOut<'a, B> {
     pub at: Layout,
 }
 
+/// A deferred training step as [`Backend::begin_step`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepKey {
+    /// Rows of the batch.
+    pub rows: usize,
+    /// Where the batch starts in the staged order.
+    pub start: usize,
+    /// The model's identity (unique in the process) and the images' address: a
+    /// backend replays a recorded step only over the same buffers.
+    pub buffers: (u64, usize),
+    /// Optimizer steps the model has taken before this one.
+    pub steps_done: u64,
+}
+
 /// The operations the model needs, over the backend's own buffers.
 ///
 /// Every method validates its operands (through the kernels it calls) and
@@ -280,6 +294,101 @@ pub trait Backend {
     ) -> Result<()> {
         Err(no_fused_update(self.name()))
     }
+
+    // The methods below have defaults that do what the ones above do; a device
+    // backend overrides them to keep the data of a run on the device and to
+    // run a training step without waiting for it until its end.
+
+    /// The forward pass of a dense layer: `c = a·b`, then `c += bias` and
+    /// `y = act(c)` as [`Backend::bias_add_activation`] does. A GPU backend fuses
+    /// this into the GEMM's epilogue.
+    fn gemm_bias_activation(
+        &mut self,
+        a: Mat<'_, Self::Buf>,
+        b: Mat<'_, Self::Buf>,
+        c: MatOut<'_, Self::Buf>,
+        bias: (&Self::Buf, Range<usize>),
+        act: Activation,
+        y: Option<MatOut<'_, Self::Buf>>,
+    ) -> Result<()> {
+        let at = c.at;
+        self.gemm(1.0, a, b, 0.0, MatOut { buf: &mut *c.buf, at })?;
+        self.bias_add_activation(act, c, bias, y)
+    }
+
+    /// Whether training steps go through [`Backend::begin_step`] /
+    /// [`Backend::end_step`] with the batches from [`Backend::gather_batch`]
+    /// (the loss and the correct count read once, at the end of the step). The
+    /// default: no, the plain step.
+    fn defers_step_results(&self) -> bool {
+        false
+    }
+
+    /// The training set's labels, once per run, for [`Backend::gather_batch`]
+    /// (a device backend keeps them on the device). The default keeps nothing.
+    fn stage_labels(&mut self, labels: &[u32]) -> Result<()> {
+        let _ = labels;
+        Ok(())
+    }
+
+    /// The epoch's order of training rows, once per epoch, for
+    /// [`Backend::gather_batch`]. The default keeps nothing.
+    fn stage_order(&mut self, order: &[u32]) -> Result<()> {
+        let _ = order;
+        Ok(())
+    }
+
+    /// Loads the training batch `order[at]`: row `i` of `dst` = `images` row
+    /// `order[at.start + i]` scaled as [`Backend::gather_scaled`] does, and
+    /// `dst_labels[i]` = its label. `order` and `labels` are those last given to
+    /// [`Backend::stage_order`] and [`Backend::stage_labels`], which a device
+    /// backend reads instead (no copy per batch). The default gathers on the host.
+    #[allow(clippy::too_many_arguments)]
+    fn gather_batch(
+        &mut self,
+        images: &Self::Bytes,
+        features: usize,
+        order: &[u32],
+        labels: &[u32],
+        at: Range<usize>,
+        divisor: f32,
+        dst: &mut Self::Buf,
+        dst_labels: &mut Self::Labels,
+    ) -> Result<()> {
+        let len = order.len();
+        let rows = order.get(at.clone()).ok_or(Error::BufferTooShort {
+            arg: "order",
+            len,
+            needed: at.end,
+        })?;
+        let lab = rows
+            .iter()
+            .map(|&r| labels.get(r as usize).copied())
+            .collect::<Option<Vec<u32>>>()
+            .ok_or(Error::invalid("order", "a row past the labels"))?;
+        self.gather_scaled(images, features, rows, divisor, dst)?;
+        self.upload_labels(&lab, dst_labels)
+    }
+
+    /// Starts a deferred training step. `Ok(true)`: the backend replayed a
+    /// recorded step of that size over the same buffers itself (nothing more is
+    /// to be issued before [`Backend::end_step`]); `Ok(false)`: the caller issues
+    /// the step's operations, which return placeholder values (0) for the loss
+    /// and count.
+    fn begin_step(&mut self, step: StepKey) -> Result<bool> {
+        let _ = step;
+        Ok(false)
+    }
+
+    /// Ends a deferred step: the loss and correct count of its batch. A non-finite
+    /// loss means the update was skipped (the parameters and optimizer state are
+    /// as before the step).
+    fn end_step(&mut self) -> Result<(f32, usize)> {
+        Err(Error::invalid("backend", "this backend does not defer step results"))
+    }
+
+    /// Abandons a deferred step after an error in it.
+    fn cancel_step(&mut self) {}
 }
 
 fn no_fused_update(backend: &str) -> Error {

@@ -389,6 +389,9 @@ impl<B: Backend> Trainer<B> {
         let fingerprint = data.train_fingerprint();
         let rows = batch.max(EVAL_ROWS);
         let model = Mlp::new(&mut be, &dims, cfg.activation, cfg.optimizer, params, rows, batch)?;
+        if be.defers_step_results() {
+            be.stage_labels(&data.train.labels)?;
+        }
         let Dataset {
             train,
             test,
@@ -469,6 +472,10 @@ impl<B: Backend> Trainer<B> {
     pub fn backend_name(&self) -> &'static str {
         self.be.name()
     }
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.be
+    }
 
     /// Trains one epoch, then scores the validation split. `on_step` is called
     /// after every step. A non-finite loss stops the epoch with an error
@@ -490,15 +497,32 @@ impl<B: Backend> Trainer<B> {
         self.perm.shuffle(&mut epoch_rng(self.cfg.seed, epoch));
         let batches = self.batches_per_epoch();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        // A device backend takes the epoch's order once and its steps whole.
+        let deferred = self.be.defers_step_results();
+        if deferred {
+            self.be.stage_order(&self.perm)?;
+        }
         for b in 0..batches {
-            let rows = &self.perm[b * self.batch..((b + 1) * self.batch).min(self.n_fit)];
-            let n = rows.len();
-            for (dst, &r) in self.batch_labels.iter_mut().zip(rows) {
-                *dst = self.train_labels[r as usize];
-            }
-            self.model
-                .load_batch(&mut self.be, &self.train_images, rows, &self.batch_labels[..n])?;
-            let (loss, c) = self.model.train_step(&mut self.be, n, self.cfg.clip_norm)?;
+            let at = b * self.batch..((b + 1) * self.batch).min(self.n_fit);
+            let n = at.len();
+            let (loss, c) = if deferred {
+                self.model.train_batch_deferred(
+                    &mut self.be,
+                    &self.train_images,
+                    &self.perm,
+                    &self.train_labels,
+                    at,
+                    self.cfg.clip_norm,
+                )?
+            } else {
+                let rows = &self.perm[at];
+                for (dst, &r) in self.batch_labels.iter_mut().zip(rows) {
+                    *dst = self.train_labels[r as usize];
+                }
+                self.model
+                    .load_batch(&mut self.be, &self.train_images, rows, &self.batch_labels[..n])?;
+                self.model.train_step(&mut self.be, n, self.cfg.clip_norm)?
+            };
             if !loss.is_finite() {
                 return Err(Error::invalid(
                     "training stopped",

@@ -17,7 +17,7 @@
 //! Every buffer is sized when the model is built; a training step allocates
 //! nothing.
 
-use super::backend::{Backend, Layout, Mat, MatOut};
+use super::backend::{Backend, Layout, Mat, MatOut, StepKey};
 use crate::error::{Error, Result};
 use nnkern::ops::activation::Activation;
 use nnkern::ops::optim::{AdamConfig, AdamState, SgdConfig, SgdState};
@@ -137,6 +137,8 @@ pub struct Mlp<B: Backend> {
     g: Vec<B::Buf>,
     /// Fuse the optimizer into the weight-gradient products when possible.
     fused: bool,
+    /// Unique in the process (see [`StepKey::buffers`]).
+    id: u64,
 }
 
 /// Which optimizer to build, with its hyperparameters.
@@ -224,6 +226,10 @@ impl<B: Backend> Mlp<B> {
             z,
             a,
             g,
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         })
     }
 
@@ -331,9 +337,15 @@ impl<B: Backend> Mlp<B> {
                 buf: &self.params,
                 at: l.w_layout(),
             };
-            be.gemm(1.0, input, w, 0.0, MatOut { buf: zl, at: out })?;
             let y = a_out.first_mut().map(|buf| MatOut { buf, at: out });
-            be.bias_add_activation(self.act, MatOut { buf: zl, at: out }, (&self.params, l.b_range()), y)?;
+            be.gemm_bias_activation(
+                input,
+                w,
+                MatOut { buf: zl, at: out },
+                (&self.params, l.b_range()),
+                self.act,
+                y,
+            )?;
         }
         Ok(())
     }
@@ -512,6 +524,68 @@ impl<B: Backend> Mlp<B> {
             OptimizerState::Sgd { cfg, state } => be.sgd_step(cfg, state, &mut self.params, &self.grads)?,
         }
         Ok(())
+    }
+
+    /// One training step on batch `order[at]` of `images` (labels from
+    /// `labels`), for a backend that [defers step results](Backend::defers_step_results):
+    /// the batch load, forward, backward and update are issued (or replayed by
+    /// the backend) without waiting, then the loss and correct count are read once.
+    /// A non-finite loss is returned with the update skipped (on the device) and
+    /// the step count unchanged.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_batch_deferred(
+        &mut self,
+        be: &mut B,
+        images: &B::Bytes,
+        order: &[u32],
+        labels: &[u32],
+        at: std::ops::Range<usize>,
+        clip_norm: Option<f32>,
+    ) -> Result<(f32, usize)> {
+        let n = at.len();
+        if n == 0 || n > self.train_rows {
+            return Err(Error::invalid(
+                "rows",
+                format!("{n} rows for a training batch of at most {}", self.train_rows),
+            ));
+        }
+        let issued = (|| -> Result<()> {
+            let key = StepKey {
+                rows: n,
+                start: at.start,
+                buffers: (self.id, images as *const B::Bytes as usize),
+                steps_done: self.step,
+            };
+            if !be.begin_step(key)? {
+                let features = self.dims[0];
+                be.gather_batch(
+                    images,
+                    features,
+                    order,
+                    labels,
+                    at,
+                    255.0,
+                    &mut self.x,
+                    &mut self.labels,
+                )?;
+                self.compute_gradients(be, n)?;
+                self.apply_gradients(be, clip_norm)?;
+            } else {
+                self.step += 1;
+            }
+            Ok(())
+        })();
+        if let Err(e) = issued {
+            be.cancel_step();
+            return Err(e);
+        }
+        // An error here (a bad label, which also skips the update on the device)
+        // leaves the step count as it was, like a non-finite loss.
+        let (loss, correct) = be.end_step().inspect_err(|_| self.step -= 1)?;
+        if !loss.is_finite() {
+            self.step -= 1;
+        }
+        Ok((loss, correct))
     }
 
     /// One training step on the first `n` loaded rows: returns the loss and

@@ -220,14 +220,19 @@ fn cli_runs_on_the_executor_and_reports_a_missing_gpu() {
 }
 
 /// One training step on the device is this fixed list of launches (the batch
-/// gather, two dense layers forward, the fused softmax-xent, the correct
-/// count, the backward, the clipping, one optimizer launch), and the device
-/// memory in use is the same after every step (the optimizer's and the
-/// clipping's chunk tables are cached on the device by the first).
+/// gather at the device's cursor and its move, two dense layers forward with
+/// the bias and activation in the GEMM epilogue, the fused softmax-xent, the
+/// correct count, the backward, the clipping, the optimizer's step state and
+/// one optimizer launch), with the same arguments at every step (so a graph
+/// captured from one step replays any other), no host-to-device copy after the
+/// first step (whose copies are the optimizer's and the clipping's chunk
+/// tables, cached on the device), and the same device memory in use after
+/// every step.
 #[test]
-fn a_step_is_a_fixed_list_of_launches_and_holds_its_memory() {
+fn a_step_is_a_fixed_list_of_launches_copies_nothing_and_holds_its_memory() {
     use nnkern_train::{mlp::Mlp, Backend};
     let mut be = Cuda::executor().unwrap();
+    assert!(!be.uses_graphs(), "the executor cannot capture");
     let d = data(64, 1);
     let dims = [FEATURES, 16, CLASSES];
     let n_params = FEATURES * 16 + 16 + 16 * CLASSES + CLASSES;
@@ -235,38 +240,167 @@ fn a_step_is_a_fixed_list_of_launches_and_holds_its_memory() {
     let adam = Optimizer::Adam(AdamConfig::keras());
     let mut model = Mlp::new(&mut be, &dims, nnkern::Activation::Relu, adam, &params, 16, 16).unwrap();
     let images = be.upload_bytes(d.train.images.clone()).unwrap();
+    let order: Vec<u32> = (0..64).map(|i| (i * 29 % 64) as u32).collect();
+    be.stage_labels(&d.train.labels).unwrap();
+    be.stage_order(&order).unwrap();
     let mut in_use = Vec::new();
-    for step in 0..3usize {
-        let rows: Vec<u32> = (0..16).map(|i| ((i + 16 * step) % 64) as u32).collect();
-        let labels: Vec<u32> = rows.iter().map(|&r| d.train.labels[r as usize]).collect();
+    let mut steps = Vec::new();
+    let mut copies = Vec::new();
+    for step in 0..4usize {
+        let before = be.device().host_to_device_copies();
         be.device().record_launches(true);
-        model.load_batch(&mut be, &images, &rows, &labels).unwrap();
-        let (loss, _) = model.train_step(&mut be, 16, Some(1.0)).unwrap();
+        let at = 16 * step..16 * (step + 1);
+        let (loss, _) = model
+            .train_batch_deferred(&mut be, &images, &order, &d.train.labels, at, Some(1.0))
+            .unwrap();
         assert!(loss.is_finite());
-        let ran: Vec<&str> = be.device().take_launches().iter().map(|r| r.kernel).collect();
-        assert_eq!(
-            ran,
-            [
-                "nk_gather_scaled",
-                "nk_sgemm",
-                "nk_bias_act",
-                "nk_sgemm",
-                "nk_bias_act",
-                "nk_softmax_xent",
-                "nk_count_correct",
-                "nk_sgemm",
-                "nk_bias_grad",
-                "nk_sgemm",
-                "nk_act_bwd",
-                "nk_sgemm",
-                "nk_bias_grad",
-                "nk_sumsq",
-                "nk_clip_scale",
-                "nk_adam",
-            ],
-            "step {step}"
-        );
+        copies.push(be.device().host_to_device_copies() - before);
+        steps.push(be.device().take_launches());
         in_use.push(be.device().executor_bytes_in_use().unwrap());
     }
+    let ran: Vec<&str> = steps[0].iter().map(|r| r.kernel).collect();
+    assert_eq!(
+        ran,
+        [
+            "nk_gather_batch",
+            "nk_advance",
+            "nk_sgemm",
+            "nk_sgemm",
+            "nk_softmax_xent",
+            "nk_count_correct",
+            // Output layer: bias gradient, input gradient, weight gradient.
+            "nk_bias_grad",
+            "nk_sgemm",
+            "nk_sgemm",
+            // Hidden layer: activation backward and bias gradient, weight gradient.
+            "nk_act_bwd",
+            "nk_bias_grad",
+            "nk_sgemm",
+            "nk_sumsq",
+            "nk_clip_scale",
+            "nk_opt_prep",
+            "nk_adam",
+        ]
+    );
+    for (i, s) in steps.iter().enumerate() {
+        assert_eq!(*s, steps[0], "step {i} launches differ from step 0");
+    }
+    assert!(
+        copies[1..].iter().all(|&c| c == 0),
+        "host-to-device copies per step: {copies:?}"
+    );
     assert!(in_use.iter().all(|&b| b == in_use[0]), "{in_use:?}");
+    assert_eq!(model.step(), 4);
+    // The next epoch: its order is one copy and the cursor's reset another.
+    let before = be.device().host_to_device_copies();
+    be.stage_order(&order).unwrap();
+    assert_eq!(be.device().host_to_device_copies() - before, 2);
+}
+
+/// The batches the CUDA backend gathers from its staged order and labels (a
+/// device cursor that moves itself) are the CPU backend's, bit for bit, for
+/// every batch of two epochs with a ragged last batch, and for a batch taken
+/// out of turn.
+#[test]
+fn device_batches_are_the_cpu_batches() {
+    use nnkern_train::Backend;
+    let (mut g, mut c) = (Cuda::executor().unwrap(), Cpu::new());
+    let d = data(60, 1);
+    let (gi, ci) = (
+        g.upload_bytes(d.train.images.clone()).unwrap(),
+        c.upload_bytes(d.train.images.clone()).unwrap(),
+    );
+    let labels = &d.train.labels;
+    g.stage_labels(labels).unwrap();
+    let (mut gx, mut gl) = (g.alloc(24 * FEATURES).unwrap(), g.alloc_labels(24).unwrap());
+    let (mut cx, mut cl) = (c.alloc(24 * FEATURES).unwrap(), c.alloc_labels(24).unwrap());
+    let mut check = |g: &mut Cuda, order: &[u32], at: std::ops::Range<usize>| {
+        let n = at.len();
+        g.gather_batch(&gi, FEATURES, order, labels, at.clone(), 255.0, &mut gx, &mut gl)
+            .unwrap();
+        c.gather_batch(&ci, FEATURES, order, labels, at.clone(), 255.0, &mut cx, &mut cl)
+            .unwrap();
+        let x = g.device().download(&gx).unwrap();
+        let l = g.device().download(&gl).unwrap();
+        let same = x[..n * FEATURES]
+            .iter()
+            .zip(&cx[..n * FEATURES])
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "rows of batch {at:?}");
+        assert_eq!(l[..n], cl[..n], "labels of batch {at:?}");
+    };
+    for epoch in 0..2u32 {
+        let order: Vec<u32> = (0..60).map(|i| (i * 7 + epoch * 11) % 60).collect();
+        g.stage_order(&order).unwrap();
+        for at in [0..24, 24..48, 48..60] {
+            check(&mut g, &order, at);
+        }
+        check(&mut g, &order, 5..29);
+    }
+}
+
+/// A non-finite loss on the device path skips the update there: the error
+/// names the step, and the weights, the optimizer state and the step count
+/// are those before it (as on the CPU).
+#[test]
+fn a_non_finite_loss_leaves_the_model_as_it_was() {
+    let mut c = cfg(1, 16, None);
+    c.optimizer = Optimizer::Adam(AdamConfig {
+        lr: 1e30,
+        ..AdamConfig::keras()
+    });
+    c.val_split = 0.0;
+    let mut g = Trainer::new(c.clone(), data(48, 8), Cuda::executor().unwrap()).unwrap();
+    let mut h = Trainer::new(c, data(48, 8), Cpu::new()).unwrap();
+    let eg = g.run_epoch(&mut |_| {}).unwrap_err().to_string();
+    let eh = h.run_epoch(&mut |_| {}).unwrap_err().to_string();
+    assert_eq!(eg, eh);
+    let (kg, kh) = (g.checkpoint().unwrap(), h.checkpoint().unwrap());
+    assert_eq!(kg.step, kh.step);
+    assert!(
+        kg.params.iter().all(|p| p.is_finite()),
+        "weights updated by the bad step"
+    );
+    let (mg, mh) = (&kg.opt_state[0], &kh.opt_state[0]);
+    assert!(mg
+        .iter()
+        .zip(mh)
+        .all(|(a, b)| (a - b).abs() <= 1e-3 * b.abs().max(1e-30)));
+}
+
+/// On a GPU: the steps are captured into graphs (one per batch size: the full
+/// batch and the ragged last one) and replayed, and training with graphs gives
+/// the weights of training launch by launch (the same kernels in the same
+/// order) within a few ulp, with no host-to-device copy per step. Skipped
+/// without a GPU unless REQUIRE_GPU=1.
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_graph_replay_trains_like_launch_by_launch() {
+    let g = match Cuda::new(0) {
+        Ok(g) => g,
+        Err(e) if std::env::var("REQUIRE_GPU").is_ok_and(|v| v == "1") => panic!("REQUIRE_GPU=1 but {e}"),
+        Err(e) => return eprintln!("skipped: {e}"),
+    };
+    assert!(g.uses_graphs());
+    let mut l = Cuda::new(0).unwrap();
+    l.set_graphs(false);
+    let c = cfg(3, 32, None);
+    // 413 samples at a 0.2 split: 330 training rows, 10 batches of 32 and one of 10.
+    let mut tg = Trainer::new(c.clone(), data(413, 50), g).unwrap();
+    let mut tl = Trainer::new(c, data(413, 50), l).unwrap();
+    let (hg, hl) = (history(&mut tg, 3), history(&mut tl, 3));
+    let mut recorded = tg.backend().recorded_steps();
+    recorded.sort_unstable();
+    assert_eq!(recorded, [10, 32]);
+    assert!(tl.backend().recorded_steps().is_empty());
+    for (a, b) in hg.iter().zip(&hl) {
+        assert!(
+            (a.train_loss - b.train_loss).abs() <= 1e-6 * b.train_loss,
+            "{a:?} {b:?}"
+        );
+        assert_eq!(a.train_acc, b.train_acc);
+    }
+    let (pg, pl) = (tg.checkpoint().unwrap().params, tl.checkpoint().unwrap().params);
+    let max = pg.iter().zip(&pl).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+    assert!(max <= 1e-5, "max weight difference {max:e}");
 }
