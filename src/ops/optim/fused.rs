@@ -60,7 +60,16 @@ fn for_strips(
     let threads = crate::num_threads();
     // The product's FLOPs plus the update's (about 16 per element).
     let flops = ((2.0 * k as f64 + 16.0) * m as f64 * n as f64).min(usize::MAX as f64) as usize;
-    let tasks = task_count_max(flops, min_per_task(MIN_FLOPS, MIN_FLOPS_AWAKE), threads).min(m);
+    // As the GEMM: split once there are two tasks' worth of work, then into
+    // up to four tasks per thread of at least half that each, so a thread
+    // that runs slow (a shared core) holds the others up for a small task.
+    let min = min_per_task(MIN_FLOPS, MIN_FLOPS_AWAKE);
+    let tasks = if threads <= 1 || flops < min.saturating_mul(2) {
+        1
+    } else {
+        task_count_max(flops, (min / 2).max(1), threads.saturating_mul(4))
+    }
+    .min(m);
     let per = strip_rows(m, n);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let task = |t: usize| {
