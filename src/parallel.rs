@@ -380,6 +380,8 @@ where
     t.done.store(0, Ordering::Relaxed);
     let gen = (t.word.load(Ordering::Relaxed) >> TASK_BITS).wrapping_add(1) & (u64::MAX >> TASK_BITS);
     t.word.store(gen << TASK_BITS, Ordering::SeqCst);
+    // A worker woken from sleep starts late by design: its wait is not judged.
+    let woke = t.sleepers.load(Ordering::SeqCst) > 0;
     t.wake_sleepers();
     let start = Instant::now();
     while let Some(task) = t.claim(gen, tasks) {
@@ -397,7 +399,7 @@ where
             std::thread::yield_now();
         }
     }
-    if spins > 64 {
+    if spins > 64 && !woke {
         t.backoff.judge_wait(own, start.elapsed() - own);
     }
     let panic = t.panic.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -220,9 +220,10 @@ fn per_call_thread_bounds_leave_the_process_setting_alone() {
 /// thread. Regions nest and close when their closure returns.
 #[test]
 fn a_parallel_region_splits_batch_sized_work_with_the_bits_of_one_thread() {
-    // The trainer's first-layer products: forward (32 × 784 · 784 × 500) and
-    // weight gradient (784 × 32 · 32 × 500), and an Adam step over its weights.
-    let (m, k, n) = (32, 784, 500);
+    // Batch-32 products of 6.3 MFLOP (below the split threshold outside a
+    // region, above it inside): forward (32 × 256 · 256 × 384) and weight
+    // gradient (256 × 32 · 32 × 384), and an Adam step over those weights.
+    let (m, k, n) = (32, 256, 384);
     let x = data(m * k, 1);
     let w = data(k * n, 2);
     let dz = data(m * n, 3);

@@ -157,9 +157,13 @@ impl Blocking {
     }
 }
 
-/// Work below which a second thread costs more (waking it, splitting the
-/// packing) than it saves: 32 MFLOP, a few microseconds of one core.
-const MIN_FLOPS_PER_THREAD: usize = 32_000_000;
+/// Work below which a product stays on one thread outside a parallel
+/// region: 4 MFLOP, about 50 µs of one core. Waking a sleeping worker takes
+/// tens of microseconds, but the caller never waits for a worker that has
+/// not started (it claims the tasks left), so a split call is at worst about
+/// one small task slower than one thread, and back-to-back calls find the
+/// workers still spinning.
+const MIN_FLOPS_PER_THREAD: usize = 4_000_000;
 
 /// As [`MIN_FLOPS_PER_THREAD`] inside a
 /// [`parallel_region`](crate::parallel_region), where the workers are
@@ -239,7 +243,14 @@ pub(crate) fn plan_call(
     } else {
         let most = threads.saturating_mul(TASKS_PER_THREAD).min(by_packing).max(threads);
         let by_size = (flops / (min_flops as f64 / 2.0).max(1.0)) as usize;
-        by_size.clamp(1, most.min(crate::parallel::MAX_TASKS))
+        let t = by_size.clamp(1, most.min(crate::parallel::MAX_TASKS));
+        // A whole number of tasks per thread (3 tasks on 2 threads leave
+        // one thread a third of the product idle at the end).
+        if t > threads {
+            t / threads * threads
+        } else {
+            t
+        }
     }
     .min(units);
     let (mr, nr) = (ks.mr, ks.nr());

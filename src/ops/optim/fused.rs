@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 /// Work below which the fused product stays on one thread (outside and
 /// inside a parallel region): as the GEMM's own thresholds.
-const MIN_FLOPS: usize = 32_000_000;
+const MIN_FLOPS: usize = 4_000_000;
 const MIN_FLOPS_AWAKE: usize = 2_000_000;
 
 thread_local! {
