@@ -342,6 +342,7 @@ def main():
     parser.add_argument("--only", help="shape names separated by ';' (e.g. '512^2;(32,784,500) B=T')")
     parser.add_argument("--repeats", type=int, default=15, help="alternating repeats per shape (median taken)")
     parser.add_argument("--sample", type=float, default=0.01, help="seconds per timed sample (calls batched)")
+    parser.add_argument("--sample-threads", type=float, default=0.1, help="seconds per timed sample above 1 thread")
     parser.add_argument("--isa", help="force nnkern's ISA (NNKERN_ISA): avx2, avx512, scalar")
     parser.add_argument("--peers-native", action="store_true", help="with --isa, leave the peers on their own choice")
     parser.add_argument("--openblas", help="path of an OpenBLAS with scipy_cblas_sgemm64_ (default: numpy's)")
@@ -448,7 +449,12 @@ def main():
             t0 = clock()
             call(ours)
             one = max(clock() - t0, 1e-7)
-            inner = max(1, int(args.sample / one))
+            # Samples with more threads are longer: each starts after the
+            # process has gone idle, so the other cores start cold (measured:
+            # (32,784,500) on 2 threads at 58 GFLOP/s with 10 ms samples and
+            # 93 with 100 ms on a 2-vCPU VM); a longer sample dilutes that.
+            sample = args.sample if t == 1 else args.sample_threads
+            inner = max(1, int(sample / one))
             times = {lib.label: [] for lib in libs}
             for r in range(args.repeats):
                 order = libs[r % len(libs):] + libs[: r % len(libs)]
