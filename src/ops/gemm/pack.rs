@@ -70,8 +70,11 @@ pub(crate) unsafe fn pack_panel<T: GemmInput>(
 /// and only to the sizes the driver's blocking bounds (see
 /// `Blocking::scratch_floats`).
 pub(crate) struct Scratch {
+    /// The page-aligned start of the buffer (inside the allocation at `raw`).
     ptr: *mut f32,
-    /// Floats allocated (0: nothing allocated, `ptr` dangling).
+    /// The allocation, as the allocator returned it.
+    raw: *mut u8,
+    /// Floats usable from `ptr` (0: nothing allocated).
     cap: usize,
 }
 
@@ -83,13 +86,20 @@ impl Scratch {
     pub(crate) const fn new() -> Self {
         Scratch {
             ptr: std::ptr::null_mut(),
+            raw: std::ptr::null_mut(),
             cap: 0,
         }
     }
 
+    /// The allocation for `floats` usable floats: one page more than they
+    /// need, at the allocator's own alignment, so that a zeroed allocation
+    /// of this size comes as fresh zero pages from the system (`calloc`),
+    /// untouched until packing writes them. (A zeroed allocation at page
+    /// alignment would be written with zeros at once, making the whole
+    /// bound resident on every thread whatever its products need.)
     fn layout(floats: usize) -> Option<std::alloc::Layout> {
-        let bytes = floats.checked_mul(4)?;
-        std::alloc::Layout::from_size_align(bytes, SCRATCH_ALIGN).ok()
+        let bytes = floats.checked_mul(4)?.checked_add(SCRATCH_ALIGN)?;
+        std::alloc::Layout::from_size_align(bytes, 16).ok()
     }
 
     /// Makes room for at least `len` floats. Returns false (and keeps the
@@ -99,13 +109,17 @@ impl Scratch {
             return true;
         }
         let Some(layout) = Self::layout(len) else { return false };
-        // SAFETY: `layout` has a non-zero size (len > cap >= 0).
-        let p = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
-        if p.is_null() {
+        // SAFETY: `layout` has a non-zero size (at least one page).
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        if raw.is_null() {
             return false;
         }
+        let skip = (SCRATCH_ALIGN - raw as usize % SCRATCH_ALIGN) % SCRATCH_ALIGN;
         self.release();
-        self.ptr = p;
+        // SAFETY: skip < SCRATCH_ALIGN, and the allocation holds `len` floats
+        // plus SCRATCH_ALIGN bytes, so `len` floats from `raw + skip` are inside it.
+        self.ptr = unsafe { raw.add(skip) }.cast::<f32>();
+        self.raw = raw;
         self.cap = len;
         true
     }
@@ -114,9 +128,10 @@ impl Scratch {
         if self.cap > 0 {
             if let Some(layout) = Self::layout(self.cap) {
                 // SAFETY: allocated in `reserve` with this very layout.
-                unsafe { std::alloc::dealloc(self.ptr.cast(), layout) };
+                unsafe { std::alloc::dealloc(self.raw, layout) };
             }
             self.ptr = std::ptr::null_mut();
+            self.raw = std::ptr::null_mut();
             self.cap = 0;
         }
     }
