@@ -481,11 +481,7 @@ impl<B: Backend> Trainer<B> {
     /// after every step. A non-finite loss stops the epoch with an error
     /// naming the step; the model is then left as it was before that step.
     pub fn run_epoch(&mut self, on_step: &mut dyn FnMut(StepProgress)) -> Result<EpochMetrics> {
-        if self.be.wants_parallel_region() {
-            nnkern::parallel_region(|| self.run_epoch_here(on_step))
-        } else {
-            self.run_epoch_here(on_step)
-        }
+        in_region(self.be.wants_parallel_region(), || self.run_epoch_here(on_step))
     }
 
     fn run_epoch_here(&mut self, on_step: &mut dyn FnMut(StepProgress)) -> Result<EpochMetrics> {
@@ -574,11 +570,7 @@ impl<B: Backend> Trainer<B> {
 
     /// Loss and accuracy on the test split.
     pub fn test(&mut self) -> Result<Score> {
-        if self.be.wants_parallel_region() {
-            nnkern::parallel_region(|| self.test_here())
-        } else {
-            self.test_here()
-        }
+        in_region(self.be.wants_parallel_region(), || self.test_here())
     }
 
     fn test_here(&mut self) -> Result<Score> {
@@ -666,6 +658,15 @@ impl<B: Backend> Trainer<B> {
 
 /// Mean loss and accuracy of `model` over `labels.len()` rows of `images`
 /// starting at row `first`, forwarded in chunks of `rows.len()`.
+/// Runs `f` inside a [`nnkern::parallel_region`] when `wanted`.
+fn in_region<R>(wanted: bool, f: impl FnOnce() -> R) -> R {
+    if wanted {
+        nnkern::parallel_region(f)
+    } else {
+        f()
+    }
+}
+
 fn score<B: Backend>(
     be: &mut B,
     model: &mut Mlp<B>,

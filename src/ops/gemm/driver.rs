@@ -177,6 +177,28 @@ const MIN_FLOPS_AWAKE: usize = 2_000_000;
 /// product (the caller claims the rest; see `parallel::run_tasks`).
 const TASKS_PER_THREAD: usize = 4;
 
+/// How many tasks a product of `flops` splits into over `threads`: one
+/// below two tasks' worth of work (the per-task minimum outside or inside a
+/// parallel region), else up to [`TASKS_PER_THREAD`] per thread of at least
+/// half the minimum each, at most `most` (but at least one per thread), and
+/// a whole number per thread. Also used by the fused optimizer updates.
+pub(crate) fn split_tasks(flops: f64, threads: usize, most: usize) -> usize {
+    let min_flops = crate::parallel::min_per_task(MIN_FLOPS_PER_THREAD, MIN_FLOPS_AWAKE);
+    if threads <= 1 || flops < 2.0 * min_flops as f64 {
+        return 1;
+    }
+    let most = threads.saturating_mul(TASKS_PER_THREAD).min(most).max(threads);
+    let by_size = (flops / (min_flops as f64 / 2.0).max(1.0)) as usize;
+    let t = by_size.clamp(1, most.min(crate::parallel::MAX_TASKS));
+    // A whole number of tasks per thread (3 tasks on 2 threads leave one
+    // thread a third of the product idle at the end).
+    if t > threads {
+        t / threads * threads
+    } else {
+        t
+    }
+}
+
 /// Everything the driver decides for one call before it touches memory:
 /// orientation, packing, blocking, the split over threads and the scratch
 /// each task needs. A pure function of the sizes, strides, element type and
@@ -237,22 +259,7 @@ pub(crate) fn plan_call(
     } else {
         usize::MAX
     };
-    let min_flops = crate::parallel::min_per_task(MIN_FLOPS_PER_THREAD, MIN_FLOPS_AWAKE);
-    let tasks = if threads <= 1 || flops < 2.0 * min_flops as f64 {
-        1
-    } else {
-        let most = threads.saturating_mul(TASKS_PER_THREAD).min(by_packing).max(threads);
-        let by_size = (flops / (min_flops as f64 / 2.0).max(1.0)) as usize;
-        let t = by_size.clamp(1, most.min(crate::parallel::MAX_TASKS));
-        // A whole number of tasks per thread (3 tasks on 2 threads leave
-        // one thread a third of the product idle at the end).
-        if t > threads {
-            t / threads * threads
-        } else {
-            t
-        }
-    }
-    .min(units);
+    let tasks = split_tasks(flops, threads, by_packing).min(units);
     let (mr, nr) = (ks.mr, ks.nr());
     let kc = block.kc.min(k);
     let scratch_a = if plan.pack_a {

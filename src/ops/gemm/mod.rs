@@ -8,6 +8,7 @@
 //! `alpha = 0` or `k = 0` never reads `A` or `B`; `C` is then scaled by `beta`.
 
 mod driver;
+pub(crate) use driver::split_tasks;
 mod kernel;
 mod pack;
 pub mod reference;

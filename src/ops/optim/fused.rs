@@ -12,15 +12,11 @@ use super::kernels::{adam_isa, sgd_isa, AdamScalars};
 use super::{adam_scalars, check_adam, check_sgd, AdamConfig, AdamState, SgdConfig, SgdState};
 use crate::error::{Error, Result};
 use crate::ops::activation::kernels::SyncPtr;
-use crate::parallel::{min_per_task, record_task_count, run_tasks, task_count_max, task_range};
+use crate::ops::gemm::split_tasks;
+use crate::parallel::{record_task_count, run_tasks, task_range};
 use crate::{active_isa, MatMut, MatRef};
 use std::cell::RefCell;
 use std::sync::Mutex;
-
-/// Work below which the fused product stays on one thread (outside and
-/// inside a parallel region): as the GEMM's own thresholds.
-const MIN_FLOPS: usize = 4_000_000;
-const MIN_FLOPS_AWAKE: usize = 2_000_000;
 
 thread_local! {
     /// The gradient strip of this thread (grow-only).
@@ -58,18 +54,10 @@ fn for_strips(
         return Ok(());
     }
     let threads = crate::num_threads();
-    // The product's FLOPs plus the update's (about 16 per element).
-    let flops = ((2.0 * k as f64 + 16.0) * m as f64 * n as f64).min(usize::MAX as f64) as usize;
-    // As the GEMM: split once there are two tasks' worth of work, then into
-    // up to four tasks per thread of at least half that each, so a thread
-    // that runs slow (a shared core) holds the others up for a small task.
-    let min = min_per_task(MIN_FLOPS, MIN_FLOPS_AWAKE);
-    let tasks = if threads <= 1 || flops < min.saturating_mul(2) {
-        1
-    } else {
-        task_count_max(flops, (min / 2).max(1), threads.saturating_mul(4))
-    }
-    .min(m);
+    // Split as the GEMM splits, counting the update's FLOPs too (about 16
+    // per element).
+    let flops = (2.0 * k as f64 + 16.0) * m as f64 * n as f64;
+    let tasks = split_tasks(flops, threads, usize::MAX).min(m);
     let per = strip_rows(m, n);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let task = |t: usize| {
