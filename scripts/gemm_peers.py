@@ -27,7 +27,8 @@ With one thread the clock is this thread's CPU time (every library computes on
 the calling thread then), which other processes on a shared machine do not
 inflate; with more threads it is wall time, and after each sample the script
 waits until the process is idle, so one library's spinning workers do not steal
-cores from the next. The thread count is set through each library's own call
+cores from the next; rows above one thread also time nnkern at one thread on
+the same wall clock, for the last column (two threads against one). The thread count is set through each library's own call
 (`nnkern_set_num_threads`, `openblas_set_num_threads`,
 `bli_thread_set_num_threads`), after the environment variables (NNKERN_NUM_THREADS,
 OPENBLAS_NUM_THREADS, BLIS_NUM_THREADS) sized the pools before loading. Each
@@ -333,6 +334,22 @@ def check(name, k, m, n, got, want, scale):
     return worst
 
 
+class OwnOneThread:
+    """nnkern at one thread, as a further column of a row above one thread."""
+
+    label = "nnkern 1T"
+
+    def __init__(self, ours, threads):
+        self.ours = ours
+        self.threads = threads
+
+    def set_threads(self, n):
+        self.ours.set_threads(n)
+
+    def sgemm(self, *args):
+        self.ours.sgemm(*args)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lib", default=os.path.join(ROOT, "target", "release", "libnnkern.so"), help="nnkern cdylib")
@@ -404,7 +421,8 @@ def main():
         f"load average before: {load_before}"
     )
     print()
-    head = ["shape (M,K,N)", "threads"] + [lib.label for lib in libs] + ["nnkern % of peak", "nnkern ÷ best peer"]
+    head = ["shape (M,K,N)", "threads"] + [lib.label for lib in libs]
+    head += ["nnkern % of peak", "nnkern ÷ best peer", "nnkern ÷ its 1 thread (wall)"]
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join("---" for _ in head) + "|")
 
@@ -420,7 +438,7 @@ def main():
             outs[lib.label] = (data, (ctypes.c_float * (m * n)).from_buffer(data))
 
         def call(lib, c_ptr=None):
-            lib.sgemm(ta, tb, m, n, k, a_ptr, lda, b_ptr, ldb, c_ptr or outs[lib.label][1], n)
+            lib.sgemm(ta, tb, m, n, k, a_ptr, lda, b_ptr, ldb, c_ptr or outs[lib.label if lib.label in outs else "nnkern"][1], n)
 
         flops = 2.0 * m * n * k
         scale = None
@@ -455,21 +473,29 @@ def main():
             # 93 with 100 ms on a 2-vCPU VM); a longer sample dilutes that.
             sample = args.sample if t == 1 else args.sample_threads
             inner = max(1, int(sample / one))
-            times = {lib.label: [] for lib in libs}
+            # Above one thread, nnkern at one thread is timed beside the rest
+            # on the same wall clock, so the ratio of the two is not a ratio of
+            # two clocks (thread CPU time vs wall time).
+            own_one = OwnOneThread(ours, t)
+            timed = libs + ([own_one] if t > 1 else [])
+            times = {lib.label: [] for lib in timed}
             for r in range(args.repeats):
-                order = libs[r % len(libs):] + libs[: r % len(libs)]
+                order = timed[r % len(timed):] + timed[: r % len(timed)]
                 for lib in order:
                     if t > 1:
                         wait_idle()
+                    lib.set_threads(1 if lib is own_one else t)
                     t0 = clock()
                     for _ in range(inner):
                         call(lib)
                     times[lib.label].append((clock() - t0) / inner)
+                    lib.set_threads(t)
             gflops = {label: flops / statistics.median(ts) / 1e9 for label, ts in times.items()}
             best_peer = max((gflops[p.label] for p in peers), default=None)
             row = [name, str(t)] + [f"{gflops[lib.label]:.1f}" for lib in libs]
             row.append(f"{100 * gflops['nnkern'] / (peak * t):.0f}%" if peak else "?")
             row.append(f"{gflops['nnkern'] / best_peer:.2f}" if best_peer else "?")
+            row.append(f"{gflops['nnkern'] / gflops[own_one.label]:.2f}" if t > 1 else "—")
             print("| " + " | ".join(row) + " |", flush=True)
     print()
     print(f"load average after: {load_average()}")
