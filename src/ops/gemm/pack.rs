@@ -82,10 +82,10 @@ mod x86 {
     /// `dst[p·dst_stride + x] = src[p + x·s_inner]` for `x < h`, `p < kc`:
     /// blocks of 8 rows × 8 steps of k are loaded as 8 vectors, transposed
     /// in registers (8 unpacks, 8 shuffles, 8 lane permutes) and stored as 8
-    /// vectors of 8 (masked to the rows there are); the k steps past the
-    /// last multiple of 8 are copied element by element. 8 loads, 24
-    /// shuffles and 8 stores per 64 elements instead of 64 loads and 64
-    /// scattered stores.
+    /// vectors of 8 (masked to the rows there are). The last `kc mod 8`
+    /// steps are one more block, loaded masked to those steps, of which only
+    /// their columns are stored. 8 loads, 24 shuffles and 8 stores per 64
+    /// elements instead of 64 loads and 64 scattered stores.
     ///
     /// # Safety
     /// AVX must be available; every `src[p + x·s_inner]` readable and every
@@ -101,68 +101,119 @@ mod x86 {
         dst: *mut f32,
         dst_stride: usize,
     ) {
-        let k8 = kc / 8 * 8;
+        let rem = kc % 8;
+        // Lanes below `n` set, as a mask for the masked loads and stores.
+        let first = |n: usize| {
+            let lanes: [i32; 8] = std::array::from_fn(|j| if j < n { -1 } else { 0 });
+            // SAFETY: an unaligned load of 8 i32 from a local array.
+            unsafe { _mm256_loadu_si256(lanes.as_ptr().cast()) }
+        };
+        let k_mask = first(rem);
         for x0 in (0..h).step_by(8) {
             let hg = (h - x0).min(8);
-            let lanes: [i32; 8] = std::array::from_fn(|j| if j < hg { -1 } else { 0 });
-            // SAFETY: an unaligned load of 8 i32 from a local array.
-            let mask = unsafe { _mm256_loadu_si256(lanes.as_ptr().cast()) };
-            // SAFETY (loop body): row x0 + j < h is read at p .. p + 8 ≤ kc;
-            // rows past h are not read (zeros stand in); the stores write
-            // dst[(p + q)·dst_stride + x0 + j] for j < hg only.
+            // SAFETY: rows x0 .. x0 + hg < h of `src` and their destination
+            // columns, as this function's contract gives them.
             unsafe {
-                let row = |j: usize| src.offset((x0 + j) as isize * s_inner);
-                for p in (0..k8).step_by(8) {
-                    let r: [__m256; 8] = std::array::from_fn(|j| {
-                        if j < hg {
-                            _mm256_loadu_ps(row(j).add(p))
-                        } else {
-                            _mm256_setzero_ps()
-                        }
-                    });
-                    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-                    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-                    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-                    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-                    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-                    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-                    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-                    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-                    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-                    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-                    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-                    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-                    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-                    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-                    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-                    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-                    // Column q of the block: (r[0][q], …, r[7][q]).
-                    let cols = [
-                        _mm256_permute2f128_ps::<0x20>(s0, s4),
-                        _mm256_permute2f128_ps::<0x20>(s1, s5),
-                        _mm256_permute2f128_ps::<0x20>(s2, s6),
-                        _mm256_permute2f128_ps::<0x20>(s3, s7),
-                        _mm256_permute2f128_ps::<0x31>(s0, s4),
-                        _mm256_permute2f128_ps::<0x31>(s1, s5),
-                        _mm256_permute2f128_ps::<0x31>(s2, s6),
-                        _mm256_permute2f128_ps::<0x31>(s3, s7),
-                    ];
-                    for (q, v) in cols.into_iter().enumerate() {
-                        let d = dst.add((p + q) * dst_stride + x0);
-                        if hg == 8 {
-                            _mm256_storeu_ps(d, v);
-                        } else {
-                            _mm256_maskstore_ps(d, mask, v);
-                        }
-                    }
-                }
-                for p in k8..kc {
-                    for j in 0..hg {
-                        *dst.add(p * dst_stride + x0 + j) = *row(j).add(p);
-                    }
+                let (src, dst) = (src.offset(x0 as isize * s_inner), dst.add(x0));
+                if hg == 8 {
+                    group::<true>(src, s_inner, 8, kc, k_mask, first(8), dst, dst_stride);
+                } else {
+                    group::<false>(src, s_inner, hg, kc, k_mask, first(hg), dst, dst_stride);
                 }
             }
         }
+    }
+
+    /// One group of `hg ≤ 8` rows of [`transpose_f32`] (`FULL`: `hg = 8`,
+    /// so no row is masked): row `j` starts at `src + j·s_inner`, its column
+    /// `x` goes to `dst + p·dst_stride + j`. `k_mask` has the lanes below
+    /// `kc mod 8` set, `row_mask` those below `hg`.
+    ///
+    /// # Safety
+    /// As [`transpose_f32`], for these `hg` rows.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn group<const FULL: bool>(
+        src: *const f32,
+        s_inner: isize,
+        hg: usize,
+        kc: usize,
+        k_mask: __m256i,
+        row_mask: __m256i,
+        dst: *mut f32,
+        dst_stride: usize,
+    ) {
+        let k8 = kc / 8 * 8;
+        let rem = kc - k8;
+        // SAFETY (body): row j < hg is read at p .. p + 8 ≤ kc, and in the
+        // last block at k8 .. kc only (masked loads do not touch masked
+        // lanes); rows past hg are not read (zeros stand in); the stores
+        // write dst[(p + q)·dst_stride + j] for j < hg and p + q < kc only.
+        unsafe {
+            let row = |j: usize| src.offset(j as isize * s_inner);
+            let store = |p: usize, cols: &[__m256]| {
+                for (q, &v) in cols.iter().enumerate() {
+                    let d = dst.add((p + q) * dst_stride);
+                    if FULL {
+                        _mm256_storeu_ps(d, v);
+                    } else {
+                        _mm256_maskstore_ps(d, row_mask, v);
+                    }
+                }
+            };
+            for p in (0..k8).step_by(8) {
+                let r: [__m256; 8] = std::array::from_fn(|j| {
+                    if FULL || j < hg {
+                        _mm256_loadu_ps(row(j).add(p))
+                    } else {
+                        _mm256_setzero_ps()
+                    }
+                });
+                store(p, &transpose8(r));
+            }
+            if rem > 0 {
+                let r: [__m256; 8] = std::array::from_fn(|j| {
+                    if FULL || j < hg {
+                        _mm256_maskload_ps(row(j).add(k8), k_mask)
+                    } else {
+                        _mm256_setzero_ps()
+                    }
+                });
+                store(k8, &transpose8(r)[..rem]);
+            }
+        }
+    }
+
+    /// The 8 columns of the 8 × 8 block whose rows are `r`.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ]
     }
 }
 
