@@ -521,7 +521,7 @@ impl Plan {
         const CALL_CYCLES: f64 = 30.0;
         let full_cols = (n / nr) as f64;
         let rem_cols = n % nr;
-        // The row tiles come in at most two heights (see `tile_rows`).
+        // The row tiles come in at most two heights (see `RowTiles`).
         let tiles = row_tiles.max(1);
         let (base, extra) = (m / tiles, m % tiles);
         let mut per_k = 0.0;
@@ -556,14 +556,34 @@ fn gcd(mut a: usize, mut b: usize) -> usize {
     a
 }
 
-/// Start and height of row tile `t` when `m` rows are cut into
-/// `ceil(m / mr)` tiles of near-equal height (so a 32-row product runs
-/// 11 + 11 + 10 rather than 14 + 14 + 4).
-fn tile_rows(m: usize, mr: usize, t: usize) -> (usize, usize) {
-    let tiles = m.div_ceil(mr);
-    let base = m / tiles;
-    let extra = m % tiles;
-    (t * base + t.min(extra), base + usize::from(t < extra))
+/// The row tiles of a block of `m` rows: `ceil(m / mr)` tiles of
+/// near-equal height (so a 32-row product runs 11 + 11 + 10 rather than
+/// 14 + 14 + 4). Computed once per block, so the loop over the tiles does
+/// no division.
+#[derive(Clone, Copy, Debug)]
+struct RowTiles {
+    tiles: usize,
+    base: usize,
+    extra: usize,
+}
+
+impl RowTiles {
+    /// Needs `mr ≥ 1`.
+    fn new(m: usize, mr: usize) -> RowTiles {
+        let tiles = m.div_ceil(mr);
+        let base = m.checked_div(tiles).unwrap_or(0);
+        let extra = m.checked_rem(tiles).unwrap_or(0);
+        RowTiles { tiles, base, extra }
+    }
+
+    /// Start and height of tile `t`.
+    #[inline]
+    fn get(&self, t: usize) -> (usize, usize) {
+        (
+            t * self.base + t.min(self.extra),
+            self.base + usize::from(t < self.extra),
+        )
+    }
 }
 
 thread_local! {
@@ -649,10 +669,11 @@ unsafe fn gemm_block<T: GemmInput>(
                     }
                     for ic in (0..m).step_by(bl.mc) {
                         let mcb = bl.mc.min(m - ic);
-                        let tiles = mcb.div_ceil(mr);
+                        let rows = RowTiles::new(mcb, mr);
+                        let tiles = rows.tiles;
                         if plan.pack_a {
                             for t in 0..tiles {
-                                let (start, h) = tile_rows(mcb, mr, t);
+                                let (start, h) = rows.get(t);
                                 // SAFETY: rows ic+start.. +h and k steps
                                 // pc.. +kcb are inside A; panel t ends at
                                 // (t+1)·mr·kcb ≤ mc_max·kc_max floats.
@@ -674,7 +695,7 @@ unsafe fn gemm_block<T: GemmInput>(
                                 (unsafe { b.at(pc, j) }.cast::<f32>(), b.rs)
                             };
                             for t in 0..tiles {
-                                let (start, h) = tile_rows(mcb, mr, t);
+                                let (start, h) = rows.get(t);
                                 let (ap, rsa, csa) = if plan.pack_a {
                                     // SAFETY: inside the buffer.
                                     (unsafe { abuf.add(t * mr * kcb) }.cast_const(), 1, mr as isize)
