@@ -339,9 +339,8 @@ class OwnOneThread:
 
     label = "nnkern 1T"
 
-    def __init__(self, ours, threads):
+    def __init__(self, ours):
         self.ours = ours
-        self.threads = threads
 
     def set_threads(self, n):
         self.ours.set_threads(n)
@@ -433,12 +432,12 @@ def main():
         ta, tb = (TRANS if a_t else NO_TRANS), (TRANS if b_t else NO_TRANS)
         lda, ldb = (m if a_t else k), (k if b_t else n)
         outs = {}
-        for lib in libs:
+        for label in [lib.label for lib in libs] + [OwnOneThread.label]:
             data = array.array("f", bytes(4 * m * n))
-            outs[lib.label] = (data, (ctypes.c_float * (m * n)).from_buffer(data))
+            outs[label] = (data, (ctypes.c_float * (m * n)).from_buffer(data))
 
         def call(lib, c_ptr=None):
-            lib.sgemm(ta, tb, m, n, k, a_ptr, lda, b_ptr, ldb, c_ptr or outs[lib.label if lib.label in outs else "nnkern"][1], n)
+            lib.sgemm(ta, tb, m, n, k, a_ptr, lda, b_ptr, ldb, c_ptr or outs[lib.label][1], n)
 
         flops = 2.0 * m * n * k
         scale = None
@@ -476,7 +475,7 @@ def main():
             # Above one thread, nnkern at one thread is timed beside the rest
             # on the same wall clock, so the ratio of the two is not a ratio of
             # two clocks (thread CPU time vs wall time).
-            own_one = OwnOneThread(ours, t)
+            own_one = OwnOneThread(ours)
             timed = libs + ([own_one] if t > 1 else [])
             times = {lib.label: [] for lib in timed}
             for r in range(args.repeats):
@@ -484,12 +483,14 @@ def main():
                 for lib in order:
                     if t > 1:
                         wait_idle()
-                    lib.set_threads(1 if lib is own_one else t)
+                    if lib is own_one:
+                        own_one.set_threads(1)
                     t0 = clock()
                     for _ in range(inner):
                         call(lib)
                     times[lib.label].append((clock() - t0) / inner)
-                    lib.set_threads(t)
+                    if lib is own_one:
+                        own_one.set_threads(t)
             gflops = {label: flops / statistics.median(ts) / 1e9 for label, ts in times.items()}
             best_peer = max((gflops[p.label] for p in peers), default=None)
             row = [name, str(t)] + [f"{gflops[lib.label]:.1f}" for lib in libs]

@@ -484,7 +484,8 @@ impl Plan {
     ) -> (Plan, f64) {
         let l2_floats = (cache_sizes().l2 / 4) as f64;
         let nr = ks.nr();
-        let row_tiles = m.div_ceil(ks.mr);
+        let rows = RowTiles::new(m, ks.mr);
+        let row_tiles = rows.tiles;
         let col_tiles = n.div_ceil(nr);
         let (mf, nf, kf) = (m as f64, n as f64, k as f64);
         // B is read in place only when its rows are contiguous (vector
@@ -521,11 +522,10 @@ impl Plan {
         const CALL_CYCLES: f64 = 30.0;
         let full_cols = (n / nr) as f64;
         let rem_cols = n % nr;
-        // The row tiles come in at most two heights (see `RowTiles`).
-        let tiles = row_tiles.max(1);
-        let (base, extra) = (m / tiles, m % tiles);
+        // The row tiles come in at most two heights.
+        let (base, extra) = (rows.base, rows.extra);
         let mut per_k = 0.0;
-        for (count, h) in [(extra, base + 1), (tiles - extra, base)] {
+        for (count, h) in [(extra, base + 1), (row_tiles - extra, base)] {
             if count == 0 || h == 0 {
                 continue;
             }
