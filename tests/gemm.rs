@@ -12,7 +12,7 @@
 //! absolute term covers results that underflow.
 
 use nnkern::testing::{force_min_per_task, last_task_count};
-use nnkern::testing::{force_plan, tiling};
+use nnkern::testing::{force_plan, force_shared_b, tiling};
 use nnkern::{bf16, f16, gemm_with_threads, reference, with_isa, GemmInput, MatMut, MatRef};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -275,14 +275,19 @@ proptest! {
 }
 
 /// Runs `case` on 1, 2 and 4 threads with the split threshold lowered so the
-/// threaded path really runs (more than one task, checked), each against the
-/// reference, and requires the three results to be bit-for-bit equal.
+/// threaded path really runs (more than one task, checked), and on 4 and 2
+/// threads once more with a shared packed B forced on row splits (the second
+/// time one KC block of B per phase, so a product goes through several
+/// phases), each against the reference, and requires every result to be
+/// bit-for-bit equal to one thread's.
 fn check_threaded(case: &Case, what: &str) -> Result<(), TestCaseError> {
     let one = check(case, 1, |x| x)?;
-    for threads in [2, 4] {
+    for (threads, b_blocks) in [(2, None), (4, None), (4, Some(usize::MAX)), (2, Some(1))] {
         force_min_per_task(Some(1));
+        force_shared_b(b_blocks);
         let many = check(case, threads, |x| x);
         let tasks = last_task_count();
+        force_shared_b(None);
         force_min_per_task(None);
         let many = many?;
         prop_assert!(
@@ -291,7 +296,7 @@ fn check_threaded(case: &Case, what: &str) -> Result<(), TestCaseError> {
         );
         prop_assert!(
             one.iter().zip(&many).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{what}: {threads} threads differ from 1 ({case:?})"
+            "{what}: {threads} threads (shared B forced: {b_blocks:?} blocks per phase) differ from 1 ({case:?})"
         );
     }
     Ok(())

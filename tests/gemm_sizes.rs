@@ -140,3 +140,31 @@ fn long_zero_stride_products_compute_the_exact_sum() {
         assert_eq!(c[0], k as f32, "{isa}");
     }
 }
+
+/// A row split shares one packed B when B is far beyond a core's L2 (every
+/// task copying it again would read it from the last-level cache), and not
+/// when it is small (32 × 500 floats: each task packs it from cache) or on
+/// one thread.
+#[test]
+fn row_splits_share_a_large_packed_b() {
+    let big = vec![0.0f32; 1024 * 1024];
+    let square = MatRef::new(&big, 1024, 1024).unwrap();
+    let (x, dh) = (vec![0.0f32; 32 * 784], vec![0.0f32; 32 * 500]);
+    let xt = MatRef::new(&x, 32, 784).unwrap().t();
+    let dh = MatRef::new(&dh, 32, 500).unwrap();
+    for isa in nnkern::testing::test_isas() {
+        let p = plan_gemm(isa, 2, &square, &square, (1024, 1024, 1024, 1))
+            .unwrap()
+            .unwrap();
+        assert!(
+            p.shared_b && p.pack_b && p.tasks > 1,
+            "{isa} 1024^2 on 2 threads: {p:?}"
+        );
+        let p = plan_gemm(isa, 1, &square, &square, (1024, 1024, 1024, 1))
+            .unwrap()
+            .unwrap();
+        assert!(!p.shared_b && p.tasks == 1, "{isa} 1024^2 on 1 thread: {p:?}");
+        let p = plan_gemm(isa, 2, &xt, &dh, (784, 500, 500, 1)).unwrap().unwrap();
+        assert!(!p.shared_b, "{isa} (784,32,500) A=T on 2 threads: {p:?}");
+    }
+}

@@ -16,6 +16,13 @@
 //! the orientation with the smaller estimated cost. This is what makes the
 //! batch-32 training shapes fast: their large operand is usually read once,
 //! straight from the caller's memory.
+//!
+//! Over threads, a product is split into tasks by rows or by columns of C.
+//! Split by rows with a packed B beyond one core's L2, the tasks share one
+//! packed B (BLIS's `jc`/`ic` split, [`gemm_shared_b`]): they pack each
+//! phase of B together, then each multiplies its own rows, packing only its
+//! own blocks of A. Otherwise each task packs its own copy of the operand it
+//! does not split (few tasks while that costs little).
 
 use super::kernel::{KernelSet, Tile};
 use super::pack::{pack_panel, Scratch};
@@ -213,7 +220,14 @@ pub(crate) struct CallPlan {
     pub n: usize,
     pub tasks: usize,
     pub split_cols: bool,
-    /// Floats of scratch one task packs into (A, B); 0 when not packed.
+    /// The tasks split the rows and share one packed B: the caller's
+    /// scratch holds `b_blocks` KC blocks of B at a time, packed by all the
+    /// tasks together, and each task packs only its own rows of A.
+    pub shared_b: bool,
+    /// KC blocks of B packed per shared phase (when `shared_b`).
+    pub b_blocks: usize,
+    /// Floats of scratch one task packs into (A, B); 0 when not packed. With
+    /// a shared B, the B figure is the caller's one shared buffer.
     pub scratch: (usize, usize),
 }
 
@@ -232,11 +246,7 @@ pub(crate) fn plan_call(
     let ks = kernels(isa);
     let block = blocking(ks);
     let plan = Plan::choose(ks, block, m, n, k, is_f32, a, b, c);
-    let (m, n, a, b) = if plan.swap {
-        (n, m, (b.1, b.0), (a.1, a.0))
-    } else {
-        (m, n, a, b)
-    };
+    let (m, n, a) = if plan.swap { (n, m, (b.1, b.0)) } else { (m, n, a) };
     // 2·m·n·k can exceed u64 for valid views (m·n and k are each below
     // 2⁶³): count in f64, which is exact enough for a threshold.
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
@@ -244,13 +254,22 @@ pub(crate) fn plan_call(
     let (col_tiles, row_tiles) = (n.div_ceil(nr), m.div_ceil(ks.mr));
     let split_cols = col_tiles >= row_tiles;
     let units = if split_cols { col_tiles } else { row_tiles };
-    // Each task packs its own copy of the operand that is not split; more
-    // tasks than threads only while that duplicated packing stays under
-    // ~5% of the arithmetic (about 64 FLOP per cycle).
+    // Split by rows with a B larger than half of one core's L2, the tasks
+    // share one packed B (`gemm_shared_b`): a copy per task would be read
+    // from the last-level cache or memory by every task. A smaller B is
+    // cheaper packed by each task from cache into its own L2 than shared
+    // (one more hand-over per phase, and half of a shared panel sits in the
+    // other core's cache). Otherwise each task packs its own copy of the
+    // operand that is not split; more tasks than threads only while that
+    // duplicated packing stays under ~5% of the arithmetic (about 64 FLOP
+    // per cycle).
+    let b_elems = k as f64 * n as f64;
+    let forced = FORCED_SHARED_B.with(|f| f.get());
+    let share_b = !split_cols && plan.pack_b && (forced.is_some() || b_elems > (cache_sizes().l2 / 8) as f64);
     let per_elem = |contiguous: bool| if contiguous { 0.25 } else { 1.0 };
-    let duplicated = match (split_cols, plan.pack_a, plan.pack_b) {
+    let duplicated = match (split_cols, plan.pack_a, plan.pack_b && !share_b) {
         (true, true, _) => m as f64 * k as f64 * per_elem(a.0 == 1),
-        (false, _, true) => k as f64 * n as f64 * per_elem(b.1 == 1),
+        (false, _, true) => b_elems * per_elem(b.1 == 1),
         _ => 0.0,
     };
     let by_packing = if duplicated > 0.0 {
@@ -267,11 +286,17 @@ pub(crate) fn plan_call(
     } else {
         0
     };
-    let scratch_b = if plan.pack_b {
-        block.nc.min(n.div_ceil(nr) * nr) * kc
+    let shared_b = share_b && tasks > 1;
+    let nc_max = block.nc.min(n.div_ceil(nr) * nr);
+    // As many KC blocks of B per shared phase as fit in one B block's
+    // scratch (KC × NC): a narrow B is packed whole, in one phase.
+    let b_blocks = if shared_b {
+        (block.nc / nc_max).clamp(1, k.div_ceil(block.kc))
     } else {
-        0
+        1
     };
+    let b_blocks = forced.map_or(b_blocks, |f| f.clamp(1, b_blocks));
+    let scratch_b = if plan.pack_b { b_blocks * nc_max * kc } else { 0 };
     CallPlan {
         plan,
         block,
@@ -279,6 +304,8 @@ pub(crate) fn plan_call(
         n,
         tasks,
         split_cols,
+        shared_b,
+        b_blocks,
         scratch: (scratch_a, scratch_b),
     }
 }
@@ -325,6 +352,10 @@ pub(crate) unsafe fn gemm<T: GemmInput>(
     } else {
         (m, n, a, b, c)
     };
+    if cp.shared_b {
+        // SAFETY: the caller's contract, for the oriented problem.
+        return unsafe { gemm_shared_b::<T>(ks, &cp, threads, k, alpha, a, b, beta, c) };
+    }
     let (tasks, nr) = (cp.tasks, ks.nr());
     let no_memory = std::sync::atomic::AtomicBool::new(false);
     run_tasks(tasks, threads, |t| {
@@ -413,6 +444,20 @@ pub(crate) struct Plan {
     pub swap: bool,
     pub pack_a: bool,
     pub pack_b: bool,
+}
+
+thread_local! {
+    static FORCED_SHARED_B: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// With `Some(most)`, GEMMs called from this thread that split by rows with
+/// B packed share one packed B whatever its size, packing at most `most` KC
+/// blocks of it per phase; `None` restores the automatic choice. So tests
+/// reach the shared path, and products of several phases, at sizes small
+/// enough to run.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn force_shared_b(most: Option<usize>) {
+    FORCED_SHARED_B.with(|f| f.set(most));
 }
 
 thread_local! {
@@ -611,10 +656,9 @@ pub(crate) fn prepare_thread_scratch() {
 /// One thread's share: the blocked loops over an `m × n × k` product.
 ///
 /// Loops, outermost first: `jc` over NC columns, `pc` over KC steps of k
-/// (the KC × NC block of B packed here, when packed), `ic` over MC rows (the
-/// MC × KC block of A packed here, when packed), then NR-column panels and
-/// row tiles, each a microkernel call. The scratch is therefore at most one
-/// A block and one B block, whatever `m`, `n` and `k` are.
+/// (the KC × NC block of B packed here, when packed), then
+/// [`multiply_block`] for the rows. The scratch is therefore at most one A
+/// block and one B block, whatever `m`, `n` and `k` are.
 ///
 /// Returns false, having written nothing, when its scratch cannot be had.
 ///
@@ -632,104 +676,310 @@ unsafe fn gemm_block<T: GemmInput>(
     beta: f32,
     c: ViewMut,
 ) -> bool {
-    let (mr, nr) = (ks.mr, ks.nr());
-    // The blocking bounds every block, so these products are below the
-    // bounds of `Blocking::scratch_floats` (no overflow).
+    let nr = ks.nr();
+    // The blocking bounds every block, so this product is below the bound
+    // of `Blocking::scratch_floats` (no overflow).
     let kc_max = bl.kc.min(k);
-    let mc_max = bl.mc.min(m.div_ceil(mr) * mr);
     let nc_max = bl.nc.min(n.div_ceil(nr) * nr);
-    PACK_A.with_borrow_mut(|abuf| {
-        PACK_B.with_borrow_mut(|bbuf| {
-            let abuf = match plan.pack_a {
-                true => abuf.get(mc_max * kc_max),
-                false => Some(std::ptr::null_mut()),
-            };
-            let bbuf = match plan.pack_b {
-                true => bbuf.get(nc_max * kc_max),
-                false => Some(std::ptr::null_mut()),
-            };
-            let (Some(abuf), Some(bbuf)) = (abuf, bbuf) else {
-                return false;
-            };
+    PACK_B.with_borrow_mut(|bbuf| {
+        let bbuf = match plan.pack_b {
+            true => bbuf.get(nc_max * kc_max),
+            false => Some(std::ptr::null_mut()),
+        };
+        let Some(bbuf) = bbuf else {
+            return false;
+        };
+        with_a_scratch(ks, bl, plan, (m, k), |abuf| {
             for jc in (0..n).step_by(bl.nc) {
                 let ncb = bl.nc.min(n - jc);
                 for pc in (0..k).step_by(bl.kc) {
                     let kcb = bl.kc.min(k - pc);
-                    let beta_eff = if pc == 0 { beta } else { 1.0 };
                     if plan.pack_b {
-                        for q in 0..ncb.div_ceil(nr) {
-                            let w = nr.min(ncb - q * nr);
-                            // SAFETY: rows pc..pc+kcb and columns jc+q·nr.. +w
-                            // are inside B; panel q ends at (q+1)·nr·kcb ≤
-                            // nc_max·kc_max floats, the buffer's length.
-                            unsafe {
-                                pack_panel(b.at(pc, jc + q * nr), b.rs, b.cs, w, kcb, bbuf.add(q * nr * kcb), nr);
-                            }
-                        }
+                        // SAFETY: rows pc.. +kcb and columns jc.. +ncb are
+                        // inside B; the panels end at ncb.div_ceil(nr)·nr·kcb
+                        // ≤ nc_max·kc_max floats, the buffer's length.
+                        unsafe { pack_b_panels(ks, b, (pc, kcb), (jc, ncb), 0..ncb.div_ceil(nr), bbuf) };
                     }
-                    for ic in (0..m).step_by(bl.mc) {
-                        let mcb = bl.mc.min(m - ic);
-                        let rows = RowTiles::new(mcb, mr);
-                        let tiles = rows.tiles;
-                        if plan.pack_a {
-                            for t in 0..tiles {
-                                let (start, h) = rows.get(t);
-                                // SAFETY: rows ic+start.. +h and k steps
-                                // pc.. +kcb are inside A; panel t ends at
-                                // (t+1)·mr·kcb ≤ mc_max·kc_max floats.
-                                unsafe {
-                                    pack_panel(a.at(ic + start, pc), a.cs, a.rs, h, kcb, abuf.add(t * mr * kcb), mr);
-                                }
-                            }
-                        }
-                        for q in 0..ncb.div_ceil(nr) {
-                            let j = jc + q * nr;
-                            let w = nr.min(ncb - q * nr);
-                            let (bp, rsb) = if plan.pack_b {
-                                // SAFETY: inside the buffer (see packing above).
-                                (unsafe { bbuf.add(q * nr * kcb) }.cast_const(), nr as isize)
-                            } else {
-                                // SAFETY: (pc, j) is inside B; T is f32 whenever
-                                // B is read in place (Plan never skips packing
-                                // otherwise) and its columns are contiguous.
-                                (unsafe { b.at(pc, j) }.cast::<f32>(), b.rs)
-                            };
-                            for t in 0..tiles {
-                                let (start, h) = rows.get(t);
-                                let (ap, rsa, csa) = if plan.pack_a {
-                                    // SAFETY: inside the buffer.
-                                    (unsafe { abuf.add(t * mr * kcb) }.cast_const(), 1, mr as isize)
-                                } else {
-                                    // SAFETY: (ic+start, pc) is inside A, which
-                                    // is f32 when read in place.
-                                    (unsafe { a.at(ic + start, pc) }.cast::<f32>(), a.rs, a.cs)
-                                };
-                                let tile = Tile {
-                                    k: kcb,
-                                    a: ap,
-                                    rsa,
-                                    csa,
-                                    b: bp,
-                                    rsb,
-                                    // SAFETY: (ic+start, j) is inside C.
-                                    c: unsafe { c.at(ic + start, j) },
-                                    rsc: c.rs,
-                                    csc: c.cs,
-                                    n: w,
-                                    alpha,
-                                    beta: beta_eff,
-                                };
-                                // SAFETY: the tile is h × w with h <= mr,
-                                // w <= nr, all its A, B and C addresses
-                                // inside the operands or the packed buffers;
-                                // `ks` was chosen for an ISA this CPU runs.
-                                unsafe { ks.tile(h, w, plan.pack_a)(&tile) };
-                            }
-                        }
-                    }
+                    let beta_eff = if pc == 0 { beta } else { 1.0 };
+                    // SAFETY: the caller's contract; the block of B is packed
+                    // at `bbuf` when B is packed; `abuf` holds an MC × KC block.
+                    unsafe {
+                        multiply_block::<T>(
+                            ks,
+                            bl,
+                            plan,
+                            m,
+                            (jc, ncb),
+                            (pc, kcb),
+                            alpha,
+                            a,
+                            b,
+                            bbuf,
+                            abuf,
+                            beta_eff,
+                            c,
+                        )
+                    };
                 }
             }
-            true
         })
     })
+}
+
+/// A product split by rows over tasks that share one packed B (BLIS's
+/// `jc`/`ic` split): for each NC block of columns and each phase of
+/// `cp.b_blocks` KC blocks of k, the tasks first pack the phase's B panels
+/// together into the caller's scratch, then each multiplies its own rows
+/// (packing only its own blocks of A) against all of it. Every task of a
+/// phase is done before the next phase repacks the buffer (`run_tasks`
+/// returns when all its tasks are), so B is packed once, not once per task.
+/// The k steps of each element of C run in the same order as on one thread:
+/// the same bits.
+///
+/// # Safety
+/// As [`gemm`], for the oriented `cp.m × cp.n × k` problem.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_shared_b<T: GemmInput>(
+    ks: &KernelSet,
+    cp: &CallPlan,
+    threads: usize,
+    k: usize,
+    alpha: f32,
+    a: View<T>,
+    b: View<T>,
+    beta: f32,
+    c: ViewMut,
+) -> crate::Result<()> {
+    let (m, n, bl, plan, tasks) = (cp.m, cp.n, cp.block, cp.plan, cp.tasks);
+    let (mr, nr) = (ks.mr, ks.nr());
+    let kc_max = bl.kc.min(k);
+    let nc_max = bl.nc.min(n.div_ceil(nr) * nr);
+    // One KC block of the phase: its panels, padded to NR columns.
+    let block_floats = kc_max * nc_max;
+    let out_of_memory = |bytes: usize| crate::Error::OutOfMemory {
+        what: "GEMM packing scratch",
+        bytes,
+    };
+    PACK_B.with_borrow_mut(|bs| {
+        let Some(bbuf) = bs.get(cp.b_blocks * block_floats) else {
+            return Err(out_of_memory((cp.scratch.0 + cp.scratch.1) * 4));
+        };
+        let bbuf = SharedBuf(bbuf);
+        let no_memory = std::sync::atomic::AtomicBool::new(false);
+        for jc in (0..n).step_by(bl.nc) {
+            let ncb = bl.nc.min(n - jc);
+            let panels = ncb.div_ceil(nr);
+            let phase_k = bl.kc * cp.b_blocks;
+            for p0 in (0..k).step_by(phase_k) {
+                let blocks = phase_k.min(k - p0).div_ceil(bl.kc);
+                let block = |i: usize| {
+                    let pc = p0 + i * bl.kc;
+                    (pc, bl.kc.min(k - pc))
+                };
+                let units = blocks * panels;
+                let pack_tasks = tasks.min(units);
+                run_tasks(pack_tasks, threads, |t| {
+                    for u in task_range(units, pack_tasks, t, 1) {
+                        let (i, q) = (u / panels, u % panels);
+                        // SAFETY: block i's k steps and the columns jc.. +ncb
+                        // are inside B; block i starts at i·block_floats of a
+                        // buffer of blocks·block_floats floats and its panels
+                        // end at panels·nr·kcb ≤ block_floats after that.
+                        // Tasks pack disjoint panels, and nothing reads the
+                        // buffer until every task of this phase is done.
+                        unsafe { pack_b_panels(ks, b, block(i), (jc, ncb), q..q + 1, bbuf.at(i * block_floats)) };
+                    }
+                })?;
+                run_tasks(tasks, threads, |t| {
+                    let r = task_range(m, tasks, t, mr);
+                    if r.is_empty() {
+                        return;
+                    }
+                    // SAFETY: r lies inside 0..m, so these rows are inside
+                    // the views.
+                    let (aa, cc) = unsafe { (a.offset_rows(r.start), c.offset_rows(r.start)) };
+                    let ok = with_a_scratch(ks, bl, plan, (r.len(), k), |abuf| {
+                        for i in 0..blocks {
+                            let (pc, kcb) = block(i);
+                            let beta_eff = if pc == 0 { beta } else { 1.0 };
+                            // SAFETY: the caller's contract, for rows r (C's
+                            // rows disjoint between tasks); block i of B is
+                            // packed (above) and only read here.
+                            unsafe {
+                                multiply_block::<T>(
+                                    ks,
+                                    bl,
+                                    plan,
+                                    r.len(),
+                                    (jc, ncb),
+                                    (pc, kcb),
+                                    alpha,
+                                    aa,
+                                    b,
+                                    bbuf.at(i * block_floats),
+                                    abuf,
+                                    beta_eff,
+                                    cc,
+                                )
+                            };
+                        }
+                    });
+                    if !ok {
+                        no_memory.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })?;
+                if no_memory.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(out_of_memory((cp.scratch.0 + cp.scratch.1) * 4));
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The caller's shared B buffer, handed to the tasks of one call.
+#[derive(Clone, Copy)]
+struct SharedBuf(*mut f32);
+
+// SAFETY: the buffer outlives the call's tasks (the caller holds it until
+// `run_tasks` returns), tasks write disjoint panels of it in the packing
+// phase and only read it in the multiplying phase, and the phases are
+// ordered by `run_tasks` (it returns only when every task is done, with
+// Acquire/Release on the task counts).
+unsafe impl Send for SharedBuf {}
+// SAFETY: as above.
+unsafe impl Sync for SharedBuf {}
+
+impl SharedBuf {
+    /// The address `floats` floats in; callers keep inside the buffer.
+    fn at(self, floats: usize) -> *mut f32 {
+        self.0.wrapping_add(floats)
+    }
+}
+
+/// Runs `f` with this thread's A scratch (room for one MC × KC block of
+/// this product; null when A is not packed). False, without calling `f`,
+/// when the scratch cannot be had.
+fn with_a_scratch(ks: &KernelSet, bl: Blocking, plan: Plan, (m, k): (usize, usize), f: impl FnOnce(*mut f32)) -> bool {
+    let mc_max = bl.mc.min(m.div_ceil(ks.mr) * ks.mr);
+    PACK_A.with_borrow_mut(|abuf| {
+        let abuf = match plan.pack_a {
+            true => abuf.get(mc_max * bl.kc.min(k)),
+            false => Some(std::ptr::null_mut()),
+        };
+        match abuf {
+            Some(abuf) => {
+                f(abuf);
+                true
+            }
+            None => false,
+        }
+    })
+}
+
+/// Packs the NR-column panels `panels` of B's block at k steps `pc.. +kcb`
+/// and columns `jc.. +ncb` into `buf`, panel `q` at `q·NR·kcb`.
+///
+/// # Safety
+/// The block must be inside B, and `buf` must hold `panels.end·NR·kcb`
+/// floats.
+unsafe fn pack_b_panels<T: GemmInput>(
+    ks: &KernelSet,
+    b: View<T>,
+    (pc, kcb): (usize, usize),
+    (jc, ncb): (usize, usize),
+    panels: std::ops::Range<usize>,
+    buf: *mut f32,
+) {
+    let nr = ks.nr();
+    for q in panels {
+        let w = nr.min(ncb - q * nr);
+        // SAFETY: rows pc.. +kcb and columns jc+q·nr.. +w are inside B, and
+        // panel q ends inside `buf` (the caller's contract).
+        unsafe { pack_panel(b.at(pc, jc + q * nr), b.rs, b.cs, w, kcb, buf.add(q * nr * kcb), nr) };
+    }
+}
+
+/// The rows of one `(jc, pc)` block: `ic` over MC rows (the MC × KC block
+/// of A packed into `abuf`, when packed), then NR-column panels and row
+/// tiles, each a microkernel call. B is read from `bbuf` when packed (panel
+/// `q` at `q·NR·kcb`), else in place.
+///
+/// # Safety
+/// As [`gemm`], for the `m` rows of this sub-problem and the block's
+/// columns and k steps; when packed, `bbuf` holds the block's panels and
+/// `abuf` an MC × KC block.
+#[allow(clippy::too_many_arguments)]
+unsafe fn multiply_block<T: GemmInput>(
+    ks: &KernelSet,
+    bl: Blocking,
+    plan: Plan,
+    m: usize,
+    (jc, ncb): (usize, usize),
+    (pc, kcb): (usize, usize),
+    alpha: f32,
+    a: View<T>,
+    b: View<T>,
+    bbuf: *const f32,
+    abuf: *mut f32,
+    beta: f32,
+    c: ViewMut,
+) {
+    let (mr, nr) = (ks.mr, ks.nr());
+    for ic in (0..m).step_by(bl.mc) {
+        let mcb = bl.mc.min(m - ic);
+        let rows = RowTiles::new(mcb, mr);
+        let tiles = rows.tiles;
+        if plan.pack_a {
+            for t in 0..tiles {
+                let (start, h) = rows.get(t);
+                // SAFETY: rows ic+start.. +h and k steps pc.. +kcb are inside
+                // A; panel t ends at (t+1)·mr·kcb ≤ MC·KC floats.
+                unsafe { pack_panel(a.at(ic + start, pc), a.cs, a.rs, h, kcb, abuf.add(t * mr * kcb), mr) };
+            }
+        }
+        for q in 0..ncb.div_ceil(nr) {
+            let j = jc + q * nr;
+            let w = nr.min(ncb - q * nr);
+            let (bp, rsb) = if plan.pack_b {
+                // SAFETY: inside the packed block (the caller's contract).
+                (unsafe { bbuf.add(q * nr * kcb) }, nr as isize)
+            } else {
+                // SAFETY: (pc, j) is inside B; T is f32 whenever B is read in
+                // place (Plan never skips packing otherwise) and its columns
+                // are contiguous.
+                (unsafe { b.at(pc, j) }.cast::<f32>(), b.rs)
+            };
+            for t in 0..tiles {
+                let (start, h) = rows.get(t);
+                let (ap, rsa, csa) = if plan.pack_a {
+                    // SAFETY: inside the buffer.
+                    (unsafe { abuf.add(t * mr * kcb) }.cast_const(), 1, mr as isize)
+                } else {
+                    // SAFETY: (ic+start, pc) is inside A, which is f32 when
+                    // read in place.
+                    (unsafe { a.at(ic + start, pc) }.cast::<f32>(), a.rs, a.cs)
+                };
+                let tile = Tile {
+                    k: kcb,
+                    a: ap,
+                    rsa,
+                    csa,
+                    b: bp,
+                    rsb,
+                    // SAFETY: (ic+start, j) is inside C.
+                    c: unsafe { c.at(ic + start, j) },
+                    rsc: c.rs,
+                    csc: c.cs,
+                    n: w,
+                    alpha,
+                    beta,
+                };
+                // SAFETY: the tile is h × w with h <= mr, w <= nr, all its A,
+                // B and C addresses inside the operands or the packed
+                // buffers; `ks` was chosen for an ISA this CPU runs.
+                unsafe { ks.tile(h, w, plan.pack_a)(&tile) };
+            }
+        }
+    }
 }

@@ -172,6 +172,8 @@ pub(crate) mod hooks {
         pub pack_b: bool,
         /// Tasks the call splits into.
         pub tasks: usize,
+        /// The tasks split the rows and share one packed B.
+        pub shared_b: bool,
         /// Floats of packing scratch one task uses for A and for B.
         pub scratch: (usize, usize),
         /// The most scratch any call of this ISA may use, for A and for B.
@@ -219,6 +221,7 @@ pub(crate) mod hooks {
             pack_a: cp.plan.pack_a,
             pack_b: cp.plan.pack_b,
             tasks: cp.tasks,
+            shared_b: cp.shared_b,
             scratch: cp.scratch,
             scratch_bound: cp.block.scratch_floats(),
         }))
@@ -230,6 +233,14 @@ pub(crate) mod hooks {
     /// kernel can.
     pub fn force_plan(plan: Option<(bool, bool, bool)>) {
         super::driver::force_plan(plan)
+    }
+
+    /// With `Some(most)`, GEMMs called from this thread that split by rows
+    /// with B packed share one packed B whatever its size, at most `most` KC
+    /// blocks of it per phase (`None` restores the automatic choice), so
+    /// tests reach the shared path, and several phases, at small sizes.
+    pub fn force_shared_b(most: Option<usize>) {
+        super::driver::force_shared_b(most)
     }
 
     pub use super::kernel::KernelImpl;
