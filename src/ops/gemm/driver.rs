@@ -354,7 +354,7 @@ pub(crate) unsafe fn gemm<T: GemmInput>(
     };
     if cp.shared_b {
         // SAFETY: the caller's contract, for the oriented problem.
-        return unsafe { gemm_shared_b::<T>(ks, &cp, threads, k, alpha, a, b, beta, c) };
+        return unsafe { gemm_shared_b::<T>(ks, &cp, threads, k, (alpha, a, b, beta, c)) };
     }
     let (tasks, nr) = (cp.tasks, ks.nr());
     let no_memory = std::sync::atomic::AtomicBool::new(false);
@@ -716,21 +716,13 @@ unsafe fn gemm_block<T: GemmInput>(
                     // SAFETY: the caller's contract; the block of B is packed
                     // at `bbuf` when B is packed; `abuf` holds an MC × KC block.
                     unsafe {
-                        multiply_block::<T>(
-                            ks,
-                            bl,
-                            plan,
-                            m,
-                            (jc, ncb),
-                            (pc, kcb),
-                            alpha,
-                            a,
-                            b,
+                        let at = BlockAt {
+                            cols: (jc, ncb),
+                            steps: (pc, kcb),
                             bbuf,
                             abuf,
-                            beta_eff,
-                            c,
-                        )
+                        };
+                        multiply_block::<T>(ks, bl, plan, m, at, (alpha, a, b, beta_eff, c))
                     };
                 }
             }
@@ -750,17 +742,12 @@ unsafe fn gemm_block<T: GemmInput>(
 ///
 /// # Safety
 /// As [`gemm`], for the oriented `cp.m × cp.n × k` problem.
-#[allow(clippy::too_many_arguments)]
 unsafe fn gemm_shared_b<T: GemmInput>(
     ks: &KernelSet,
     cp: &CallPlan,
     threads: usize,
     k: usize,
-    alpha: f32,
-    a: View<T>,
-    b: View<T>,
-    beta: f32,
-    c: ViewMut,
+    (alpha, a, b, beta, c): (f32, View<T>, View<T>, f32, ViewMut),
 ) -> crate::Result<()> {
     let (m, n, bl, plan, tasks) = (cp.m, cp.n, cp.block, cp.plan, cp.tasks);
     let (mr, nr) = (ks.mr, ks.nr());
@@ -818,21 +805,14 @@ unsafe fn gemm_shared_b<T: GemmInput>(
                             // rows disjoint between tasks); block i of B is
                             // packed (above) and only read here.
                             unsafe {
-                                multiply_block::<T>(
-                                    ks,
-                                    bl,
-                                    plan,
-                                    r.len(),
-                                    (jc, ncb),
-                                    (pc, kcb),
-                                    alpha,
-                                    aa,
-                                    b,
-                                    bbuf.at(i * block_floats),
+                                let bbuf = bbuf.at(i * block_floats);
+                                let at = BlockAt {
+                                    cols: (jc, ncb),
+                                    steps: (pc, kcb),
+                                    bbuf,
                                     abuf,
-                                    beta_eff,
-                                    cc,
-                                )
+                                };
+                                multiply_block::<T>(ks, bl, plan, r.len(), at, (alpha, aa, b, beta_eff, cc))
                             };
                         }
                     });
@@ -912,6 +892,16 @@ unsafe fn pack_b_panels<T: GemmInput>(
     }
 }
 
+/// Where one `(jc, pc)` block is: its columns `jc.. +ncb` and k steps
+/// `pc.. +kcb`, its packed B panels (when packed) and the A scratch.
+#[derive(Clone, Copy)]
+struct BlockAt {
+    cols: (usize, usize),
+    steps: (usize, usize),
+    bbuf: *const f32,
+    abuf: *mut f32,
+}
+
 /// The rows of one `(jc, pc)` block: `ic` over MC rows (the MC × KC block
 /// of A packed into `abuf`, when packed), then NR-column panels and row
 /// tiles, each a microkernel call. B is read from `bbuf` when packed (panel
@@ -921,22 +911,20 @@ unsafe fn pack_b_panels<T: GemmInput>(
 /// As [`gemm`], for the `m` rows of this sub-problem and the block's
 /// columns and k steps; when packed, `bbuf` holds the block's panels and
 /// `abuf` an MC × KC block.
-#[allow(clippy::too_many_arguments)]
 unsafe fn multiply_block<T: GemmInput>(
     ks: &KernelSet,
     bl: Blocking,
     plan: Plan,
     m: usize,
-    (jc, ncb): (usize, usize),
-    (pc, kcb): (usize, usize),
-    alpha: f32,
-    a: View<T>,
-    b: View<T>,
-    bbuf: *const f32,
-    abuf: *mut f32,
-    beta: f32,
-    c: ViewMut,
+    at: BlockAt,
+    (alpha, a, b, beta, c): (f32, View<T>, View<T>, f32, ViewMut),
 ) {
+    let BlockAt {
+        cols: (jc, ncb),
+        steps: (pc, kcb),
+        bbuf,
+        abuf,
+    } = at;
     let (mr, nr) = (ks.mr, ks.nr());
     for ic in (0..m).step_by(bl.mc) {
         let mcb = bl.mc.min(m - ic);
