@@ -188,3 +188,42 @@ fn a_short_transposed_b_is_packed_not_c_scattered() {
         assert!(!p.swap && p.pack_b, "{isa} (32,10,500) B=T: {p:?}");
     }
 }
+
+/// The k steps of a product are cut into the fewest blocks of at most KC,
+/// all of one length, a multiple of 8, but for the last, which is shorter
+/// only by what that rounding added (784 = 392 + 392 wherever KC is at
+/// least 392, not KC + a short remainder that pays a C tile's update for a
+/// few steps).
+#[test]
+fn k_is_cut_into_even_blocks() {
+    let data = [0.0f32];
+    for isa in nnkern::testing::test_isas() {
+        let big_kc = nnkern::testing::tiling(isa)[2];
+        for k in [
+            1,
+            7,
+            8,
+            9,
+            100,
+            big_kc - 1,
+            big_kc,
+            big_kc + 1,
+            784,
+            2 * big_kc + 3,
+            5000,
+            1 << 20,
+        ] {
+            let a = MatRef::from_strides(&data, 64, k, 0, 0).unwrap();
+            let b = MatRef::from_strides(&data, k, 64, 0, 0).unwrap();
+            let p = plan_gemm(isa, 1, &a, &b, (64, 64, 64, 1)).unwrap().unwrap();
+            let blocks = k.div_ceil(p.kc);
+            assert!(p.kc <= big_kc && p.kc % 8 == 0, "{isa} k {k}: {p:?}");
+            assert_eq!(blocks, k.div_ceil(big_kc), "{isa} k {k}: not the fewest blocks: {p:?}");
+            let last = k - (blocks - 1) * p.kc;
+            assert!(last + 8 * blocks > p.kc, "{isa} k {k}: last block {last} of {}", p.kc);
+            if k == 784 && big_kc >= 392 {
+                assert_eq!(p.kc, 392, "{isa}");
+            }
+        }
+    }
+}

@@ -127,6 +127,8 @@ fn kernels(isa: Isa) -> &'static KernelSet {
 /// Cache blocking of one kernel set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Blocking {
+    /// Rows of the register tile (MC is a whole number of them).
+    pub mr: usize,
     pub kc: usize,
     pub mc: usize,
     pub nc: usize,
@@ -134,6 +136,8 @@ pub(crate) struct Blocking {
 
 /// Most k steps per packed block.
 const KC_MAX: usize = 512;
+/// Most MR-high row tiles per packed A block.
+const MC_TILES_MAX: usize = 4096;
 /// Most NR-wide column panels per packed B block.
 const NC_PANELS_MAX: usize = 256;
 
@@ -143,18 +147,41 @@ const NC_PANELS_MAX: usize = 256;
 fn blocking(ks: &KernelSet) -> Blocking {
     let caches = cache_sizes();
     let nr = ks.nr();
-    // One B micro-panel (KC × NR floats) in two thirds of L1, leaving room
-    // for the A micro-panel streaming through (KC = 256 with a 48 KiB L1;
-    // measured 0–5% faster than half of L1 on squares ≥ 512).
-    let kc = (caches.l1d / 3 * 2 / (nr * 4)).clamp(64, KC_MAX) / 8 * 8;
+    // One B micro-panel (KC × NR floats) in up to four thirds of L1. The
+    // panel then no longer stays whole in L1, but the excess streams from
+    // L2 with room to spare (a 14 × 32 AVX-512 step needs 128 bytes of B per
+    // 14 cycles), while each C tile is read and written once per KC steps:
+    // at 2048² C lives in memory and its update took a fifth of the
+    // microkernel's samples with KC = 256 (two thirds of a 48 KiB L1). On a
+    // Zen 5 core, interleaved in one process, KC = 512 against 256: 1024²
+    // +6%, 2048² +7–12%, (8000,784,500) +12%; 384 (one whole L1) in between.
+    let kc = (caches.l1d / 3 * 4 / (nr * 4)).clamp(64, KC_MAX) / 8 * 8;
     // The A block (MC × KC) in half of L2.
-    let mc = ((caches.l2 / 2 / (kc * 4)) / ks.mr).clamp(1, 4096) * ks.mr;
+    let mc = ((caches.l2 / 2 / (kc * 4)) / ks.mr).clamp(1, MC_TILES_MAX) * ks.mr;
     // The packed B block (KC × NC) in a quarter of the (shared) last level.
     let nc = ((caches.l3 / 4 / (kc * 4)) / nr).clamp(1, NC_PANELS_MAX) * nr;
-    Blocking { kc, mc, nc }
+    Blocking { mr: ks.mr, kc, mc, nc }
 }
 
 impl Blocking {
+    /// This blocking for a product of depth `k`: its k steps cut into the
+    /// fewest blocks of at most KC, all of one length (a multiple of 8, the
+    /// last block shorter by what rounding added), so that no block is a
+    /// short remainder that pays a C tile's update for a few steps (784 =
+    /// 392 + 392 with KC = 512, not 512 + 272). Every task of a call uses
+    /// the same blocks, so the k steps of each element of C are grouped the
+    /// same way on any number of threads.
+    pub(crate) fn for_depth(self, k: usize) -> Blocking {
+        let blocks = k.div_ceil(self.kc).max(1);
+        // ≤ KC: KC is a multiple of 8 and k / blocks ≤ KC.
+        let kc = k.div_ceil(blocks).div_ceil(8).saturating_mul(8).min(self.kc);
+        // The A block keeps the L2 share of the full one (MC × KC floats):
+        // with fewer k steps it holds more rows, so B's panels are read
+        // again for fewer blocks of A. Within MC × KC, the scratch bound.
+        let mc = (self.mc * self.kc / kc / self.mr).clamp(1, MC_TILES_MAX) * self.mr;
+        Blocking { kc, mc, ..self }
+    }
+
     /// Floats of packing scratch one thread needs, at most, for A and for B:
     /// `MC × KC` and `KC × NC`. With `KC ≤ 512`, `MC ≤ 4096·MR` and
     /// `NC ≤ 256·NR` these are below 2³⁰ floats for any tile up to 32 × 64,
@@ -244,7 +271,7 @@ pub(crate) fn plan_call(
     c: (isize, isize),
 ) -> CallPlan {
     let ks = kernels(isa);
-    let block = blocking(ks);
+    let block = blocking(ks).for_depth(k);
     let plan = Plan::choose(ks, block, m, n, k, is_f32, a, b, c);
     let (m, n, a) = if plan.swap { (n, m, (b.1, b.0)) } else { (m, n, a) };
     // 2·m·n·k can exceed u64 for valid views (m·n and k are each below
@@ -472,6 +499,13 @@ pub(crate) fn force_plan(plan: Option<(bool, bool, bool)>) {
 }
 
 /// Tile and block sizes of one ISA's kernels on this CPU.
+/// The most packing scratch one task of `isa` may use, for A and for B,
+/// whatever the product (see [`Blocking::scratch_floats`]).
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn scratch_bound(isa: Isa) -> (usize, usize) {
+    blocking(kernels(isa)).scratch_floats()
+}
+
 pub(crate) fn tiling(isa: Isa) -> [usize; 5] {
     let ks = kernels(isa);
     let bl = blocking(ks);

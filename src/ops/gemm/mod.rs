@@ -90,9 +90,12 @@ pub struct Blocking {
     pub mr: usize,
     /// Columns of C per register tile.
     pub nr: usize,
-    /// Steps of k per packed block (one B micro-panel of KC × NR sits in L1).
+    /// Most steps of k per packed block (a B micro-panel of KC × NR is at
+    /// most four thirds of L1). A product cuts its k into the fewest blocks
+    /// of at most KC, all of one length (784 = 392 + 392).
     pub kc: usize,
-    /// Rows of A per packed block (MC × KC in L2).
+    /// Rows of A per packed block of KC steps (MC × KC in half of L2); a
+    /// product whose blocks are shorter packs proportionally more rows.
     pub mc: usize,
     /// Columns of B per packed block (KC × NC in the last-level cache).
     pub nc: usize,
@@ -174,6 +177,8 @@ pub(crate) mod hooks {
         pub tasks: usize,
         /// The tasks split the rows and share one packed B.
         pub shared_b: bool,
+        /// k steps per block of this call (the last block may be shorter).
+        pub kc: usize,
         /// Floats of packing scratch one task uses for A and for B.
         pub scratch: (usize, usize),
         /// The most scratch any call of this ISA may use, for A and for B.
@@ -223,7 +228,8 @@ pub(crate) mod hooks {
             tasks: cp.tasks,
             shared_b: cp.shared_b,
             scratch: cp.scratch,
-            scratch_bound: cp.block.scratch_floats(),
+            kc: cp.block.kc,
+            scratch_bound: super::driver::scratch_bound(isa),
         }))
     }
 
