@@ -127,8 +127,6 @@ fn kernels(isa: Isa) -> &'static KernelSet {
 /// Cache blocking of one kernel set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Blocking {
-    /// Rows of the register tile (MC is a whole number of them).
-    pub mr: usize,
     pub kc: usize,
     pub mc: usize,
     pub nc: usize,
@@ -160,7 +158,7 @@ fn blocking(ks: &KernelSet) -> Blocking {
     let mc = ((caches.l2 / 2 / (kc * 4)) / ks.mr).clamp(1, MC_TILES_MAX) * ks.mr;
     // The packed B block (KC × NC) in a quarter of the (shared) last level.
     let nc = ((caches.l3 / 4 / (kc * 4)) / nr).clamp(1, NC_PANELS_MAX) * nr;
-    Blocking { mr: ks.mr, kc, mc, nc }
+    Blocking { kc, mc, nc }
 }
 
 impl Blocking {
@@ -170,15 +168,16 @@ impl Blocking {
     /// short remainder that pays a C tile's update for a few steps (784 =
     /// 392 + 392 with KC = 512, not 512 + 272). Every task of a call uses
     /// the same blocks, so the k steps of each element of C are grouped the
-    /// same way on any number of threads.
-    pub(crate) fn for_depth(self, k: usize) -> Blocking {
+    /// same way on any number of threads. `mr`: the rows of the register
+    /// tile, of which MC is a whole number.
+    pub(crate) fn for_depth(self, k: usize, mr: usize) -> Blocking {
         let blocks = k.div_ceil(self.kc).max(1);
         // ≤ KC: KC is a multiple of 8 and k / blocks ≤ KC.
         let kc = k.div_ceil(blocks).div_ceil(8).saturating_mul(8).min(self.kc);
         // The A block keeps the L2 share of the full one (MC × KC floats):
         // with fewer k steps it holds more rows, so B's panels are read
         // again for fewer blocks of A. Within MC × KC, the scratch bound.
-        let mc = (self.mc * self.kc / kc / self.mr).clamp(1, MC_TILES_MAX) * self.mr;
+        let mc = (self.mc * self.kc / kc / mr).clamp(1, MC_TILES_MAX) * mr;
         Blocking { kc, mc, ..self }
     }
 
@@ -271,7 +270,7 @@ pub(crate) fn plan_call(
     c: (isize, isize),
 ) -> CallPlan {
     let ks = kernels(isa);
-    let block = blocking(ks).for_depth(k);
+    let block = blocking(ks).for_depth(k, ks.mr);
     let plan = Plan::choose(ks, block, m, n, k, is_f32, a, b, c);
     let (m, n, a) = if plan.swap { (n, m, (b.1, b.0)) } else { (m, n, a) };
     // 2·m·n·k can exceed u64 for valid views (m·n and k are each below
@@ -498,7 +497,6 @@ pub(crate) fn force_plan(plan: Option<(bool, bool, bool)>) {
     FORCED_PLAN.with(|f| f.set(plan));
 }
 
-/// Tile and block sizes of one ISA's kernels on this CPU.
 /// The most packing scratch one task of `isa` may use, for A and for B,
 /// whatever the product (see [`Blocking::scratch_floats`]).
 #[cfg(any(test, feature = "testing"))]
@@ -506,6 +504,7 @@ pub(crate) fn scratch_bound(isa: Isa) -> (usize, usize) {
     blocking(kernels(isa)).scratch_floats()
 }
 
+/// Tile and block sizes of one ISA's kernels on this CPU.
 pub(crate) fn tiling(isa: Isa) -> [usize; 5] {
     let ks = kernels(isa);
     let bl = blocking(ks);
