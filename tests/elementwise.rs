@@ -837,10 +837,16 @@ mod optim {
 
     fn adam_config() -> impl Strategy<Value = (AdamConfig, u64)> {
         (
-            0.0f32..0.1,
+            // 1e-25: a step so small that k/(√v·a + ε) could be subnormal (the unfolded update).
+            prop_oneof![8 => 0.0f32..0.1, 1 => Just(1e-25f32)],
             prop_oneof![Just(0.9f32), 0.0f32..0.999],
             prop_oneof![Just(0.999f32), 0.5f32..0.99999],
-            prop_oneof![Just(1e-8f32), Just(1e-7f32), 1e-10f32..1e-3],
+            // 1e-30: √v of a tiny v outweighs ε; 1e-40: a subnormal ε (the exact path).
+            prop_oneof![
+                8 => prop_oneof![Just(1e-8f32), Just(1e-7f32), 1e-10f32..1e-3],
+                1 => Just(1e-30f32),
+                1 => Just(1e-40f32),
+            ],
             prop_oneof![Just(0.0f32), 0.0f32..0.1],
             any::<bool>(),
             any::<bool>(),
@@ -882,6 +888,8 @@ mod optim {
         prop_oneof![
             10 => 0.0f32..4.0,
             3 => 0.0f32..1e-6,
+            // Below 2⁻⁶⁴, where the root is taken of v·2⁶⁴.
+            2 => 1e-38f32..1e-19,
             2 => (1u32..0x0080_0000).prop_map(f32::from_bits),
             1 => Just(0.0f32),
         ]
@@ -1073,6 +1081,52 @@ mod optim {
                 }
                 // The zero-gradient lanes decayed through the subnormal range.
                 assert!(m.iter().step_by(3).all(|&x| x.abs() < f32::MIN_POSITIVE));
+            }
+        }
+    }
+
+    /// Steps whose quotient `k/(√v·a + ε)` would leave f32's normal range: a tiny step over a
+    /// huge second moment (the quotient would be subnormal, keeping a few bits), a large step
+    /// over a tiny ε with a zero moment (it would overflow, and 0·∞ is NaN), a subnormal ε.
+    /// Every weight within 8u of the reference's.
+    #[test]
+    fn steps_at_the_ends_of_the_range_keep_the_update_exact() {
+        let g = [1e20f32, -3e19, 1e10, 1e-3, 0.0, -2.5, 7e-30, 0.0, 1e-20];
+        let cases = [(1e-25f32, 1e-8f32), (4.0, 1e-38), (0.01, 1e-40), (1e-20, 1e-38)];
+        for (lr, eps) in cases {
+            for cfg in [AdamConfig::default(), AdamConfig::keras()] {
+                let cfg = AdamConfig { lr, eps, ..cfg };
+                for isa in nnkern::testing::test_isas() {
+                    let (mut w, mut m, mut v) = ([0.0f32; 9], [0.0f32; 9], [0.0f32; 9]);
+                    let (mut wr, mut mr, mut vr) = (w, m, v);
+                    reference::adam_step(
+                        &cfg,
+                        &mut AdamState::from_moments(&mut mr[..], &mut vr[..]),
+                        1,
+                        &mut wr,
+                        &g,
+                    )
+                    .unwrap();
+                    with_isa(isa, || {
+                        adam_step(
+                            &cfg,
+                            &mut AdamState::from_moments(&mut m[..], &mut v[..]),
+                            1,
+                            &mut w,
+                            &g,
+                        )
+                        .unwrap()
+                    })
+                    .unwrap();
+                    for i in 0..g.len() {
+                        assert!(
+                            (w[i] as f64 - wr[i] as f64).abs() <= 8.0 * EPS * (wr[i] as f64).abs(),
+                            "{isa} lr {lr:e} eps {eps:e} w[{i}]: {:e} vs {:e}",
+                            w[i],
+                            wr[i]
+                        );
+                    }
+                }
             }
         }
     }

@@ -4,7 +4,7 @@
 //!
 //! Adam reads w, g, m, v and writes w, m, v (28 bytes per parameter); the
 //! per-step scalars (bias corrections, where ε goes) are folded on the
-//! calling thread into `w −= k·m / (√v·a + ε)`, which is both PyTorch's form
+//! calling thread into `w −= m·k / (√v·a + ε)`, which is both PyTorch's form
 //! (`k = lr/(1−β₁ᵗ)`, `a = 1/√(1−β₂ᵗ)`) and Keras's (`k = lr·√(1−β₂ᵗ)/(1−β₁ᵗ)`,
 //! `a = 1`). Large tensors would split over threads like the activations.
 //!
@@ -32,6 +32,31 @@ pub(crate) struct AdamScalars {
     /// Factor on `√v`.
     pub(crate) a: f32,
     pub(crate) eps: f32,
+    /// `k/(√v·a + ε)` is normal (or 0, for `k = 0`) for every finite `v ≥ 0`:
+    /// the update is then `m·(k/(√v·a + ε))`, one division and one FMA.
+    pub(crate) fold: bool,
+}
+
+impl AdamScalars {
+    /// Whether `k/(√v·a + ε)` stays normal for every finite `v ≥ 0`: its
+    /// denominator (rounded once) lies in `[ε, (√f32::MAX·a + ε)(1 + 2⁻²³)]`,
+    /// so the quotient does when `k/max ≥ 2⁻¹²⁶` and `k/ε` is finite with
+    /// room for its rounding; `k = 0` gives 0 for any denominator. With a
+    /// subnormal `k`, `ε` or `a·2⁻³²`, never.
+    pub(crate) fn quotient_is_normal(k: f32, a: f32, eps: f32) -> bool {
+        let (k, a, e) = (k as f64, a as f64, eps as f64);
+        let tiny = f32::MIN_POSITIVE as f64;
+        if !(e >= tiny && a >= 1.0 && a.is_finite() && k.is_finite()) {
+            return false;
+        }
+        if k == 0.0 {
+            return true;
+        }
+        let max = ((f32::MAX as f64).sqrt() * a + e) * (1.0 + f32::EPSILON as f64);
+        k >= tiny
+            && k / max >= tiny * (1.0 + f32::EPSILON as f64)
+            && k / e <= f32::MAX as f64 * (1.0 - f32::EPSILON as f64)
+    }
 }
 
 /// Below this, `√v` is taken of `v·2⁶⁴` and scaled back by 2⁻³² (exact: both
@@ -63,10 +88,20 @@ unsafe fn load_n<S: Simd>(s: S, p: *const f32, cnt: usize) -> S::V {
 /// `vmulps`, `vsqrtps` and `vdivps` are several times slower with a subnormal
 /// input, which slowed the whole Adam step several-fold. So nothing
 /// here multiplies, divides or takes the root of a moment directly: products
-/// with a moment are FMAs `a·b + 0` (equal to `a·b` but for the sign of a zero
-/// product, which cannot change the weight), the root is taken of `v·2⁶⁴` when `v` is tiny and scaled back by
-/// 2⁻³² (exact: even powers of two), and `m` is multiplied by `1/(√v·a + ε)`,
-/// so the divider only sees the normal denominator.
+/// with a moment are FMAs (`a·b + 0` equals `a·b` but for the sign of a zero
+/// product, which cannot change the weight); when a lane's `v` is tiny the
+/// root is taken of `v·2⁶⁴` and `a` scaled by 2⁻³² instead (exact: even
+/// powers of two); and `m` multiplies the quotient `k/(√v·a + ε)` inside the
+/// final FMA, so the divider only sees normal operands.
+///
+/// The divider (`√` and `÷`, the slowest instructions here, unpipelined on
+/// x86 cores) bounds AVX2 on the cores measured, the FMA pipes come next: so
+/// vectors without a tiny `v` (the common case, in runs of whole rows) skip
+/// the scaling's compare-and-blend, and `k` is folded into the division,
+/// which saves an FMA and a rounding against `k·(m·(1/(√v·a + ε)))`. That
+/// needs `k/(√v·a + ε)` normal for every finite `v` (`c.fold`); steps too
+/// small for it (`k` ≲ 10⁻¹⁹), too large (`k/ε` beyond `f32::MAX`) or a
+/// subnormal `ε` are left to [`adam_exact`].
 #[inline(always)]
 fn adam_lanes<S: Simd>(s: S, c: &AdamScalars, w: S::V, g: S::V, m: S::V, v: S::V) -> (S::V, S::V, S::V) {
     // L2: g += wd·w; decoupled: w −= lr·wd·w. Only the one configured is computed, as the
@@ -82,22 +117,48 @@ fn adam_lanes<S: Simd>(s: S, c: &AdamScalars, w: S::V, g: S::V, m: S::V, v: S::V
     let small = s.lt(v, s.splat(SQRT_SMALL));
     // `+0` addends: the compiler folds `a·b + (−0)` back into a multiplication.
     let zero = s.splat(0.0);
-    let root = s.sqrt(s.select(small, s.fma(v, s.splat(2f32.powi(64)), zero), v));
-    let root = s.select(small, s.mul(root, s.splat(2f32.powi(-32))), root);
-    let denom = s.fma(root, s.splat(c.a), s.splat(c.eps));
-    // With ε ≥ 2⁻¹²⁶ the denominator is normal, and so is its reciprocal; a subnormal ε
-    // (never used in practice) keeps the division, which is exact for any denominator.
-    let q = if c.eps >= f32::MIN_POSITIVE {
-        s.fma(m, s.div(s.splat(1.0), denom), zero)
+    let denom = if s.any(small) {
+        // √(v·2⁶⁴)·(a·2⁻³²) is the same real product as √v·a (a ≥ 1, so a·2⁻³² is normal).
+        let root = s.sqrt(s.select(small, s.fma(v, s.splat(2f32.powi(64)), zero), v));
+        let a = s.select(small, s.splat(c.a * 2f32.powi(-32)), s.splat(c.a));
+        s.fma(root, a, s.splat(c.eps))
     } else {
-        s.div(m, denom)
+        s.fma(s.sqrt(v), s.splat(c.a), s.splat(c.eps))
     };
-    let w = s.fnma(s.splat(c.k), q, w);
+    // m·(k/(√v·a + ε)) with the quotient normal (`c.fold`, checked by the caller) and the
+    // product exact inside the FMA: one rounding before the weight's.
+    let w = s.fnma(m, s.div(s.splat(c.k), denom), w);
     (w, m, v)
+}
+
+/// Adam element by element in `f64` from the same scalars, for the steps
+/// whose quotient `k/(√v·a + ε)` could leave the normal range of `f32`
+/// (see [`adam_lanes`]): no intermediate over- or underflows, so each result
+/// is the exact one rounded once (the moments) or within the rounding of
+/// `k` and `a` (the weight). Such steps (`lr` ≲ 10⁻¹⁹, `lr/ε` ≳ 10³⁸ or a
+/// subnormal `ε`) are not used in training; this path is for correctness.
+fn adam_exact(c: &AdamScalars, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    let f = |x: f32| x as f64;
+    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let (mut wi, mut gi) = (f(*w), f(g));
+        if c.is_decoupled {
+            wi -= f(c.decoupled) * wi;
+        } else {
+            gi += f(c.l2) * wi;
+        }
+        let mi = f(c.beta1) * f(*m) + f(c.one_minus_beta1) * gi;
+        let vi = f(c.beta2) * f(*v) + f(c.one_minus_beta2) * gi * gi;
+        *m = mi as f32;
+        *v = vi as f32;
+        *w = (wi - f(c.k) * mi / (vi.sqrt() * f(c.a) + f(c.eps))) as f32;
+    }
 }
 
 #[inline(always)]
 fn adam_kernel<S: Simd>(s: S, c: AdamScalars, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    if !c.fold {
+        return adam_exact(&c, w, g, m, v);
+    }
     let n = w.len().min(g.len()).min(m.len()).min(v.len());
     let (wp, gp, mp, vp) = (w.as_mut_ptr(), g.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr());
     let l = S::LANES;
@@ -296,3 +357,41 @@ fn scale_kernel<S: Simd>(s: S, x: &mut [f32], c: f32) {
     }
 }
 dispatch!(pub(crate) fn scale(x: &mut [f32], c: f32) => scale_kernel);
+
+#[cfg(test)]
+mod tests {
+    use super::AdamScalars;
+
+    /// Where the fold is allowed, the quotient is normal at both ends of the
+    /// denominator's range, computed as the kernel does in `f32`; small and
+    /// large steps, as many ε and `a` as matter.
+    #[test]
+    fn the_fold_is_allowed_only_where_the_quotient_is_normal() {
+        let mut allowed = 0;
+        for a in [1.0f32, 1.5, 31.6, 316.2, 1e4] {
+            for eps in [f32::MIN_POSITIVE, 1e-38, 1e-20, 1e-10, 1e-8, 1e-3, 1.0, 1e10] {
+                for e in -149..128 {
+                    for frac in [1.0f32, 1.3, 1.999] {
+                        let k = 2f32.powi(e) * frac;
+                        if k == 0.0 || !k.is_finite() || !AdamScalars::quotient_is_normal(k, a, eps) {
+                            continue;
+                        }
+                        allowed += 1;
+                        let max = f32::MAX.sqrt().mul_add(a, eps);
+                        for den in [eps, max, max * 0.5, eps * 2.0] {
+                            let q = k / den;
+                            assert!(q.is_normal(), "k {k:e} a {a} eps {eps:e}: k/{den:e} = {q:e}");
+                        }
+                    }
+                }
+            }
+        }
+        // The training steps fold: lr 1e-3 with ε 1e-8 (PyTorch) or 1e-7 (Keras).
+        assert!(AdamScalars::quotient_is_normal(1e-3 / 0.1, 31.6, 1e-8));
+        assert!(AdamScalars::quotient_is_normal(1e-3, 1.0, 1e-7));
+        assert!(AdamScalars::quotient_is_normal(0.0, 1.0, 1e-7));
+        assert!(!AdamScalars::quotient_is_normal(1e-25, 1.0, 1e-8));
+        assert!(!AdamScalars::quotient_is_normal(1e-3, 1.0, 1e-40));
+        assert!(allowed > 1000);
+    }
+}

@@ -351,6 +351,7 @@ pub(crate) fn adam_scalars(cfg: &AdamConfig, step: u64) -> kernels::AdamScalars 
         WeightDecay::L2 => (cfg.weight_decay, 0.0),
         WeightDecay::Decoupled => (0.0, (lr * cfg.weight_decay as f64) as f32),
     };
+    let (k, a) = (k as f32, a as f32);
     kernels::AdamScalars {
         beta1: cfg.beta1,
         one_minus_beta1: (1.0 - cfg.beta1 as f64) as f32,
@@ -359,9 +360,10 @@ pub(crate) fn adam_scalars(cfg: &AdamConfig, step: u64) -> kernels::AdamScalars 
         is_decoupled: cfg.decay == WeightDecay::Decoupled,
         l2,
         decoupled,
-        k: k as f32,
-        a: a as f32,
+        k,
+        a,
         eps: cfg.eps,
+        fold: kernels::AdamScalars::quotient_is_normal(k, a, cfg.eps),
     }
 }
 
