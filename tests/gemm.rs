@@ -11,8 +11,8 @@
 //! reference itself rounds once from f64 (≤ u·|C|, within γ·S). A tiny
 //! absolute term covers results that underflow.
 
+use nnkern::testing::{force_dot, force_plan, force_shared_b, tiling};
 use nnkern::testing::{force_min_per_task, last_task_count};
-use nnkern::testing::{force_plan, force_shared_b, tiling};
 use nnkern::{bf16, f16, gemm_with_threads, reference, with_isa, GemmInput, MatMut, MatRef};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -241,6 +241,11 @@ fn for_every_path(mut f: impl FnMut() -> Result<(), TestCaseError>) -> Result<()
             force_plan(None);
             r.map_err(|e| TestCaseError::fail(format!("{isa}, plan {plan:?}: {e}")))?;
         }
+        // The dot-product path wherever it applies (A's rows and B's columns contiguous).
+        force_dot(Some(true));
+        let r = with_isa(isa, &mut f).unwrap();
+        force_dot(None);
+        r.map_err(|e| TestCaseError::fail(format!("{isa}, dot products forced: {e}")))?;
     }
     Ok(())
 }
@@ -270,6 +275,11 @@ proptest! {
         let case = Case { m: case.m * 2 + 20, n: case.n * 2 + 20, k: case.k * 2 + 60, ..case };
         for isa in nnkern::testing::test_isas() {
             with_isa(isa, || check_threaded(&case, &format!("{isa}"))).unwrap()?;
+            // Split by rows on the dot-product path, where it applies.
+            force_dot(Some(true));
+            let r = with_isa(isa, || check_threaded(&case, &format!("{isa}, dot products forced"))).unwrap();
+            force_dot(None);
+            r?;
         }
     }
 }

@@ -227,3 +227,36 @@ fn k_is_cut_into_even_blocks() {
         }
     }
 }
+
+/// The dot-product path (both operands read in place along k) is planned
+/// for a linear layer's output product in PyTorch's layout, `x·Wᵀ` with few
+/// outputs, and not where it would lose: k shorter than a vector, operands
+/// beyond half of L2, or B's rows (not columns) contiguous.
+#[test]
+fn dot_products_where_they_win() {
+    let data = vec![0.0f32; 2048 * 2048];
+    let plan = |isa, (m, k, n): (usize, usize, usize), b_t: bool| {
+        let a = MatRef::new(&data[..m * k], m, k).unwrap();
+        let b = if b_t {
+            MatRef::new(&data[..k * n], n, k).unwrap().t()
+        } else {
+            MatRef::new(&data[..k * n], k, n).unwrap()
+        };
+        plan_gemm(isa, 1, &a, &b, (m, n, n, 1)).unwrap().unwrap()
+    };
+    for isa in nnkern::testing::test_isas() {
+        if isa == nnkern::Isa::Scalar {
+            continue;
+        }
+        let p = plan(isa, (32, 500, 10), true);
+        assert!(p.dot && !p.pack_a && !p.pack_b && p.scratch == (0, 0), "{isa}: {p:?}");
+        for (shape, b_t) in [
+            ((32, 10, 500), true),
+            ((32, 500, 10), false),
+            ((1024, 1024, 1024), true),
+        ] {
+            let p = plan(isa, shape, b_t);
+            assert!(!p.dot, "{isa} {shape:?} B=T {b_t}: {p:?}");
+        }
+    }
+}

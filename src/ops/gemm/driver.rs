@@ -15,7 +15,12 @@
 //! driver may swap the roles of A and B (computing `Cᵀ = Bᵀ·Aᵀ`), picking
 //! the orientation with the smaller estimated cost. This is what makes the
 //! batch-32 training shapes fast: their large operand is usually read once,
-//! straight from the caller's memory.
+//! straight from the caller's memory. A product whose operands both run
+//! along k in memory (`A·Bᵀ` of row-major matrices) and fit in half of L2
+//! may instead be computed as dot products with k in the vector lanes
+//! ([`dot`]), when that is estimated cheaper: with few outputs (a linear
+//! layer's output product in PyTorch's weight layout) the tile kernels
+//! would pack B's transpose and fill few lanes.
 //!
 //! Over threads, a product is split into tasks by rows or by columns of C.
 //! Split by rows with a packed B beyond one core's L2, the tasks share one
@@ -24,6 +29,7 @@
 //! own blocks of A. Otherwise each task packs its own copy of the operand it
 //! does not split (few tasks while that costs little).
 
+use super::dot::{self, DotCall};
 use super::kernel::{KernelSet, Tile};
 use super::pack::{pack_panel, Scratch};
 use super::GemmInput;
@@ -277,8 +283,12 @@ pub(crate) fn plan_call(
     // 2⁶³): count in f64, which is exact enough for a threshold.
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
     let nr = ks.nr();
-    let (col_tiles, row_tiles) = (n.div_ceil(nr), m.div_ceil(ks.mr));
-    let split_cols = col_tiles >= row_tiles;
+    let (col_tiles, row_tiles) = if plan.dot {
+        (1, m.div_ceil(dot::tile_for(ks.lanes).0))
+    } else {
+        (n.div_ceil(nr), m.div_ceil(ks.mr))
+    };
+    let split_cols = col_tiles > row_tiles || (col_tiles == row_tiles && !plan.dot);
     let units = if split_cols { col_tiles } else { row_tiles };
     // Split by rows with a B larger than half of one core's L2, the tasks
     // share one packed B (`gemm_shared_b`): a copy per task would be read
@@ -372,6 +382,25 @@ pub(crate) unsafe fn gemm<T: GemmInput>(
         (b.rs, b.cs),
         (c.rs, c.cs),
     );
+    if cp.plan.dot {
+        // SAFETY: the caller's contract, with A's column stride and B's row
+        // stride 1 (the plan's condition): each (i, p) of A at a + i·rs + p,
+        // each (p, j) of B at b + p + j·cs.
+        let d = unsafe {
+            DotCall::new(
+                (m, n, k),
+                (a.ptr as *const f32, a.rs),
+                (b.ptr as *const f32, b.cs),
+                (c.ptr, c.rs, c.cs),
+                alpha,
+                beta,
+            )
+        };
+        let (tasks, rows) = (cp.tasks, dot::tile_for(ks.lanes).0);
+        return run_tasks(tasks, threads, |t| {
+            dot::dot_gemm(isa, &d.rows(task_range(m, tasks, t, rows)));
+        });
+    }
     let (m, n, a, b, c) = if cp.plan.swap {
         (n, m, b.t(), a.t(), c.t())
     } else {
@@ -469,6 +498,22 @@ pub(crate) struct Plan {
     pub swap: bool,
     pub pack_a: bool,
     pub pack_b: bool,
+    /// Every element a dot product along k, both operands read in place
+    /// ([`dot`]); the other fields are then `false`.
+    pub dot: bool,
+}
+
+thread_local! {
+    static FORCED_DOT: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// With `Some(true)`, GEMMs called from this thread take the dot-product
+/// path wherever it applies (f32, A's rows and B's columns contiguous),
+/// whatever the cost; `Some(false)` never; `None` restores the automatic
+/// choice.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) fn force_dot(dot: Option<bool>) {
+    FORCED_DOT.with(|f| f.set(dot));
 }
 
 thread_local! {
@@ -532,15 +577,36 @@ impl Plan {
                 swap,
                 pack_a: pack_a || !is_f32,
                 pack_b: pack_b || !is_f32 || !(b_cs == 1 || b_cols == 1),
+                dot: false,
             };
         }
         let t = |(r, c): (isize, isize)| (c, r);
         let keep = Self::estimate(ks, block, m, n, k, is_f32, a, b, c);
         let swap = Self::estimate(ks, block, n, m, k, is_f32, t(b), t(a), t(c));
-        if swap.1 < keep.1 {
-            Plan { swap: true, ..swap.0 }
+        let (best, cost) = if swap.1 < keep.1 {
+            (Plan { swap: true, ..swap.0 }, swap.1)
         } else {
-            keep.0
+            keep
+        };
+        // Dot products along k when both operands run along k in memory
+        // and fit together in half of L2, where the estimate (arithmetic
+        // only, no packing) holds: beyond that the tile kernels' packed
+        // panels keep the reused data in L1 and this path would not.
+        let dot_applies = is_f32 && a.1 == 1 && b.0 == 1;
+        let fits = (m as f64 + n as f64) * k as f64 <= (cache_sizes().l2 / 8) as f64;
+        let dot = match FORCED_DOT.with(|f| f.get()) {
+            Some(forced) => forced && dot_applies,
+            None => dot_applies && fits && dot::cycles(ks.lanes, m, n, k) < cost,
+        };
+        if dot {
+            Plan {
+                swap: false,
+                pack_a: false,
+                pack_b: false,
+                dot: true,
+            }
+        } else {
+            best
         }
     }
 
@@ -624,6 +690,7 @@ impl Plan {
                 swap: false,
                 pack_a,
                 pack_b,
+                dot: false,
             },
             cost,
         )

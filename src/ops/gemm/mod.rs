@@ -7,6 +7,7 @@
 //! BLAS conventions: `beta = 0` never reads `C` (it may hold NaN), and
 //! `alpha = 0` or `k = 0` never reads `A` or `B`; `C` is then scaled by `beta`.
 
+mod dot;
 mod driver;
 pub(crate) use driver::split_tasks;
 mod kernel;
@@ -177,6 +178,8 @@ pub(crate) mod hooks {
         pub tasks: usize,
         /// The tasks split the rows and share one packed B.
         pub shared_b: bool,
+        /// Every element a dot product along k, both operands read in place.
+        pub dot: bool,
         /// k steps per block of this call (the last block may be shorter).
         pub kc: usize,
         /// Floats of packing scratch one task uses for A and for B.
@@ -227,6 +230,7 @@ pub(crate) mod hooks {
             pack_b: cp.plan.pack_b,
             tasks: cp.tasks,
             shared_b: cp.shared_b,
+            dot: cp.plan.dot,
             scratch: cp.scratch,
             kc: cp.block.kc,
             scratch_bound: super::driver::scratch_bound(isa),
@@ -239,6 +243,13 @@ pub(crate) mod hooks {
     /// kernel can.
     pub fn force_plan(plan: Option<(bool, bool, bool)>) {
         super::driver::force_plan(plan)
+    }
+
+    /// Forces the dot-product path (`Some(true)`: wherever it applies, f32
+    /// with A's rows and B's columns contiguous; `Some(false)`: never) for
+    /// GEMMs called from this thread; `None` restores the automatic choice.
+    pub fn force_dot(dot: Option<bool>) {
+        super::driver::force_dot(dot)
     }
 
     /// With `Some(most)`, GEMMs called from this thread that split by rows

@@ -1,0 +1,240 @@
+//! Products whose operands are both contiguous along k — rows of A and
+//! columns of B, as in `A·Bᵀ` of two row-major matrices (a linear layer's
+//! forward pass with its weights stored output by input) — and few outputs:
+//! every element of C is a dot product of two contiguous runs, so it is
+//! computed with k in the vector lanes, `R × C` elements at a time, reading
+//! both operands in place. The tile kernels would need B transposed into
+//! panels first, which costs about as much as the arithmetic when n is
+//! small, and fill few lanes of their column vectors.
+//!
+//! Each element's k steps are summed lane by lane (lane `l` holds the steps
+//! `p ≡ l mod LANES`, a zero-filled partial vector at the end), then the
+//! lanes in the ISA's fixed order: a summation order like any other, within
+//! the usual `(k + 2)·u·Σ|a·b|` of the exact product, and the same on every
+//! call, so a split over threads (by rows) gives the same bits.
+
+use crate::simd::vector::{dispatch, Simd};
+
+/// Most rows and columns of C per register tile: `ROWS_MAX × COLS_MAX`
+/// accumulators plus one vector per row and per column must fit in the
+/// register file (32 vectors on AVX-512, 16 on AVX2 and NEON).
+pub(crate) const ROWS_MAX: usize = 4;
+/// See [`ROWS_MAX`].
+pub(crate) const COLS_MAX: usize = 4;
+
+/// One product for [`dot_gemm`]: `C = alpha·A·B + beta·C`, `m × n × k`,
+/// with A's rows and B's columns contiguous. Made only through
+/// [`DotCall::new`], whose contract makes every address the kernel forms
+/// valid.
+#[derive(Clone, Copy)]
+pub(crate) struct DotCall {
+    m: usize,
+    n: usize,
+    k: usize,
+    /// Element `(i, p)` of A at `a[i·rsa + p]`.
+    a: *const f32,
+    rsa: isize,
+    /// Element `(p, j)` of B at `b[p + j·csb]`.
+    b: *const f32,
+    csb: isize,
+    /// Element `(i, j)` of C at `c[i·rsc + j·csc]`.
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+    alpha: f32,
+    beta: f32,
+}
+
+impl DotCall {
+    /// # Safety
+    /// For `i < m`, `p < k`, `j < n`: `a + i·rsa + p` and `b + p + j·csb`
+    /// readable, `c + i·rsc + j·csc` readable and writable, distinct `(i, j)`
+    /// at distinct addresses, C overlapping neither A nor B, every offset
+    /// within `isize`; the pointers valid for as long as the value is used.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn new(
+        (m, n, k): (usize, usize, usize),
+        (a, rsa): (*const f32, isize),
+        (b, csb): (*const f32, isize),
+        (c, rsc, csc): (*mut f32, isize, isize),
+        alpha: f32,
+        beta: f32,
+    ) -> Self {
+        DotCall {
+            m,
+            n,
+            k,
+            a,
+            rsa,
+            b,
+            csb,
+            c,
+            rsc,
+            csc,
+            alpha,
+            beta,
+        }
+    }
+
+    /// Rows `r` of this product (`r` inside `0..m`), a product of the same
+    /// contract.
+    pub(crate) fn rows(self, r: std::ops::Range<usize>) -> Self {
+        assert!(r.start <= r.end && r.end <= self.m);
+        DotCall {
+            m: r.len(),
+            // SAFETY: row r.start ≤ m of A and C is inside their views (or one
+            // past the end for an empty range, never dereferenced).
+            a: unsafe { self.a.offset(r.start as isize * self.rsa) },
+            // SAFETY: as above.
+            c: unsafe { self.c.offset(r.start as isize * self.rsc) },
+            ..self
+        }
+    }
+}
+
+// SAFETY: the addresses are into slices the caller of `gemm` borrows for the
+// whole call; A and B are only read, and tasks write disjoint rows of C.
+unsafe impl Send for DotCall {}
+// SAFETY: as above.
+unsafe impl Sync for DotCall {}
+
+/// The `R × C` elements of C from row `i` and column `j`.
+///
+/// # Safety
+/// `i + R ≤ d.m`, `j + C ≤ d.n`, and `d`'s contract.
+#[inline(always)]
+unsafe fn dot_tile<S: Simd, const R: usize, const C: usize>(s: S, d: &DotCall, i: usize, j: usize, tail: S::Tail) {
+    let l = S::LANES;
+    let mut acc = [[s.splat(0.0); C]; R];
+    // SAFETY (whole body): rows i..i + R of A, columns j..j + C of B and those
+    // elements of C are inside the views by the caller's contract; the loads
+    // read steps p < k only (the last one masked to the k % LANES remaining).
+    unsafe {
+        let a: [*const f32; R] = std::array::from_fn(|r| d.a.offset((i + r) as isize * d.rsa));
+        let b: [*const f32; C] = std::array::from_fn(|c| d.b.offset((j + c) as isize * d.csb));
+        let full = d.k / l * l;
+        let mut p = 0;
+        while p < full {
+            let av: [S::V; R] = std::array::from_fn(|r| s.load(a[r].add(p)));
+            let bv: [S::V; C] = std::array::from_fn(|c| s.load(b[c].add(p)));
+            for r in 0..R {
+                for c in 0..C {
+                    acc[r][c] = s.fma(av[r], bv[c], acc[r][c]);
+                }
+            }
+            p += l;
+        }
+        if full < d.k {
+            let av: [S::V; R] = std::array::from_fn(|r| s.load_masked(a[r].add(full), tail));
+            let bv: [S::V; C] = std::array::from_fn(|c| s.load_masked(b[c].add(full), tail));
+            for r in 0..R {
+                for c in 0..C {
+                    acc[r][c] = s.fma(av[r], bv[c], acc[r][c]);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (c, x) in row.iter().enumerate() {
+                let p = d.c.offset((i + r) as isize * d.rsc + (j + c) as isize * d.csc);
+                let v = d.alpha * s.reduce_sum(*x);
+                // beta = 0 never reads C (it may hold NaN).
+                *p = if d.beta == 0.0 { v } else { v + d.beta * *p };
+            }
+        }
+    }
+}
+
+/// Tiles of one height across all columns (`R ≤ ROWS_MAX`).
+///
+/// # Safety
+/// `i + R ≤ d.m`, and `d`'s contract.
+#[inline(always)]
+unsafe fn dot_rows<S: Simd, const R: usize>(s: S, d: &DotCall, i: usize, cols: usize, tail: S::Tail) {
+    let mut j = 0;
+    // SAFETY (each call): j + C ≤ n, i + R ≤ m by the caller.
+    unsafe {
+        while j + cols <= d.n {
+            match cols {
+                4 => dot_tile::<S, R, 4>(s, d, i, j, tail),
+                3 => dot_tile::<S, R, 3>(s, d, i, j, tail),
+                2 => dot_tile::<S, R, 2>(s, d, i, j, tail),
+                _ => dot_tile::<S, R, 1>(s, d, i, j, tail),
+            }
+            j += cols;
+        }
+        match d.n - j {
+            0 => {}
+            1 => dot_tile::<S, R, 1>(s, d, i, j, tail),
+            2 => dot_tile::<S, R, 2>(s, d, i, j, tail),
+            _ => dot_tile::<S, R, 3>(s, d, i, j, tail),
+        }
+    }
+}
+
+/// Register tile `(rows, columns)` of an ISA: 4 × 4 with 32 vector
+/// registers, 3 × 3 with 16 (9 accumulators and 6 operand vectors).
+pub(crate) fn tile_for(lanes: usize) -> (usize, usize) {
+    if lanes >= 16 {
+        (ROWS_MAX, COLS_MAX)
+    } else {
+        (3, 3)
+    }
+}
+
+#[inline(always)]
+fn dot_kernel<S: Simd>(s: S, d: &DotCall) {
+    if d.m == 0 || d.n == 0 || d.k == 0 {
+        return;
+    }
+    let (rows, cols) = tile_for(S::LANES);
+    let tail = s.tail(match d.k % S::LANES {
+        0 => S::LANES,
+        r => r,
+    });
+    let mut i = 0;
+    // SAFETY (each call): i + R ≤ m; d's contract holds by construction (`DotCall::new`).
+    unsafe {
+        while i + rows <= d.m {
+            if rows == 4 {
+                dot_rows::<S, 4>(s, d, i, cols, tail);
+            } else {
+                dot_rows::<S, 3>(s, d, i, cols, tail);
+            }
+            i += rows;
+        }
+        match d.m - i {
+            0 => {}
+            1 => dot_rows::<S, 1>(s, d, i, cols, tail),
+            2 => dot_rows::<S, 2>(s, d, i, cols, tail),
+            _ => dot_rows::<S, 3>(s, d, i, cols, tail),
+        }
+    }
+}
+dispatch!(pub(crate) fn dot_gemm(d: &DotCall) => dot_kernel);
+
+/// Estimated cycles of one core for an `m × n × k` product on this path,
+/// on the scale of the driver's cost model: per tile, each step of `LANES`
+/// k is `R·C` FMAs over two ports but at least the 4-cycle latency of an
+/// accumulator and `(R + C)` loads over two ports; then a reduction of
+/// about `2·log₂ LANES` operations per element and a fixed cost per tile;
+/// one cycle per element of C written.
+pub(crate) fn cycles(lanes: usize, m: usize, n: usize, k: usize) -> f64 {
+    let (rows, cols) = tile_for(lanes);
+    // Full tiles and at most one short one, in each direction.
+    let split = |len: usize, step: usize| {
+        [
+            ((len / step) as f64, step),
+            (f64::from(!len.is_multiple_of(step)), len % step),
+        ]
+    };
+    let steps = k.div_ceil(lanes) as f64;
+    let reduce = 2.0 * (lanes as f64).log2();
+    let mut total = 0.0;
+    for (nr, r) in split(m, rows) {
+        for (nc, c) in split(n, cols) {
+            let per_step = ((r * c) as f64 / 2.0).max(4.0).max((r + c) as f64 / 2.0);
+            total += nr * nc * (steps * per_step + (r * c) as f64 * reduce + 30.0);
+        }
+    }
+    total + m as f64 * n as f64
+}
