@@ -33,6 +33,11 @@ the same wall clock, for the last column (two threads against one). The thread c
 `bli_thread_set_num_threads`), after the environment variables (NNKERN_NUM_THREADS,
 OPENBLAS_NUM_THREADS, BLIS_NUM_THREADS) sized the pools before loading. Each
 result is checked against OpenBLAS's: |x − y| ≤ 2·γ_{k+2}·(|A|·|B|)_ij.
+The calls of a sample run in a loop compiled at start-up with the system's C
+compiler (`cc`), so a call costs what it costs a C caller: through ctypes each
+call adds a few µs of Python (about 3.5–4 µs on a Zen 5 core), which pulls the
+ratios of µs-sized products towards 1. Without `cc` the calls go through ctypes
+and the header says so.
 
 `--extra LABEL=PATH` adds other builds of nnkern (e.g. an older commit's
 `libnnkern.so`) as further columns, timed alternately with the rest; `--isa`
@@ -216,6 +221,62 @@ class Lib:
     def sgemm(self, ta, tb, m, n, k, a, lda, b, ldb, c, ldc):
         self.fn(ROW_MAJOR, ta, tb, m, n, k, 1.0, a, lda, b, ldb, 0.0, c, ldc)
 
+    def sgemm_loop(self, iters, ta, tb, m, n, k, a, lda, b, ldb, c, ldc):
+        """`iters` calls, in the compiled loop when there is one."""
+        if LOOP is None:
+            for _ in range(iters):
+                self.sgemm(ta, tb, m, n, k, a, lda, b, ldb, c, ldc)
+            return
+        loop = LOOP.loop64 if self.fn.argtypes[3] is c_i64 else LOOP.loop32
+        loop(ctypes.cast(self.fn, ctypes.c_void_p), iters, ROW_MAJOR, ta, tb, m, n, k, a, lda, b, ldb, c, ldc)
+
+
+# The timed loop, in C: `iters` calls of a CBLAS sgemm (32- or 64-bit integers).
+LOOP_C = r"""
+#include <stdint.h>
+typedef void (*sgemm32)(int, int, int, int, int, int, float, const float *, int,
+                        const float *, int, float, float *, int);
+typedef void (*sgemm64)(int, int, int, int64_t, int64_t, int64_t, float, const float *,
+                        int64_t, const float *, int64_t, float, float *, int64_t);
+void loop32(void *f, int64_t iters, int order, int ta, int tb, int64_t m, int64_t n,
+            int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
+            int64_t ldc) {
+    for (int64_t i = 0; i < iters; i++)
+        ((sgemm32)f)(order, ta, tb, (int)m, (int)n, (int)k, 1.0f, a, (int)lda, b, (int)ldb,
+                     0.0f, c, (int)ldc);
+}
+void loop64(void *f, int64_t iters, int order, int ta, int tb, int64_t m, int64_t n,
+            int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, float *c,
+            int64_t ldc) {
+    for (int64_t i = 0; i < iters; i++)
+        ((sgemm64)f)(order, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc);
+}
+"""
+
+
+def compile_loop():
+    """The compiled call loop (ctypes handle), or None (and why) without a C compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        return None, "no C compiler (cc) found"
+    out_dir = os.path.join(ROOT, "target", "gemm-peers")
+    os.makedirs(out_dir, exist_ok=True)
+    src, so = os.path.join(out_dir, "loop.c"), os.path.join(out_dir, "loop.so")
+    with open(src, "w") as f:
+        f.write(LOOP_C)
+    done = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", so, src], capture_output=True, text=True)
+    if done.returncode != 0:
+        return None, f"{cc} failed: {done.stderr.strip()[:200]}"
+    dll = ctypes.CDLL(so)
+    args = [ctypes.c_void_p, c_i64, c_int, c_int, c_int, c_i64, c_i64, c_i64, FP, c_i64, FP, c_i64, FP, c_i64]
+    for name in ("loop32", "loop64"):
+        getattr(dll, name).argtypes = args
+        getattr(dll, name).restype = None
+    return dll, cc
+
+
+LOOP = None
+
 
 def optional(dll, name, restype, argtypes=()):
     try:
@@ -348,6 +409,9 @@ class OwnOneThread:
     def sgemm(self, *args):
         self.ours.sgemm(*args)
 
+    def sgemm_loop(self, *args):
+        self.ours.sgemm_loop(*args)
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -407,6 +471,8 @@ def main():
         peers.append(load_blis(blis_path))
     libs = [ours] + extras + peers
     reference = peers[0] if peers and peers[0].label == "OpenBLAS" else None
+    global LOOP
+    LOOP, loop_how = compile_loop()
 
     load_before = load_average()
     print(f"CPU: {cpu_model()}")
@@ -419,6 +485,10 @@ def main():
         f"- median of {args.repeats} alternating repeats; clock: thread CPU time at 1 thread, wall time above; "
         f"load average before: {load_before}"
     )
+    if LOOP is not None:
+        print(f"- calls of a sample in a C loop compiled by {loop_how}")
+    else:
+        print(f"- calls from Python through ctypes ({loop_how}): a few µs of overhead per call")
     print()
     head = ["shape (M,K,N)", "threads"] + [lib.label for lib in libs]
     head += ["nnkern % of peak", "nnkern ÷ best peer", "nnkern ÷ its 1 thread (wall)"]
@@ -438,6 +508,9 @@ def main():
 
         def call(lib, c_ptr=None):
             lib.sgemm(ta, tb, m, n, k, a_ptr, lda, b_ptr, ldb, c_ptr or outs[lib.label][1], n)
+
+        def calls(lib, iters):
+            lib.sgemm_loop(iters, ta, tb, m, n, k, a_ptr, lda, b_ptr, ldb, outs[lib.label][1], n)
 
         flops = 2.0 * m * n * k
         scale = None
@@ -464,7 +537,7 @@ def main():
             clock = time.thread_time if t == 1 else time.perf_counter
             # Calls per sample from one timed call of ours.
             t0 = clock()
-            call(ours)
+            calls(ours, 1)
             one = max(clock() - t0, 1e-7)
             # Samples with more threads are longer: each starts after the
             # process has gone idle, so the other cores start cold (measured:
@@ -486,8 +559,7 @@ def main():
                     if lib is own_one:
                         own_one.set_threads(1)
                     t0 = clock()
-                    for _ in range(inner):
-                        call(lib)
+                    calls(lib, inner)
                     times[lib.label].append((clock() - t0) / inner)
                     if lib is own_one:
                         own_one.set_threads(t)
