@@ -1020,6 +1020,25 @@ mod optim {
         }
     }
 
+    /// One step of `adam_step` on `isa` on `ours` and of the reference on `theirs`, from the
+    /// state each holds.
+    fn adam_beside_reference(
+        cfg: &AdamConfig,
+        isa: Isa,
+        step: u64,
+        g: &[f32],
+        ours: (&mut [f32], &mut [f32], &mut [f32]),
+        theirs: (&mut [f32], &mut [f32], &mut [f32]),
+    ) {
+        let (wr, mr, vr) = theirs;
+        reference::adam_step(cfg, &mut AdamState::from_moments(mr, vr), step, wr, g).unwrap();
+        let (w, m, v) = ours;
+        with_isa(isa, || {
+            adam_step(cfg, &mut AdamState::from_moments(m, v), step, w, g).unwrap()
+        })
+        .unwrap();
+    }
+
     /// Moments deep in the subnormal range (dead units: zero or tiny gradients) take the
     /// scaled path; each step, from the reference's state, must match the reference's step
     /// to within one subnormal step (2⁻¹⁴⁹, the double rounding into the subnormal grid)
@@ -1037,25 +1056,14 @@ mod optim {
                 let mut v: Vec<f32> = (0..n).map(|i| f32::from_bits(0x0040_0000 + 7777 * i as u32)).collect();
                 for step in 1..200 {
                     let (mut wr, mut mr, mut vr) = (w.clone(), m.clone(), v.clone());
-                    reference::adam_step(
+                    adam_beside_reference(
                         &cfg,
-                        &mut AdamState::from_moments(&mut mr[..], &mut vr[..]),
+                        isa,
                         step,
-                        &mut wr,
                         &g,
-                    )
-                    .unwrap();
-                    with_isa(isa, || {
-                        adam_step(
-                            &cfg,
-                            &mut AdamState::from_moments(&mut m[..], &mut v[..]),
-                            step,
-                            &mut w,
-                            &g,
-                        )
-                        .unwrap()
-                    })
-                    .unwrap();
+                        (&mut w, &mut m, &mut v),
+                        (&mut wr, &mut mr, &mut vr),
+                    );
                     for i in 0..n {
                         let sub = 2f64.powi(-149);
                         assert!(
@@ -1099,25 +1107,7 @@ mod optim {
                 for isa in nnkern::testing::test_isas() {
                     let (mut w, mut m, mut v) = ([0.0f32; 9], [0.0f32; 9], [0.0f32; 9]);
                     let (mut wr, mut mr, mut vr) = (w, m, v);
-                    reference::adam_step(
-                        &cfg,
-                        &mut AdamState::from_moments(&mut mr[..], &mut vr[..]),
-                        1,
-                        &mut wr,
-                        &g,
-                    )
-                    .unwrap();
-                    with_isa(isa, || {
-                        adam_step(
-                            &cfg,
-                            &mut AdamState::from_moments(&mut m[..], &mut v[..]),
-                            1,
-                            &mut w,
-                            &g,
-                        )
-                        .unwrap()
-                    })
-                    .unwrap();
+                    adam_beside_reference(&cfg, isa, 1, &g, (&mut w, &mut m, &mut v), (&mut wr, &mut mr, &mut vr));
                     for i in 0..g.len() {
                         assert!(
                             (w[i] as f64 - wr[i] as f64).abs() <= 8.0 * EPS * (wr[i] as f64).abs(),
