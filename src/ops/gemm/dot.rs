@@ -18,9 +18,9 @@ use crate::simd::vector::{dispatch, Simd};
 /// Most rows and columns of C per register tile: `ROWS_MAX × COLS_MAX`
 /// accumulators plus one vector per row and per column must fit in the
 /// register file (32 vectors on AVX-512, 16 on AVX2 and NEON).
-pub(crate) const ROWS_MAX: usize = 4;
+const ROWS_MAX: usize = 4;
 /// See [`ROWS_MAX`].
-pub(crate) const COLS_MAX: usize = 4;
+const COLS_MAX: usize = 4;
 
 /// One product for [`dot_gemm`]: `C = alpha·A·B + beta·C`, `m × n × k`,
 /// with A's rows and B's columns contiguous. Made only through
@@ -195,8 +195,8 @@ fn dot_kernel<S: Simd>(s: S, d: &DotCall) {
     // SAFETY (each call): i + R ≤ m; d's contract holds by construction (`DotCall::new`).
     unsafe {
         while i + rows <= d.m {
-            if rows == 4 {
-                dot_rows::<S, 4>(s, d, i, cols, tail);
+            if rows == ROWS_MAX {
+                dot_rows::<S, ROWS_MAX>(s, d, i, cols, tail);
             } else {
                 dot_rows::<S, 3>(s, d, i, cols, tail);
             }

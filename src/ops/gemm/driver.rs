@@ -283,12 +283,10 @@ pub(crate) fn plan_call(
     // 2⁶³): count in f64, which is exact enough for a threshold.
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
     let nr = ks.nr();
-    let (col_tiles, row_tiles) = if plan.dot {
-        (1, m.div_ceil(dot::tile_for(ks.lanes).0))
-    } else {
-        (n.div_ceil(nr), m.div_ceil(ks.mr))
-    };
-    let split_cols = col_tiles > row_tiles || (col_tiles == row_tiles && !plan.dot);
+    let row_height = if plan.dot { dot::tile_for(ks.lanes).0 } else { ks.mr };
+    let (col_tiles, row_tiles) = (n.div_ceil(nr), m.div_ceil(row_height));
+    // The dot-product path splits by rows only.
+    let split_cols = !plan.dot && col_tiles >= row_tiles;
     let units = if split_cols { col_tiles } else { row_tiles };
     // Split by rows with a B larger than half of one core's L2, the tasks
     // share one packed B (`gemm_shared_b`): a copy per task would be read

@@ -94,8 +94,8 @@ unsafe fn load_n<S: Simd>(s: S, p: *const f32, cnt: usize) -> S::V {
 /// powers of two); and `m` multiplies the quotient `k/(√v·a + ε)` inside the
 /// final FMA, so the divider only sees normal operands.
 ///
-/// The divider (`√` and `÷`, the slowest instructions here, unpipelined on
-/// x86 cores) bounds AVX2 on the cores measured, the FMA pipes come next: so
+/// The divider (`√` and `÷`, the slowest instructions here, not fully
+/// pipelined on x86 cores) bounds AVX2 on the cores measured, the FMA pipes come next: so
 /// vectors without a tiny `v` (the common case, in runs of whole rows) skip
 /// the scaling's compare-and-blend, and `k` is folded into the division,
 /// which saves an FMA and a rounding against `k·(m·(1/(√v·a + ε)))`. That
