@@ -3,8 +3,8 @@
 //! per-ISA test iterates over. Not part of the stable API.
 
 pub use crate::ops::gemm::hooks::{
-    force_dot, force_kernel_impl, force_plan, force_shared_b, plan_gemm, run_microkernel, tiling, KernelImpl,
-    PlanSummary,
+    force_dot, force_kernel_impl, force_plan, force_rows_outer, force_shared_b, plan_gemm, run_microkernel, tiling,
+    KernelImpl, PlanSummary,
 };
 pub use crate::parallel::{force_min_per_task, last_task_count};
 

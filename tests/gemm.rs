@@ -11,7 +11,7 @@
 //! reference itself rounds once from f64 (≤ u·|C|, within γ·S). A tiny
 //! absolute term covers results that underflow.
 
-use nnkern::testing::{force_dot, force_plan, force_shared_b, tiling};
+use nnkern::testing::{force_dot, force_plan, force_rows_outer, force_shared_b, tiling};
 use nnkern::testing::{force_min_per_task, last_task_count};
 use nnkern::{bf16, f16, gemm_with_threads, reference, with_isa, GemmInput, MatMut, MatRef};
 use proptest::prelude::*;
@@ -223,7 +223,8 @@ fn cases() -> u32 {
         .unwrap_or(48)
 }
 
-/// Every supported ISA × every forced plan (and the automatic one).
+/// Every supported ISA × every forced plan (and the automatic one), the
+/// forced plans each with both orders of the tiles within a block.
 fn for_every_path(mut f: impl FnMut() -> Result<(), TestCaseError>) -> Result<(), TestCaseError> {
     let plans = [
         None,
@@ -236,10 +237,19 @@ fn for_every_path(mut f: impl FnMut() -> Result<(), TestCaseError>) -> Result<()
     ];
     for isa in nnkern::testing::test_isas() {
         for plan in plans {
-            force_plan(plan);
-            let r = with_isa(isa, &mut f).unwrap();
-            force_plan(None);
-            r.map_err(|e| TestCaseError::fail(format!("{isa}, plan {plan:?}: {e}")))?;
+            let orders: &[Option<bool>] = if plan.is_some() {
+                &[Some(false), Some(true)]
+            } else {
+                &[None]
+            };
+            for &rows_outer in orders {
+                force_plan(plan);
+                force_rows_outer(rows_outer);
+                let r = with_isa(isa, &mut f).unwrap();
+                force_rows_outer(None);
+                force_plan(None);
+                r.map_err(|e| TestCaseError::fail(format!("{isa}, plan {plan:?}, rows outer {rows_outer:?}: {e}")))?;
+            }
         }
         // The dot-product path wherever it applies (A's rows and B's columns contiguous).
         force_dot(Some(true));
@@ -275,6 +285,11 @@ proptest! {
         let case = Case { m: case.m * 2 + 20, n: case.n * 2 + 20, k: case.k * 2 + 60, ..case };
         for isa in nnkern::testing::test_isas() {
             with_isa(isa, || check_threaded(&case, &format!("{isa}"))).unwrap()?;
+            // The other order of the tiles than these small blocks take by default.
+            force_rows_outer(Some(false));
+            let r = with_isa(isa, || check_threaded(&case, &format!("{isa}, column panels outermost"))).unwrap();
+            force_rows_outer(None);
+            r?;
             // Split by rows on the dot-product path, where it applies.
             force_dot(Some(true));
             let r = with_isa(isa, || check_threaded(&case, &format!("{isa}, dot products forced"))).unwrap();

@@ -260,3 +260,24 @@ fn dot_products_where_they_win() {
         }
     }
 }
+
+/// Row tiles run outermost in a block exactly where its B fits in a quarter
+/// of L2: the batch-32 weight gradient (k = 32) does, deep products keep
+/// the column panels outermost (their B panel in L1).
+#[test]
+fn row_tiles_outermost_where_the_b_block_fits_in_l2() {
+    let data = vec![0.0f32; 2048 * 2048];
+    let plan = |isa, (m, k, n): (usize, usize, usize)| {
+        let a = MatRef::new(&data[..m * k], m, k).unwrap();
+        let b = MatRef::new(&data[..k * n], k, n).unwrap();
+        plan_gemm(isa, 1, &a, &b, (m, n, n, 1)).unwrap().unwrap()
+    };
+    for isa in nnkern::testing::test_isas() {
+        let p = plan(isa, (784, 32, 500));
+        assert!(p.rows_outer && !p.swap && !p.dot, "{isa}: {p:?}");
+        for shape in [(1024, 1024, 1024), (2048, 2048, 2048)] {
+            let p = plan(isa, shape);
+            assert!(!p.rows_outer, "{isa} {shape:?}: {p:?}");
+        }
+    }
+}

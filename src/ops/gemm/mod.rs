@@ -180,6 +180,8 @@ pub(crate) mod hooks {
         pub shared_b: bool,
         /// Every element a dot product along k, both operands read in place.
         pub dot: bool,
+        /// Each block's row tiles outermost, its column panels inside.
+        pub rows_outer: bool,
         /// k steps per block of this call (the last block may be shorter).
         pub kc: usize,
         /// Floats of packing scratch one task uses for A and for B.
@@ -231,6 +233,7 @@ pub(crate) mod hooks {
             tasks: cp.tasks,
             shared_b: cp.shared_b,
             dot: cp.plan.dot,
+            rows_outer: cp.plan.rows_outer,
             scratch: cp.scratch,
             kc: cp.block.kc,
             scratch_bound: super::driver::scratch_bound(isa),
@@ -250,6 +253,13 @@ pub(crate) mod hooks {
     /// GEMMs called from this thread; `None` restores the automatic choice.
     pub fn force_dot(dot: Option<bool>) {
         super::driver::force_dot(dot)
+    }
+
+    /// Forces the order of the tiles within a block (`Some(true)`: row
+    /// tiles outermost; `Some(false)`: column panels outermost) for GEMMs
+    /// called from this thread; `None` restores the automatic choice.
+    pub fn force_rows_outer(rows: Option<bool>) {
+        super::driver::force_rows_outer(rows)
     }
 
     /// With `Some(most)`, GEMMs called from this thread that split by rows
