@@ -4,7 +4,8 @@
 //! Loops, outermost first: `jc` over NC columns of C, `pc` over KC steps of
 //! k (B block packed once here, when packed), `ic` over MC rows (A block
 //! packed here, when packed), then `jr` over NR-column panels and `ir` over
-//! row tiles, each a microkernel call. KC is chosen so one packed B panel
+//! row tiles (the two swapped where the B block fits in a quarter of L2:
+//! [`Plan::rows_outer`]), each a microkernel call. KC is chosen so one packed B panel
 //! (KC × NR) stays in L1 while the row tiles stream past it, MC so the A
 //! block stays in L2, NC so the B block stays in the last-level cache.
 //!
