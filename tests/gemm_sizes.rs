@@ -3,7 +3,7 @@
 //! work and almost no memory (zero strides) run without faulting, with
 //! packing scratch bounded by the blocking, not by `m`, `n` or `k`.
 
-use nnkern::testing::plan_gemm;
+use nnkern::testing::{plan_gemm, PlanSummary};
 use nnkern::{bf16, f16, Error, GemmInput, MatMut, MatRef};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -228,6 +228,18 @@ fn k_is_cut_into_even_blocks() {
     }
 }
 
+/// The one-thread plan of an `(m, k, n)` product of row-major matrices over
+/// `data` (B a transposed view of an n × k array when `b_t`), C row-major.
+fn plan_row_major(data: &[f32], isa: nnkern::Isa, (m, k, n): (usize, usize, usize), b_t: bool) -> PlanSummary {
+    let a = MatRef::new(&data[..m * k], m, k).unwrap();
+    let b = if b_t {
+        MatRef::new(&data[..k * n], n, k).unwrap().t()
+    } else {
+        MatRef::new(&data[..k * n], k, n).unwrap()
+    };
+    plan_gemm(isa, 1, &a, &b, (m, n, n, 1)).unwrap().unwrap()
+}
+
 /// The dot-product path (both operands read in place along k) is planned
 /// for a linear layer's output product in PyTorch's layout, `x·Wᵀ` with few
 /// outputs, and not where it would lose: k shorter than a vector, operands
@@ -235,15 +247,7 @@ fn k_is_cut_into_even_blocks() {
 #[test]
 fn dot_products_where_they_win() {
     let data = vec![0.0f32; 2048 * 2048];
-    let plan = |isa, (m, k, n): (usize, usize, usize), b_t: bool| {
-        let a = MatRef::new(&data[..m * k], m, k).unwrap();
-        let b = if b_t {
-            MatRef::new(&data[..k * n], n, k).unwrap().t()
-        } else {
-            MatRef::new(&data[..k * n], k, n).unwrap()
-        };
-        plan_gemm(isa, 1, &a, &b, (m, n, n, 1)).unwrap().unwrap()
-    };
+    let plan = |isa, shape, b_t| plan_row_major(&data, isa, shape, b_t);
     for isa in nnkern::testing::test_isas() {
         if isa == nnkern::Isa::Scalar {
             continue;
@@ -267,11 +271,7 @@ fn dot_products_where_they_win() {
 #[test]
 fn row_tiles_outermost_where_the_b_block_fits_in_l2() {
     let data = vec![0.0f32; 2048 * 2048];
-    let plan = |isa, (m, k, n): (usize, usize, usize)| {
-        let a = MatRef::new(&data[..m * k], m, k).unwrap();
-        let b = MatRef::new(&data[..k * n], k, n).unwrap();
-        plan_gemm(isa, 1, &a, &b, (m, n, n, 1)).unwrap().unwrap()
-    };
+    let plan = |isa, shape| plan_row_major(&data, isa, shape, false);
     for isa in nnkern::testing::test_isas() {
         let p = plan(isa, (784, 32, 500));
         assert!(p.rows_outer && !p.swap && !p.dot, "{isa}: {p:?}");

@@ -5,9 +5,10 @@
 //! k (B block packed once here, when packed), `ic` over MC rows (A block
 //! packed here, when packed), then `jr` over NR-column panels and `ir` over
 //! row tiles (the two swapped where the B block fits in a quarter of L2:
-//! [`Plan::rows_outer`]), each a microkernel call. KC is chosen so one packed B panel
-//! (KC × NR) stays in L1 while the row tiles stream past it, MC so the A
-//! block stays in L2, NC so the B block stays in the last-level cache.
+//! [`Plan::rows_outer`]), each a microkernel call. KC is chosen so one
+//! packed B panel (KC × NR) stays in L1 while the row tiles stream past it,
+//! MC so the A block stays in L2, NC so the B block stays in the
+//! last-level cache.
 //!
 //! Packing is a choice, not a rule: an operand is read in place when that
 //! is cheaper — B when its rows are contiguous and it is reused by only a
@@ -280,26 +281,6 @@ pub(crate) fn plan_call(
     let block = blocking(ks).for_depth(k, ks.mr);
     let plan = Plan::choose(ks, block, m, n, k, is_f32, a, b, c);
     let (m, n, a) = if plan.swap { (n, m, (b.1, b.0)) } else { (m, n, a) };
-    // Row tiles outermost in a block where its B (at most KC × NC floats)
-    // fits in a quarter of L2 beside the A block (half of L2): then each
-    // row tile's A stays in L1 across the panels, read in place or packed,
-    // and C is written a row tile at a time, whole lines in address order,
-    // instead of a column of tiles down a strip of C. On a Zen 3 core at
-    // k = 32 (a batch-32 weight gradient, (784,32,500), whose 1.5 MB C lives
-    // beyond L2) this gained 9–25% on one thread and up to 45% on two,
-    // timed against the previous order alternately in one process (and its
-    // A=T view as much). Deep blocks keep panels outermost, the B panel in
-    // L1 (BLIS's order).
-    let kc_call = block.kc.min(k);
-    let nc_call = block.nc.min(n.div_ceil(ks.nr()) * ks.nr());
-    let rows_outer = match FORCED_ROWS_OUTER.with(|f| f.get()) {
-        Some(forced) => forced,
-        None => (kc_call as f64) * (nc_call as f64) * 4.0 <= (cache_sizes().l2 / 4) as f64,
-    };
-    let plan = Plan {
-        rows_outer: rows_outer && !plan.dot,
-        ..plan
-    };
     // 2·m·n·k can exceed u64 for valid views (m·n and k are each below
     // 2⁶³): count in f64, which is exact enough for a threshold.
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
@@ -351,6 +332,24 @@ pub(crate) fn plan_call(
     };
     let b_blocks = forced.map_or(b_blocks, |f| f.clamp(1, b_blocks));
     let scratch_b = if plan.pack_b { b_blocks * nc_max * kc } else { 0 };
+    // Row tiles outermost in a block where its B (at most KC × NC floats)
+    // fits in a quarter of L2 beside the A block (half of L2): then each
+    // row tile's A stays in L1 across the panels, read in place or packed,
+    // and C is written a row tile at a time, whole lines in address order,
+    // instead of a column of tiles down a strip of C. On a Zen 3 core at
+    // k = 32 (a batch-32 weight gradient, (784,32,500), whose 1.5 MB C lives
+    // beyond L2) this gained 9–25% on one thread and up to 45% on two,
+    // timed against the previous order alternately in one process (and its
+    // A=T view as much). Deep blocks keep panels outermost, the B panel in
+    // L1 (BLIS's order).
+    let rows_outer = match FORCED_ROWS_OUTER.with(|f| f.get()) {
+        Some(order) => order,
+        None => (kc as f64) * (nc_max as f64) * 4.0 <= (cache_sizes().l2 / 4) as f64,
+    };
+    let plan = Plan {
+        rows_outer: rows_outer && !plan.dot,
+        ..plan
+    };
     CallPlan {
         plan,
         block,
