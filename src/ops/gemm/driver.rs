@@ -1034,6 +1034,29 @@ unsafe fn pack_b_panels<T: GemmInput>(
     buf: *mut f32,
 ) {
     let nr = ks.nr();
+    if b.cs == 1 && panels.len() > 1 {
+        // Rows of B contiguous: walk each row of the block once, left to
+        // right, dealing its runs out to the panels, so B is read as the
+        // prefetchers expect. Panel by panel instead, each row is one
+        // NR-float run per 4 KiB page or so (a column of a wide B), and
+        // packing a 1024² B took 2.9% of the product on a Zen 4 core
+        // against 1.3% this way.
+        for p in 0..kcb {
+            // SAFETY: row pc + p and columns jc.. +ncb are inside B (the
+            // caller's contract); with a unit column stride they are the
+            // contiguous run `row .. row + ncb`.
+            let row = unsafe { std::slice::from_raw_parts(b.at(pc + p, jc), ncb) };
+            for q in panels.clone() {
+                let w = nr.min(ncb - q * nr);
+                // SAFETY: panel q's step p is `w ≤ NR` floats at
+                // q·NR·kcb + p·NR, inside `buf` (the caller's contract),
+                // which does not overlap B.
+                let d = unsafe { std::slice::from_raw_parts_mut(buf.add(q * nr * kcb + p * nr), w) };
+                T::convert_slice(&row[q * nr..q * nr + w], d);
+            }
+        }
+        return;
+    }
     for q in panels {
         let w = nr.min(ncb - q * nr);
         // SAFETY: rows pc.. +kcb and columns jc+q·nr.. +w are inside B, and
