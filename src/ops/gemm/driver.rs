@@ -153,15 +153,18 @@ const NC_PANELS_MAX: usize = 256;
 fn blocking(ks: &KernelSet) -> Blocking {
     let caches = cache_sizes();
     let nr = ks.nr();
-    // One B micro-panel (KC × NR floats) in up to four thirds of L1. The
-    // panel then no longer stays whole in L1, but the excess streams from
-    // L2 with room to spare (a 14 × 32 AVX-512 step needs 128 bytes of B per
-    // 14 cycles), while each C tile is read and written once per KC steps:
-    // at 2048² C lives in memory and its update took a fifth of the
-    // microkernel's samples with KC = 256 (two thirds of a 48 KiB L1). On a
-    // Zen 5 core, interleaved in one process, KC = 512 against 256: 1024²
-    // +6%, 2048² +7–12%, (8000,784,500) +12%; 384 (one whole L1) in between.
-    let kc = (caches.l1d / 3 * 4 / (nr * 4)).clamp(64, KC_MAX) / 8 * 8;
+    // One B micro-panel (KC × NR floats) in up to twice L1. The panel then
+    // no longer stays whole in L1, but the excess streams from L2 with room
+    // to spare (a 14 × 32 AVX-512 step needs 128 bytes of B per 14 cycles
+    // at two vector FMAs a cycle, per 28 at one), while each C tile is read
+    // and written once per KC steps: at 2048² C lives in memory and its
+    // update took a fifth of the microkernel's samples with KC = 256 (two
+    // thirds of a 48 KiB L1). Interleaved in one process, KC = 512 against
+    // 256 on a Zen 5 core (48 KiB L1): 1024² +6%, 2048² +7–12%,
+    // (8000,784,500) +12%; against 336 (four thirds of L1, the earlier
+    // rule) on a Zen 4 core (32 KiB L1, one zmm FMA a cycle): 512² +3.5%,
+    // 1024² +3–4%, (8000,784,500) +5%, 256² level.
+    let kc = (caches.l1d * 2 / (nr * 4)).clamp(64, KC_MAX) / 8 * 8;
     // The A block (MC × KC) in half of L2.
     let mc = ((caches.l2 / 2 / (kc * 4)) / ks.mr).clamp(1, MC_TILES_MAX) * ks.mr;
     // The packed B block (KC × NC) in a quarter of the (shared) last level.

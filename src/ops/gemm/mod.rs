@@ -92,7 +92,7 @@ pub struct Blocking {
     /// Columns of C per register tile.
     pub nr: usize,
     /// Most steps of k per packed block (a B micro-panel of KC × NR is at
-    /// most four thirds of L1). A product cuts its k into the fewest blocks
+    /// most twice L1, up to 512). A product cuts its k into the fewest blocks
     /// of at most KC, all of one length (784 = 392 + 392).
     pub kc: usize,
     /// Rows of A per packed block of KC steps (MC × KC in half of L2); a
