@@ -246,7 +246,7 @@ unsafe fn tile_body<S: Simd, const M: usize, const NV: usize, const PACKED_A: bo
         }
     };
     // SAFETY: C addresses are valid for i < M, j < n by the contract.
-    unsafe { store_tile::<S, M, NV>(s, t, &acc, mask, masked, last) };
+    unsafe { store_tile::<S, M, NV>(s, t, &acc, mask, masked) };
 }
 
 /// Starts fetching the C tile (first and last element of each row), so its
@@ -443,6 +443,22 @@ fn opaque(p: *const f32) -> *const f32 {
     }
 }
 
+/// Floats of the largest register tile of any kernel set (14 × 32).
+const TILE_FLOATS_MAX: usize = 448;
+
+/// Writes `alpha·acc + beta·C` (C not read when `beta = 0`) to the tile's C.
+/// With a unit column stride the rows are vector stores straight from the
+/// registers; otherwise the tile goes through a stack buffer to
+/// [`store_strided`], a separate function, so that the contiguous path
+/// keeps the accumulators in registers (inlined together, the compiler
+/// saved all of them to the stack before either path: on a Zen 4 core that
+/// cost a (32,10,500) product a fifth of its speed). Where `alpha = 1` the
+/// product `acc·alpha` is `acc` itself (exact: the accumulators are FMA
+/// results, quiet NaNs included), so it is skipped.
+///
+/// # Safety
+/// C addresses are valid for i < M, j < `t.n` by the `Tile` contract;
+/// `mask` selects the lanes of the last vector inside C where `masked`.
 #[inline(always)]
 unsafe fn store_tile<S: Simd, const M: usize, const NV: usize>(
     s: S,
@@ -450,21 +466,22 @@ unsafe fn store_tile<S: Simd, const M: usize, const NV: usize>(
     acc: &[[S::V; NV]; M],
     mask: S::Tail,
     masked: bool,
-    last: usize,
 ) {
+    const { assert!(M * NV * S::LANES <= TILE_FLOATS_MAX) };
+    let alpha = s.splat(t.alpha);
+    let unit = t.alpha == 1.0;
     // SAFETY (whole body): writes and reads of C are at (i, j) with i < M,
     // j < n (vector stores of the last vector masked to `last` lanes), valid
-    // by the `Tile` contract; `tmp` holds one vector (LANES <= 16).
+    // by the `Tile` contract; `vals` holds M·NV vectors (checked above).
     unsafe {
-        let alpha = s.splat(t.alpha);
-        let read_c = t.beta != 0.0;
-        let beta = s.splat(t.beta);
         if t.csc == 1 {
+            let read_c = t.beta != 0.0;
+            let beta = s.splat(t.beta);
             for (i, row) in acc.iter().enumerate() {
                 let crow = t.c.offset(i as isize * t.rsc);
                 for (v, x) in row.iter().enumerate() {
                     let p = crow.add(v * S::LANES);
-                    let r = s.mul(*x, alpha);
+                    let r = if unit { *x } else { s.mul(*x, alpha) };
                     if masked && v == NV - 1 {
                         let r = if read_c {
                             s.madd(s.load_masked(p, mask), beta, r)
@@ -479,16 +496,61 @@ unsafe fn store_tile<S: Simd, const M: usize, const NV: usize>(
                 }
             }
         } else {
-            let mut tmp = [0.0f32; 16];
+            // Not zeroed: every float `store_strided` reads is written here.
+            let mut vals = std::mem::MaybeUninit::<[f32; TILE_FLOATS_MAX]>::uninit();
+            let base = vals.as_mut_ptr().cast::<f32>();
             for (i, row) in acc.iter().enumerate() {
-                let crow = t.c.offset(i as isize * t.rsc);
                 for (v, x) in row.iter().enumerate() {
-                    s.store(tmp.as_mut_ptr(), s.mul(*x, alpha));
-                    let lanes = if v == NV - 1 { last } else { S::LANES };
-                    for (l, r) in tmp.iter().enumerate().take(lanes) {
-                        let p = crow.offset((v * S::LANES + l) as isize * t.csc);
-                        *p = if read_c { *r + t.beta * *p } else { *r };
-                    }
+                    let r = if unit { *x } else { s.mul(*x, alpha) };
+                    s.store(base.add((i * NV + v) * S::LANES), r);
+                }
+            }
+            store_strided::<S, M, NV>(t, base);
+        }
+    }
+}
+
+/// `C(i, j) = vals[i·NV·LANES + j]` (plus `beta·C(i, j)` where `beta ≠ 0`)
+/// for `i < M`, `j < t.n`, one element at a time along C's strides. Generic
+/// over the tile (no vector types cross into it), so its loops unroll as
+/// they did inlined.
+///
+/// # Safety
+/// C addresses are valid for i < M, j < `t.n` by the `Tile` contract, and
+/// `(NV − 1)·LANES < t.n ≤ NV·LANES`, `M·NV·LANES ≤ TILE_FLOATS_MAX`.
+#[inline(never)]
+unsafe fn store_strided<S: Simd, const M: usize, const NV: usize>(t: &Tile, vals: *const f32) {
+    let read_c = t.beta != 0.0;
+    let last = t.n - (NV - 1) * S::LANES;
+    if t.rsc == 1 && !read_c {
+        // C transposed (the Cᵀ orientation): each column of the tile is M
+        // contiguous floats of C.
+        for j in 0..t.n {
+            // SAFETY: column j < t.n of the tile is inside C, its M rows
+            // contiguous (rsc = 1); vals[i·NV·LANES + j] was written for
+            // i < M (the caller's contract).
+            unsafe {
+                let col = t.c.offset(j as isize * t.csc);
+                for i in 0..M {
+                    *col.add(i) = *vals.add(i * NV * S::LANES + j);
+                }
+            }
+        }
+        return;
+    }
+    for i in 0..M {
+        let crow = t.c.wrapping_offset(i as isize * t.rsc);
+        for v in 0..NV {
+            let lanes = if v == NV - 1 { last } else { S::LANES };
+            let at = (i * NV + v) * S::LANES;
+            for l in 0..lanes {
+                // SAFETY: (i, j) with i < M, j = v·LANES + l < t.n is
+                // inside C, and `vals[at + l]` was written (the caller's
+                // contract).
+                unsafe {
+                    let r = *vals.add(at + l);
+                    let p = crow.offset((v * S::LANES + l) as isize * t.csc);
+                    *p = if read_c { r + t.beta * *p } else { r };
                 }
             }
         }
@@ -562,7 +624,7 @@ pub(crate) mod avx2 {
         // 16 floats of B (row stride `rsb`) are readable.
         let acc = unsafe { k_loop_asm(t.a, t.b, t.rsb * 4, t.k) };
         // SAFETY: C of a full tile, by the contract.
-        unsafe { store_tile::<Avx2, 6, 2>(s, t, &acc, s.tail(8), false, 8) };
+        unsafe { store_tile::<Avx2, 6, 2>(s, t, &acc, s.tail(8), false) };
     }
 
     /// One step of k in [`k_loop_asm`]: rows `2r`, `2r+1` of A broadcast
@@ -744,7 +806,7 @@ pub(crate) mod avx512 {
         // 32 floats of B (row stride `rsb`) are readable.
         let acc = unsafe { k_loop_asm(t.a, t.b, t.rsb * 4, t.k) };
         // SAFETY: C of a full tile, by the contract.
-        unsafe { store_tile::<Avx512, 14, 2>(s, t, &acc, s.tail(16), false, 16) };
+        unsafe { store_tile::<Avx512, 14, 2>(s, t, &acc, s.tail(16), false) };
     }
 
     /// Row `$r` of step `$q`: broadcast A into zmm`$ar`, two FMAs into the
