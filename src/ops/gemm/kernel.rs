@@ -471,8 +471,8 @@ unsafe fn store_tile<S: Simd, const M: usize, const NV: usize>(
     let alpha = s.splat(t.alpha);
     let unit = t.alpha == 1.0;
     // SAFETY (whole body): writes and reads of C are at (i, j) with i < M,
-    // j < n (vector stores of the last vector masked to `last` lanes), valid
-    // by the `Tile` contract; `vals` holds M·NV vectors (checked above).
+    // j < n (vector stores of the last vector masked to the tile's width),
+    // valid by the `Tile` contract; `vals` holds M·NV vectors (checked above).
     unsafe {
         if t.csc == 1 {
             let read_c = t.beta != 0.0;
@@ -511,9 +511,10 @@ unsafe fn store_tile<S: Simd, const M: usize, const NV: usize>(
 }
 
 /// `C(i, j) = vals[i·NV·LANES + j]` (plus `beta·C(i, j)` where `beta ≠ 0`)
-/// for `i < M`, `j < t.n`, one element at a time along C's strides. Generic
-/// over the tile (no vector types cross into it), so its loops unroll as
-/// they did inlined.
+/// for `i < M`, `j < t.n`, one element at a time along C's strides; where
+/// C is transposed (`rsc = 1`) and not read, column by column, each the M
+/// contiguous floats of one row of C. Generic over the tile (no vector
+/// types cross into it), so its loops unroll as they did inlined.
 ///
 /// # Safety
 /// C addresses are valid for i < M, j < `t.n` by the `Tile` contract, and
