@@ -1037,7 +1037,7 @@ unsafe fn pack_b_panels<T: GemmInput>(
     buf: *mut f32,
 ) {
     let nr = ks.nr();
-    if b.cs == 1 && panels.len() > 1 {
+    if b.cs == 1 {
         // Rows of B contiguous: walk each row of the block once, left to
         // right, dealing its runs out to the panels, so B is read as the
         // prefetchers expect. Panel by panel instead, each row is one

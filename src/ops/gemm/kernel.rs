@@ -470,6 +470,7 @@ unsafe fn store_tile<S: Simd, const M: usize, const NV: usize>(
     const { assert!(M * NV * S::LANES <= TILE_FLOATS_MAX) };
     let alpha = s.splat(t.alpha);
     let unit = t.alpha == 1.0;
+    let scale = |x: S::V| if unit { x } else { s.mul(x, alpha) };
     // SAFETY (whole body): writes and reads of C are at (i, j) with i < M,
     // j < n (vector stores of the last vector masked to the tile's width),
     // valid by the `Tile` contract; `vals` holds M·NV vectors (checked above).
@@ -481,7 +482,7 @@ unsafe fn store_tile<S: Simd, const M: usize, const NV: usize>(
                 let crow = t.c.offset(i as isize * t.rsc);
                 for (v, x) in row.iter().enumerate() {
                     let p = crow.add(v * S::LANES);
-                    let r = if unit { *x } else { s.mul(*x, alpha) };
+                    let r = scale(*x);
                     if masked && v == NV - 1 {
                         let r = if read_c {
                             s.madd(s.load_masked(p, mask), beta, r)
@@ -501,7 +502,7 @@ unsafe fn store_tile<S: Simd, const M: usize, const NV: usize>(
             let base = vals.as_mut_ptr().cast::<f32>();
             for (i, row) in acc.iter().enumerate() {
                 for (v, x) in row.iter().enumerate() {
-                    let r = if unit { *x } else { s.mul(*x, alpha) };
+                    let r = scale(*x);
                     s.store(base.add((i * NV + v) * S::LANES), r);
                 }
             }
@@ -522,7 +523,6 @@ unsafe fn store_tile<S: Simd, const M: usize, const NV: usize>(
 #[inline(never)]
 unsafe fn store_strided<S: Simd, const M: usize, const NV: usize>(t: &Tile, vals: *const f32) {
     let read_c = t.beta != 0.0;
-    let last = t.n - (NV - 1) * S::LANES;
     if t.rsc == 1 && !read_c {
         // C transposed (the Cᵀ orientation): each column of the tile is M
         // contiguous floats of C.
@@ -539,6 +539,7 @@ unsafe fn store_strided<S: Simd, const M: usize, const NV: usize>(t: &Tile, vals
         }
         return;
     }
+    let last = t.n - (NV - 1) * S::LANES;
     for i in 0..M {
         let crow = t.c.wrapping_offset(i as isize * t.rsc);
         for v in 0..NV {
