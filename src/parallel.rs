@@ -7,10 +7,15 @@
 //!
 //! The team is a set of worker threads owned by the library (never a pool
 //! shared with the application), started the first time a call wants them
-//! and kept for the life of the process. A call publishes its tasks in one
-//! atomic word (a generation and the next unclaimed task index); the caller
-//! and the workers claim tasks from that word, so:
+//! and kept for the life of the process. A call deals its tasks out in
+//! consecutive ranges, one per thread taking part (the caller's first), each
+//! range in one atomic word (next unclaimed task, end); a thread claims from
+//! its own range first and then from the others', so:
 //!
+//! - **a thread gets the same tasks call after call** while every thread
+//!   keeps up: calls that split the same data the same way (a layer's
+//!   products in successive training steps, say) find each thread's share
+//!   in the cache of the core that last wrote it, not in the other's;
 //! - **the caller never waits for a thread that has not started**: it claims
 //!   every task nobody else has claimed, and then waits only for tasks that
 //!   are running on another thread;
@@ -47,11 +52,39 @@ const SPIN: Duration = Duration::from_micros(50);
 /// The calling function of one job, with its borrows erased.
 type TaskFn = *const (dyn Fn(usize) + Sync);
 
+/// One thread's range of the current job's tasks: `end << 32 | next`. Every
+/// range a call deals out is exhausted (`next == end`) before the call
+/// returns, so a range with a task left always belongs to the job whose
+/// owner is still waiting, set up (`f`, `done`) before the range was stored.
+#[repr(align(128))]
+struct Home(AtomicU64);
+
+impl Home {
+    /// Claims the next task of this range, or `None` when none is left.
+    fn claim(&self) -> Option<usize> {
+        let mut w = self.0.load(Ordering::Acquire);
+        loop {
+            let (next, end) = (w & u64::from(u32::MAX), w >> 32);
+            if next >= end {
+                return None;
+            }
+            match self
+                .0
+                .compare_exchange_weak(w, w + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(next as usize),
+                Err(now) => w = now,
+            }
+        }
+    }
+}
+
 struct Team {
-    /// `generation << TASK_BITS | next unclaimed task`.
+    /// `generation << TASK_BITS`: a new value announces a new job.
     word: AtomicU64,
-    /// Tasks of the current generation.
-    tasks: AtomicUsize,
+    /// The task ranges of the current job: the caller's, then worker `i`'s
+    /// at `i + 1`.
+    homes: [Home; MAX_WORKERS + 1],
     /// Workers `0..helpers` may claim tasks of the current generation.
     helpers: AtomicUsize,
     /// Tasks of the current generation that have finished (or panicked).
@@ -152,7 +185,7 @@ fn team() -> &'static Team {
     static TEAM: OnceLock<Team> = OnceLock::new();
     TEAM.get_or_init(|| Team {
         word: AtomicU64::new(0),
-        tasks: AtomicUsize::new(0),
+        homes: std::array::from_fn(|_| Home(AtomicU64::new(0))),
         helpers: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
         f: UnsafeCell::new(None),
@@ -178,32 +211,39 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Claims a task for the thread at `me` of the first `parts` ranges of
+/// `homes`: from its own range first, then from the ranges after it, in
+/// turn. `None` when every one is exhausted.
+fn claim_from(homes: &[Home], me: usize, parts: usize) -> Option<usize> {
+    let parts = parts.clamp(1, homes.len());
+    (0..parts).find_map(|i| homes[(me + i) % parts].claim())
+}
+
+/// Deals `tasks` out to the first `parts` ranges of `homes`, in consecutive
+/// ranges (`task_range`), each stored with Release so that whatever was
+/// written before (the job) is seen by the thread that claims from it.
+fn deal(homes: &[Home], tasks: usize, parts: usize) {
+    debug_assert!(tasks <= MAX_TASKS && parts <= homes.len());
+    for (p, home) in homes[..parts].iter().enumerate() {
+        let r = task_range(tasks, parts, p, 1);
+        // `tasks` ≤ MAX_TASKS < 2³²: both halves fit.
+        home.0.store((r.end as u64) << 32 | r.start as u64, Ordering::Release);
+    }
+}
+
 impl Team {
-    /// Claims the next task of generation `gen`, or `None` when there is none
-    /// left (or the generation has moved on).
-    fn claim(&self, gen: u64, tasks: usize) -> Option<usize> {
-        let mut w = self.word.load(Ordering::Acquire);
-        loop {
-            let next = (w & TASK_MASK) as usize;
-            if w >> TASK_BITS != gen || next >= tasks {
-                return None;
-            }
-            match self
-                .word
-                .compare_exchange_weak(w, w + 1, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return Some(next),
-                Err(now) => w = now,
-            }
-        }
+    /// Claims a task of the current job for the thread at `me` of the
+    /// `parts` taking part (see [`claim_from`]).
+    fn claim(&self, me: usize, parts: usize) -> Option<usize> {
+        claim_from(&self.homes, me, parts)
     }
 
     /// Runs task `t` of the current job, recording a panic instead of
     /// unwinding, then counts it done.
     ///
     /// # Safety
-    /// `t` must have been claimed (by [`Team::claim`]) from the current
-    /// generation by this thread, so the owner is still waiting and `f` alive.
+    /// `t` must have been claimed (by [`Team::claim`]) by this thread, so the
+    /// owner of its job is still waiting and `f` alive.
     unsafe fn run(&self, t: usize) {
         // SAFETY: the claim orders this read after the owner's write of `f`
         // (Release publication, Acquire claim), and the owner does not
@@ -257,12 +297,15 @@ impl Team {
         loop {
             let gen = self.wait_for_new_generation(seen);
             seen = gen;
-            if index >= self.helpers.load(Ordering::Acquire) {
+            let helpers = self.helpers.load(Ordering::Acquire);
+            if index >= helpers {
                 continue;
             }
-            let tasks = self.tasks.load(Ordering::Acquire);
-            while let Some(t) = self.claim(gen, tasks) {
-                // SAFETY: claimed from generation `gen` just now.
+            // (A `helpers` of a later job only changes which ranges this
+            // thread looks at: any task it claims is a task of the job
+            // running now.)
+            while let Some(t) = self.claim(index + 1, helpers + 1) {
+                // SAFETY: claimed by this thread just now.
                 unsafe { self.run(t) };
             }
         }
@@ -375,17 +418,21 @@ where
     // generation was done before its owner released it, so nobody reads `f`.
     unsafe { *t.f.get() = Some(f_erased) };
     *t.panic.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    t.tasks.store(tasks, Ordering::Relaxed);
-    t.helpers.store(helpers.min(workers), Ordering::Relaxed);
+    let helpers = helpers.min(workers);
+    let parts = helpers + 1;
+    t.helpers.store(helpers, Ordering::Relaxed);
     t.done.store(0, Ordering::Relaxed);
+    // After `f` and `done`: a thread that claims a task sees both.
+    deal(&t.homes, tasks, parts);
     let gen = (t.word.load(Ordering::Relaxed) >> TASK_BITS).wrapping_add(1) & (u64::MAX >> TASK_BITS);
     t.word.store(gen << TASK_BITS, Ordering::SeqCst);
     // A worker woken from sleep starts late by design: its wait is not judged.
     let woke = t.sleepers.load(Ordering::SeqCst) > 0;
     t.wake_sleepers();
     let start = Instant::now();
-    while let Some(task) = t.claim(gen, tasks) {
-        // SAFETY: claimed from this call's generation.
+    while let Some(task) = t.claim(0, parts) {
+        // SAFETY: claimed by this thread, from this call's ranges (no other
+        // job is running: this call owns the team).
         unsafe { t.run(task) };
     }
     // Every task is claimed; wait for those running elsewhere.
@@ -558,6 +605,32 @@ mod tests {
         let r = task_range(len, 3, 2, 16);
         assert_eq!(r.end, len);
         assert!(r.start < r.end);
+    }
+
+    #[test]
+    fn each_thread_claims_its_own_range_first_then_the_others() {
+        let homes: Vec<Home> = (0..4).map(|_| Home(AtomicU64::new(0))).collect();
+        let drain =
+            |me: usize, parts: usize| -> Vec<usize> { std::iter::from_fn(|| claim_from(&homes, me, parts)).collect() };
+        // Two threads, eight tasks: the worker's range is 4..8, then it
+        // takes what the caller has left, from the front.
+        deal(&homes, 8, 2);
+        assert_eq!(claim_from(&homes, 0, 2), Some(0));
+        assert_eq!(drain(1, 2), [4, 5, 6, 7, 1, 2, 3]);
+        assert_eq!(drain(0, 2), Vec::<usize>::new());
+        // Three threads, seven tasks: ranges 0..3, 3..5, 5..7; the thread at
+        // 2 takes its own, then the caller's, then the one at 1's.
+        deal(&homes, 7, 3);
+        assert_eq!(drain(2, 3), [5, 6, 0, 1, 2, 3, 4]);
+        // Fewer tasks than ranges: the empty ones are skipped.
+        deal(&homes, 1, 3);
+        assert_eq!(drain(1, 3), [0]);
+        // A job with fewer parts than the one before leaves the old ranges
+        // exhausted, so nothing stale is claimed through them.
+        deal(&homes, 8, 4);
+        assert_eq!(drain(0, 4).len(), 8);
+        deal(&homes, 2, 2);
+        assert_eq!(drain(3, 4), [0, 1]);
     }
 
     #[test]
