@@ -99,7 +99,7 @@ pub use ops::optim::{
 pub use ops::softmax_xent::{log_softmax, softmax, softmax_xent, softmax_xent_loss, Targets};
 pub use parallel::parallel_region;
 pub use simd::{active_isa, with_isa, Isa};
-pub use threads::{num_threads, set_num_threads, with_threads};
+pub use threads::{num_threads, set_num_threads, with_threads, AdaptiveThreads, Placement};
 
 /// Test hooks (forced plans, task splits, the ISAs a test should cover);
 /// only with the `testing` feature, for this workspace's tests and fuzz harnesses.
