@@ -359,6 +359,9 @@ pub struct Trainer<B: Backend> {
     history: Vec<EpochMetrics>,
     fingerprint: u32,
     source: String,
+    /// Where the CPU steps run: the thread team or this thread alone,
+    /// whichever was timed faster lately (same values either way).
+    placement: nnkern::AdaptiveThreads,
 }
 
 impl<B: Backend> Trainer<B> {
@@ -414,6 +417,7 @@ impl<B: Backend> Trainer<B> {
             history: Vec::with_capacity(cfg.epochs),
             fingerprint,
             source,
+            placement: nnkern::AdaptiveThreads::new(),
             model,
             be,
             cfg,
@@ -511,13 +515,27 @@ impl<B: Backend> Trainer<B> {
                     self.cfg.clip_norm,
                 )?
             } else {
+                let adaptive = self.be.wants_parallel_region();
                 let rows = &self.perm[at];
                 for (dst, &r) in self.batch_labels.iter_mut().zip(rows) {
                     *dst = self.train_labels[r as usize];
                 }
-                self.model
-                    .load_batch(&mut self.be, &self.train_images, rows, &self.batch_labels[..n])?;
-                self.model.train_step(&mut self.be, n, self.cfg.clip_norm)?
+                let (model, be, images, labels) = (
+                    &mut self.model,
+                    &mut self.be,
+                    &self.train_images,
+                    &self.batch_labels[..n],
+                );
+                let clip = self.cfg.clip_norm;
+                let mut step = || -> Result<(f32, usize)> {
+                    model.load_batch(be, images, rows, labels)?;
+                    model.train_step(be, n, clip)
+                };
+                if adaptive {
+                    self.placement.run(step)?
+                } else {
+                    step()?
+                }
             };
             if !loss.is_finite() {
                 return Err(Error::invalid(
@@ -541,7 +559,11 @@ impl<B: Backend> Trainer<B> {
             });
         }
         let val = if self.n_val > 0 {
-            Some(self.score_train_range(self.n_fit, self.n_val)?)
+            // On the placement the steps found faster.
+            let bound = self.placement.chosen_bound();
+            Some(nnkern::with_threads(bound, || {
+                self.score_train_range(self.n_fit, self.n_val)
+            })??)
         } else {
             None
         };
