@@ -238,9 +238,10 @@ struct Chooser {
     /// Units and seconds in the window so far.
     in_window: u32,
     window_time: f64,
-    /// Seconds per unit of the last windows on the chosen placement (the
-    /// newest last), at most `HISTORY`.
-    history: Vec<f64>,
+    /// Seconds per unit of the last `len` windows on the chosen placement
+    /// (the newest last): a fixed array, so that no unit allocates.
+    history: [f64; Chooser::HISTORY],
+    len: usize,
     /// Windows on the chosen placement since the last trial, and how many
     /// make the next one due.
     since_trial: u32,
@@ -256,7 +257,8 @@ impl Default for Chooser {
             window: Placement::Team,
             in_window: 0,
             window_time: 0.0,
-            history: Vec::with_capacity(Chooser::HISTORY),
+            history: [0.0; Chooser::HISTORY],
+            len: 0,
             since_trial: 0,
             trial_every: Chooser::FIRST_TRIAL,
             warm: false,
@@ -281,10 +283,27 @@ impl Chooser {
         self.window
     }
 
+    /// The median of `v` (at most `HISTORY` values, at least one).
     fn median(v: &[f64]) -> f64 {
-        let mut s = v.to_vec();
+        let mut s = [0.0; Self::HISTORY];
+        let s = &mut s[..v.len()];
+        s.copy_from_slice(v);
         s.sort_by(f64::total_cmp);
         s[s.len() / 2]
+    }
+
+    /// The chosen placement's recent windows, oldest first.
+    fn recent(&self) -> &[f64] {
+        &self.history[..self.len]
+    }
+
+    fn push(&mut self, per_unit: f64) {
+        if self.len == Self::HISTORY {
+            self.history.copy_within(1.., 0);
+            self.len -= 1;
+        }
+        self.history[self.len] = per_unit;
+        self.len += 1;
     }
 
     fn record(&mut self, seconds: f64) {
@@ -306,12 +325,9 @@ impl Chooser {
             return;
         }
         if self.window == self.chosen {
-            if self.history.len() == Self::HISTORY {
-                self.history.remove(0);
-            }
-            self.history.push(per_unit);
+            self.push(per_unit);
             self.since_trial += 1;
-            let h = &self.history;
+            let h = self.recent();
             let worse = h.len() >= 4 && {
                 let before = Self::median(&h[..h.len() - 2]);
                 h[h.len() - 2..].iter().all(|&t| t > before * Self::WORSE)
@@ -322,7 +338,7 @@ impl Chooser {
             return;
         }
         // A trial just ended: against the chosen placement's latest windows.
-        let h = &self.history;
+        let h = self.recent();
         let now = if h.is_empty() {
             0.0
         } else {
@@ -330,8 +346,8 @@ impl Chooser {
         };
         if per_unit < now * Self::WIN {
             self.chosen = self.window;
-            self.history.clear();
-            self.history.push(per_unit);
+            self.len = 0;
+            self.push(per_unit);
             self.trial_every = Self::FIRST_TRIAL;
         } else {
             self.window = self.chosen;

@@ -53,7 +53,7 @@ fn allocations_in_two_epochs(backend: Cpu, threads: usize, split: bool) -> (usiz
         // With `split`, every GEMM and stream of the step goes over the
         // thread team, so the helpers' paths are counted too.
         force_min_per_task(split.then_some(1));
-        let mut t = Trainer::new(cfg, Dataset::bundled().unwrap().head(400, 50), backend).unwrap();
+        let mut t = Trainer::new(cfg, Dataset::bundled().unwrap().head(1600, 50), backend).unwrap();
         let mut steps = 0;
         t.run_epoch(&mut |_| steps += 1).unwrap();
         let before = ALLOCS.load(Ordering::SeqCst);
