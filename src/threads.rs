@@ -68,8 +68,20 @@ pub fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> Result<R> {
     if n == 0 {
         return Err(Error::invalid("threads", "at least 1 thread expected, got 0"));
     }
+    Ok(bounded(n, f))
+}
+
+/// [`with_threads`] for an `n` known to be at least 1.
+fn bounded<R>(n: usize, f: impl FnOnce() -> R) -> R {
+    /// Restores this thread's bound when dropped.
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = LOCAL.try_with(|c| c.set(self.0));
+        }
+    }
     let _restore = Restore(LOCAL.with(|c| c.replace(n)));
-    Ok(f())
+    f()
 }
 
 /// Sets the upper bound on threads for every later call, process-wide.
@@ -172,8 +184,7 @@ impl AdaptiveThreads {
             Placement::Team => f(),
             Placement::Alone => {
                 self.alone += 1;
-                let _restore = Restore(LOCAL.with(|c| c.replace(1)));
-                f()
+                bounded(1, f)
             }
         };
         self.chooser.record(start.elapsed().as_secs_f64());
@@ -217,14 +228,6 @@ impl AdaptiveThreads {
     /// with a thread bound of 1).
     pub fn units_alone(&self) -> u64 {
         self.alone
-    }
-}
-
-/// Restores this thread's bound when dropped.
-struct Restore(usize);
-impl Drop for Restore {
-    fn drop(&mut self) {
-        let _ = LOCAL.try_with(|c| c.set(self.0));
     }
 }
 
