@@ -38,11 +38,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Most tasks one call may make (the task index has this many bits).
-const TASK_BITS: u32 = 24;
-const TASK_MASK: u64 = (1 << TASK_BITS) - 1;
-/// Most tasks one call may make.
-pub(crate) const MAX_TASKS: usize = TASK_MASK as usize;
+/// Most tasks one call may make (below 2³², so a range's `next` and `end`
+/// share one 64-bit word).
+pub(crate) const MAX_TASKS: usize = (1 << 24) - 1;
 /// Most worker threads the team starts (beyond this, calls use fewer threads
 /// than asked for; the split, and so the result, does not change).
 const MAX_WORKERS: usize = 255;
@@ -80,8 +78,8 @@ impl Home {
 }
 
 struct Team {
-    /// `generation << TASK_BITS`: a new value announces a new job.
-    word: AtomicU64,
+    /// The generation: a new value announces a new job.
+    generation: AtomicU64,
     /// The task ranges of the current job: the caller's, then worker `i`'s
     /// at `i + 1`.
     homes: [Home; MAX_WORKERS + 1],
@@ -184,7 +182,7 @@ unsafe impl Send for Team {}
 fn team() -> &'static Team {
     static TEAM: OnceLock<Team> = OnceLock::new();
     TEAM.get_or_init(|| Team {
-        word: AtomicU64::new(0),
+        generation: AtomicU64::new(0),
         homes: std::array::from_fn(|_| Home(AtomicU64::new(0))),
         helpers: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
@@ -293,7 +291,7 @@ impl Team {
         crate::ops::optim::prepare_thread_strip();
         let _ = std::thread::current().name();
         self.ready.fetch_add(1, Ordering::Release);
-        let mut seen = self.word.load(Ordering::Acquire) >> TASK_BITS;
+        let mut seen = self.generation.load(Ordering::Acquire);
         loop {
             let gen = self.wait_for_new_generation(seen);
             seen = gen;
@@ -317,7 +315,7 @@ impl Team {
     /// costs little on a core another program wants), and a sleeping worker
     /// is woken when a region opens.
     fn wait_for_new_generation(&self, seen: u64) -> u64 {
-        let gen_now = || self.word.load(Ordering::Acquire) >> TASK_BITS;
+        let gen_now = || self.generation.load(Ordering::Acquire);
         loop {
             let start = Instant::now();
             let mut spins = 0u32;
@@ -341,7 +339,7 @@ impl Team {
             let mut guard = self.sleep.lock().unwrap_or_else(|e| e.into_inner());
             self.sleepers.fetch_add(1, Ordering::SeqCst);
             loop {
-                let g = self.word.load(Ordering::SeqCst) >> TASK_BITS;
+                let g = self.generation.load(Ordering::SeqCst);
                 if g != seen {
                     self.sleepers.fetch_sub(1, Ordering::SeqCst);
                     return g;
@@ -424,8 +422,8 @@ where
     t.done.store(0, Ordering::Relaxed);
     // After `f` and `done`: a thread that claims a task sees both.
     deal(&t.homes, tasks, parts);
-    let gen = (t.word.load(Ordering::Relaxed) >> TASK_BITS).wrapping_add(1) & (u64::MAX >> TASK_BITS);
-    t.word.store(gen << TASK_BITS, Ordering::SeqCst);
+    let gen = t.generation.load(Ordering::Relaxed).wrapping_add(1);
+    t.generation.store(gen, Ordering::SeqCst);
     // A worker woken from sleep starts late by design: its wait is not judged.
     let woke = t.sleepers.load(Ordering::SeqCst) > 0;
     t.wake_sleepers();
