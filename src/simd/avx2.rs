@@ -254,6 +254,41 @@ impl Simd for Avx2 {
         }
     }
     #[inline(always)]
+    fn reduce_sum4(self, [a, b, c, d]: [__m256; 4]) -> [f32; 4] {
+        // The folds of `reduce_sum`, two or four vectors per instruction:
+        // 256 → 128 bits (`v[l] + v[l + 4]`), lanes 0 + 2 and 1 + 3, then the
+        // two: each lane added to the same partner at the same step.
+        // SAFETY: token proves AVX.
+        unsafe {
+            // Halves of 128 bits: [a folded, b folded], [c folded, d folded].
+            let ab = _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(a, b),
+                _mm256_permute2f128_ps::<0x31>(a, b),
+            );
+            let cd = _mm256_add_ps(
+                _mm256_permute2f128_ps::<0x20>(c, d),
+                _mm256_permute2f128_ps::<0x31>(c, d),
+            );
+            // Per half: [x0 + x2, x1 + x3, y0 + y2, y1 + y3] of (a, c) | (b, d).
+            let s = _mm256_add_ps(
+                _mm256_shuffle_ps::<0b01_00_01_00>(ab, cd),
+                _mm256_shuffle_ps::<0b11_10_11_10>(ab, cd),
+            );
+            // Per half: [x, y, x, y] summed.
+            let s = _mm256_add_ps(
+                _mm256_shuffle_ps::<0b10_00_10_00>(s, s),
+                _mm256_shuffle_ps::<0b11_01_11_01>(s, s),
+            );
+            let lo = _mm256_castps256_ps128(s);
+            let hi = _mm256_extractf128_ps::<1>(s);
+            // [a, c] from the low half, [b, d] from the high.
+            let mut out = [0.0f32; 4];
+            _mm_storeu_ps(out.as_mut_ptr(), _mm_unpacklo_ps(lo, hi));
+            // unpacklo gives [a, b, c, d].
+            out
+        }
+    }
+    #[inline(always)]
     fn reduce_max(self, v: __m256) -> f32 {
         // SAFETY: token proves AVX.
         unsafe {

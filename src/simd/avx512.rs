@@ -229,6 +229,41 @@ impl Simd for Avx512 {
         }
     }
     #[inline(always)]
+    fn reduce_sum4(self, [a, b, c, d]: [__m512; 4]) -> [f32; 4] {
+        // The folds of `reduce_sum`, two or four vectors per instruction:
+        // 512 → 256 bits (`v[l] + v[l + 8]`), 256 → 128 (`+ v[l + 4]`), then
+        // lanes 0 + 2 and 1 + 3, then the two: each lane of each vector is
+        // added to the same partner at the same step, so the same bits.
+        // SAFETY: token proves AVX-512F (and AVX/SSE, which it implies).
+        unsafe {
+            // Blocks of 128 bits: [a0 + a2, a1 + a3, b0 + b2, b1 + b3].
+            let ab = _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+            );
+            let cd = _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(c, d),
+                _mm512_shuffle_f32x4::<0b11_10_11_10>(c, d),
+            );
+            // One block per vector, in order a, b, c, d.
+            let s = _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(ab, cd),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(ab, cd),
+            );
+            // Within each block: lanes 0 + 2 and 1 + 3, then those two.
+            let s = _mm512_add_ps(s, _mm512_permute_ps::<0b01_00_11_10>(s));
+            let s = _mm512_add_ps(s, _mm512_permute_ps::<0b10_11_00_01>(s));
+            // Lane 0 of each block.
+            let lanes = _mm512_castps512_ps128(_mm512_permutexvar_ps(
+                _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+                s,
+            ));
+            let mut out = [0.0f32; 4];
+            _mm_storeu_ps(out.as_mut_ptr(), lanes);
+            out
+        }
+    }
+    #[inline(always)]
     fn reduce_max(self, v: __m512) -> f32 {
         // SAFETY: token proves AVX-512F (and AVX/SSE, which it implies).
         unsafe {

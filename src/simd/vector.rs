@@ -135,6 +135,13 @@ pub(crate) trait Simd: Copy {
 
     /// Sum of the lanes (in a fixed order, so results are reproducible).
     fn reduce_sum(self, v: Self::V) -> f32;
+    /// `reduce_sum` of four vectors at once, each summed in the same order
+    /// as `reduce_sum` sums it (so the same bits), with fewer operations
+    /// where the ISA can fold several vectors in one shuffle.
+    #[inline(always)]
+    fn reduce_sum4(self, v: [Self::V; 4]) -> [f32; 4] {
+        v.map(|x| self.reduce_sum(x))
+    }
     /// Largest lane (NaN lanes may or may not win).
     fn reduce_max(self, v: Self::V) -> f32;
 }
@@ -196,3 +203,42 @@ macro_rules! dispatch {
     };
 }
 pub(crate) use dispatch;
+
+#[cfg(test)]
+mod tests {
+    use super::Simd;
+    use crate::simd::Isa;
+
+    /// `reduce_sum4` of four vectors read from `x` against `reduce_sum` of
+    /// each, bit for bit.
+    fn sums4_match<S: Simd>(s: S, x: &[f32]) -> bool {
+        let l = S::LANES;
+        assert!(x.len() >= 4 * l);
+        // SAFETY: x holds at least 4·LANES elements.
+        let v: [S::V; 4] = std::array::from_fn(|t| unsafe { s.load(x.as_ptr().add(t * l)) });
+        let four = s.reduce_sum4(v);
+        (0..4).all(|t| four[t].to_bits() == s.reduce_sum(v[t]).to_bits())
+    }
+    dispatch!(fn sums4(x: &[f32]) -> bool => sums4_match);
+
+    #[test]
+    fn reduce_sum4_gives_the_bits_of_reduce_sum() {
+        // Magnitudes spread over many binades, so a different summation
+        // order changes the rounding.
+        let mut state = 0x2545_f491_u32;
+        let x: Vec<f32> = (0..64 * 200)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                let m = (state >> 8) as f32 / (1 << 24) as f32 - 0.5;
+                m * 2f32.powi((state % 40) as i32 - 20)
+            })
+            .collect();
+        for isa in Isa::supported() {
+            for chunk in x.chunks(64) {
+                assert!(sums4(isa, chunk), "{isa}: {chunk:?}");
+            }
+        }
+    }
+}
