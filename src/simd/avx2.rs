@@ -279,12 +279,12 @@ impl Simd for Avx2 {
                 _mm256_shuffle_ps::<0b10_00_10_00>(s, s),
                 _mm256_shuffle_ps::<0b11_01_11_01>(s, s),
             );
+            // The low half is [a, c, a, c], the high [b, d, b, d]: their
+            // interleaved low lanes are [a, b, c, d].
             let lo = _mm256_castps256_ps128(s);
             let hi = _mm256_extractf128_ps::<1>(s);
-            // [a, c] from the low half, [b, d] from the high.
             let mut out = [0.0f32; 4];
             _mm_storeu_ps(out.as_mut_ptr(), _mm_unpacklo_ps(lo, hi));
-            // unpacklo gives [a, b, c, d].
             out
         }
     }

@@ -208,6 +208,7 @@ pub(crate) use dispatch;
 mod tests {
     use super::Simd;
     use crate::simd::Isa;
+    use proptest::prelude::*;
 
     /// `reduce_sum4` of four vectors read from `x` against `reduce_sum` of
     /// each, bit for bit.
@@ -221,23 +222,16 @@ mod tests {
     }
     dispatch!(fn sums4(x: &[f32]) -> bool => sums4_match);
 
-    #[test]
-    fn reduce_sum4_gives_the_bits_of_reduce_sum() {
-        // Magnitudes spread over many binades, so a different summation
-        // order changes the rounding.
-        let mut state = 0x2545_f491_u32;
-        let x: Vec<f32> = (0..64 * 200)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                let m = (state >> 8) as f32 / (1 << 24) as f32 - 0.5;
-                m * 2f32.powi((state % 40) as i32 - 20)
-            })
-            .collect();
-        for isa in Isa::supported() {
-            for chunk in x.chunks(64) {
-                assert!(sums4(isa, chunk), "{isa}: {chunk:?}");
+    proptest! {
+        /// Every supported ISA, forced. Magnitudes spread over 40 binades,
+        /// so a different summation order changes the rounding.
+        #[test]
+        fn reduce_sum4_gives_the_bits_of_reduce_sum(
+            x in proptest::collection::vec((-1.0f32..1.0, -20i32..20), 64)
+                .prop_map(|v| v.into_iter().map(|(m, e)| m * 2f32.powi(e)).collect::<Vec<_>>())
+        ) {
+            for isa in Isa::supported() {
+                prop_assert!(sums4(isa, &x), "{}", isa);
             }
         }
     }

@@ -134,23 +134,17 @@ unsafe fn dot_tile<S: Simd, const R: usize, const C: usize>(s: S, d: &DotCall, i
             }
         }
         // The tile's sums four accumulators at a time (`reduce_sum4` gives
-        // each the bits of `reduce_sum`), zeros padding the last group.
-        let mut sums = [[0.0f32; C]; R];
-        let mut q = 0;
-        while q < R * C {
+        // each the bits of `reduce_sum`), zeros padding the last group;
+        // element `e` of the group is accumulator `(e / C, e % C)`.
+        for q in (0..R * C).step_by(4) {
             let v: [S::V; 4] = std::array::from_fn(|t| match q + t {
                 e if e < R * C => acc[e / C][e % C],
                 _ => s.splat(0.0),
             });
             for (t, x) in s.reduce_sum4(v).into_iter().enumerate().take(R * C - q) {
-                sums[(q + t) / C][(q + t) % C] = x;
-            }
-            q += 4;
-        }
-        for (r, row) in sums.iter().enumerate() {
-            for (c, x) in row.iter().enumerate() {
+                let (r, c) = ((q + t) / C, (q + t) % C);
                 let p = d.c.offset((i + r) as isize * d.rsc + (j + c) as isize * d.csc);
-                let v = d.alpha * *x;
+                let v = d.alpha * x;
                 // beta = 0 never reads C (it may hold NaN).
                 *p = if d.beta == 0.0 { v } else { v + d.beta * *p };
             }
