@@ -240,10 +240,12 @@ fn plan_row_major(data: &[f32], isa: nnkern::Isa, (m, k, n): (usize, usize, usiz
     plan_gemm(isa, 1, &a, &b, (m, n, n, 1)).unwrap().unwrap()
 }
 
-/// The dot-product path (both operands read in place along k) is planned
-/// for a linear layer's output product in PyTorch's layout, `x·Wᵀ` with few
-/// outputs, and not where it would lose: k shorter than a vector, operands
-/// beyond half of L2, or B's rows (not columns) contiguous.
+/// The dot-product path is planned for a linear layer's output product in
+/// PyTorch's layout, `x·Wᵀ` with few outputs (both operands read in place
+/// along k), and in Keras's, `x·W` (B's rows contiguous: B transposed once
+/// into scratch, within the scratch bound), and not where it would lose: k
+/// shorter than a vector, operands beyond half of L2, or B contiguous in
+/// neither direction.
 #[test]
 fn dot_products_where_they_win() {
     let data = vec![0.0f32; 2048 * 2048];
@@ -254,14 +256,24 @@ fn dot_products_where_they_win() {
         }
         let p = plan(isa, (32, 500, 10), true);
         assert!(p.dot && !p.pack_a && !p.pack_b && p.scratch == (0, 0), "{isa}: {p:?}");
+        let p = plan(isa, (32, 500, 10), false);
+        assert!(p.dot && !p.pack_a && p.pack_b, "{isa}: {p:?}");
+        assert!(
+            p.scratch.0 == 0 && p.scratch.1 >= 500 * 10 && p.scratch.1 <= p.scratch_bound.1,
+            "{isa}: {p:?}"
+        );
         for (shape, b_t) in [
             ((32, 10, 500), true),
-            ((32, 500, 10), false),
             ((1024, 1024, 1024), true),
+            ((1024, 1024, 1024), false),
         ] {
             let p = plan(isa, shape, b_t);
             assert!(!p.dot, "{isa} {shape:?} B=T {b_t}: {p:?}");
         }
+        let a = MatRef::new(&data[..32 * 500], 32, 500).unwrap();
+        let b = MatRef::from_strides(&data, 500, 10, 20, 2).unwrap();
+        let p = plan_gemm(isa, 1, &a, &b, (32, 10, 10, 1)).unwrap().unwrap();
+        assert!(!p.dot, "{isa}, B strided both ways: {p:?}");
     }
 }
 

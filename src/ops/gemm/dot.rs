@@ -5,7 +5,10 @@
 //! computed with k in the vector lanes, `R × C` elements at a time, reading
 //! both operands in place. The tile kernels would need B transposed into
 //! panels first, which costs about as much as the arithmetic when n is
-//! small, and fill few lanes of their column vectors.
+//! small, and fill few lanes of their column vectors. A small B with
+//! contiguous rows instead (a row-major `A·B` with n = 10, an output layer)
+//! is transposed once into scratch by the driver and comes here too: the
+//! transpose is k·n elements, the tile kernels' lost lanes cost more.
 //!
 //! Each element's k steps are summed lane by lane (lane `l` holds the steps
 //! `p ≡ l mod LANES`, a zero-filled partial vector at the end), then the

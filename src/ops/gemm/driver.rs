@@ -304,8 +304,11 @@ pub(crate) fn plan_call(
     // per cycle).
     let b_elems = k as f64 * n as f64;
     let forced = FORCED_SHARED_B.with(|f| f.get());
-    let share_b = !split_cols && plan.pack_b && (forced.is_some() || b_elems > (cache_sizes().l2 / 8) as f64);
-    let duplicated = match (split_cols, plan.pack_a, plan.pack_b && !share_b) {
+    // The dot-product path's transposed B is made once, by the caller,
+    // before the split: never shared by phases, never duplicated.
+    let share_b =
+        !split_cols && plan.pack_b && !plan.dot && (forced.is_some() || b_elems > (cache_sizes().l2 / 8) as f64);
+    let duplicated = match (split_cols, plan.pack_a, plan.pack_b && !share_b && !plan.dot) {
         (true, true, _) => m as f64 * k as f64 * pack_cycles(a.0, a.1, is_f32),
         (false, _, true) => b_elems * pack_cycles(b.1, b.0, is_f32),
         _ => 0.0,
@@ -334,7 +337,12 @@ pub(crate) fn plan_call(
         1
     };
     let b_blocks = forced.map_or(b_blocks, |f| f.clamp(1, b_blocks));
-    let scratch_b = if plan.pack_b { b_blocks * nc_max * kc } else { 0 };
+    let scratch_b = match (plan.pack_b, plan.dot) {
+        (false, _) => 0,
+        // Within the B bound by `Plan::choose`'s condition.
+        (true, true) => dot_b_floats(n, k),
+        (true, false) => b_blocks * nc_max * kc,
+    };
     // Row tiles outermost in a block where its B (at most KC × NC floats)
     // fits in a quarter of L2 beside the A block (half of L2): then each
     // row tile's A stays in L1 across the panels, read in place or packed,
@@ -404,22 +412,48 @@ pub(crate) unsafe fn gemm<T: GemmInput>(
         (c.rs, c.cs),
     );
     if cp.plan.dot {
-        // SAFETY: the caller's contract, with A's column stride and B's row
-        // stride 1 (the plan's condition): each (i, p) of A at a + i·rs + p,
-        // each (p, j) of B at b + p + j·cs.
-        let d = unsafe {
-            DotCall::new(
-                (m, n, k),
-                (a.ptr as *const f32, a.rs),
-                (b.ptr as *const f32, b.cs),
-                (c.ptr, c.rs, c.cs),
-                alpha,
-                beta,
-            )
+        let run = |(b, csb): (*const f32, isize)| {
+            // SAFETY: the caller's contract, with A's column stride 1 (the
+            // plan's condition): each (i, p) of A at a + i·rs + p; each (p, j)
+            // of B at b + p + j·csb, B's own view or its transpose in scratch
+            // (which overlaps nothing the caller passed).
+            let d = unsafe {
+                DotCall::new(
+                    (m, n, k),
+                    (a.ptr as *const f32, a.rs),
+                    (b, csb),
+                    (c.ptr, c.rs, c.cs),
+                    alpha,
+                    beta,
+                )
+            };
+            let (tasks, rows) = (cp.tasks, dot::tile_for(ks.lanes).0);
+            run_tasks(tasks, threads, |t| {
+                dot::dot_gemm(isa, &d.rows(task_range(m, tasks, t, rows)));
+            })
         };
-        let (tasks, rows) = (cp.tasks, dot::tile_for(ks.lanes).0);
-        return run_tasks(tasks, threads, |t| {
-            dot::dot_gemm(isa, &d.rows(task_range(m, tasks, t, rows)));
+        if !cp.plan.pack_b {
+            // The plan's condition: B's row stride is 1.
+            return run((b.ptr as *const f32, b.cs));
+        }
+        // B's rows are contiguous (the plan's condition): transpose it into
+        // this thread's B scratch, row j of the transpose holding column j.
+        // The tasks only read it, and none of them packs (so none borrows
+        // this thread's scratch while it is held here).
+        let ld = dot_b_stride(k);
+        return PACK_B.with_borrow_mut(|buf| {
+            let Some(bt) = buf.get(cp.scratch.1) else {
+                return Err(crate::Error::OutOfMemory {
+                    what: "GEMM packing scratch",
+                    bytes: cp.scratch.1 * 4,
+                });
+            };
+            // SAFETY: every (p, j) of B is readable (the caller's contract),
+            // at b + p·rs + j with unit column stride; `bt` holds n·ld ≥ the
+            // floats written, (j, p) at j·ld + p, and is this thread's own
+            // scratch, overlapping no view.
+            unsafe { pack_panel(b.ptr, b.cs, b.rs, k, n, bt, ld) };
+            run((bt as *const f32, ld as isize))
         });
     }
     let (m, n, a, b, c) = if cp.plan.swap {
@@ -519,8 +553,10 @@ pub(crate) struct Plan {
     pub swap: bool,
     pub pack_a: bool,
     pub pack_b: bool,
-    /// Every element a dot product along k, both operands read in place
-    /// ([`dot`]); the other fields are then `false`.
+    /// Every element a dot product along k ([`dot`]), A read in place, and
+    /// B too unless `pack_b`: then B (rows contiguous) is first transposed
+    /// into scratch, so that its columns are. `swap`, `pack_a` and
+    /// `rows_outer` are then `false`.
     pub dot: bool,
     /// Within a block, row tiles outermost and the column panels inside
     /// (the whole B block read per row tile, from L2), instead of panels
@@ -625,21 +661,31 @@ impl Plan {
         } else {
             keep
         };
-        // Dot products along k when both operands run along k in memory
-        // and fit together in half of L2, where the estimate (arithmetic
-        // only, no packing) holds: beyond that the tile kernels' packed
-        // panels keep the reused data in L1 and this path would not.
-        let dot_applies = is_f32 && a.1 == 1 && b.0 == 1;
+        // Dot products along k when A's rows run along k in memory and B's
+        // columns do, or B's rows are contiguous and B is small enough to
+        // be transposed once into scratch (`pack_b`): a narrow B (n = 10,
+        // an output layer) fills 10 of 16 lanes in the tile kernels' column
+        // vectors, all of them here. Only where both fit together in half of
+        // L2, where the estimate (arithmetic only) holds: beyond that the
+        // tile kernels' packed panels keep the reused data in L1 and this
+        // path would not.
+        let in_place = b.0 == 1;
+        let transposed = b.1 == 1 && dot_b_floats(n, k) <= block.scratch_floats().1;
+        let dot_applies = is_f32 && a.1 == 1 && (in_place || transposed);
         let fits = (m as f64 + n as f64) * k as f64 <= (cache_sizes().l2 / 8) as f64;
+        let mut dot_cost = dot::cycles(ks.lanes, m, n, k);
+        if !in_place {
+            dot_cost += k as f64 * n as f64 * pack_cycles(b.0, b.1, is_f32);
+        }
         let dot = match FORCED_DOT.with(|f| f.get()) {
             Some(forced) => forced && dot_applies,
-            None => dot_applies && fits && dot::cycles(ks.lanes, m, n, k) < cost,
+            None => dot_applies && fits && dot_cost < cost,
         };
         if dot {
             Plan {
                 swap: false,
                 pack_a: false,
-                pack_b: false,
+                pack_b: !in_place,
                 dot: true,
                 rows_outer: false,
             }
@@ -750,6 +796,23 @@ fn pack_cycles(inner: isize, outer: isize, is_f32: bool) -> f64 {
     } else {
         1.0
     }
+}
+
+/// Row stride of B transposed for the dot-product path (`k` rounded up to
+/// whole cache lines, one line more where that stride would send the rows to
+/// few L1 sets), saturating for sizes that can never be planned this way.
+fn dot_b_stride(k: usize) -> usize {
+    let ld = k.div_ceil(16).saturating_mul(16);
+    if spread(ld as isize) {
+        ld
+    } else {
+        ld.saturating_add(16)
+    }
+}
+
+/// Floats of scratch B transposed for the dot-product path takes.
+fn dot_b_floats(n: usize, k: usize) -> usize {
+    n.saturating_mul(dot_b_stride(k))
 }
 
 /// Whether rows `stride` floats apart spread over eight or more of the

@@ -178,7 +178,9 @@ pub(crate) mod hooks {
         pub tasks: usize,
         /// The tasks split the rows and share one packed B.
         pub shared_b: bool,
-        /// Every element a dot product along k, both operands read in place.
+        /// Every element a dot product along k, A read in place, and B too
+        /// unless `pack_b` (then B, rows contiguous, is first transposed
+        /// into scratch).
         pub dot: bool,
         /// Each block's row tiles outermost, its column panels inside.
         pub rows_outer: bool,
@@ -249,7 +251,8 @@ pub(crate) mod hooks {
     }
 
     /// Forces the dot-product path (`Some(true)`: wherever it applies, f32
-    /// with A's rows and B's columns contiguous; `Some(false)`: never) for
+    /// with A's rows contiguous and B's columns, or B's rows with B small
+    /// enough to transpose into scratch; `Some(false)`: never) for
     /// GEMMs called from this thread; `None` restores the automatic choice.
     pub fn force_dot(dot: Option<bool>) {
         super::driver::force_dot(dot)
