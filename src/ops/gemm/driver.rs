@@ -579,6 +579,22 @@ pub(crate) fn force_rows_outer(rows: Option<bool>) {
     FORCED_ROWS_OUTER.with(|f| f.set(rows));
 }
 
+/// Runs `f` with this thread's GEMMs on the dot-product path exactly where
+/// it applies (`dot`) or never (`!dot`), then restores the previous choice:
+/// so the sub-products of a product planned as a whole (the fused
+/// optimizer's strips of rows) take the path the whole product would, and
+/// give its bits.
+pub(crate) fn with_dot<R>(dot: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<bool>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FORCED_DOT.with(|f| f.set(self.0));
+        }
+    }
+    let _restore = Restore(FORCED_DOT.with(|f| f.replace(Some(dot))));
+    f()
+}
+
 /// With `Some(true)`, GEMMs called from this thread take the dot-product
 /// path wherever it applies (f32, A's rows and B's columns contiguous),
 /// whatever the cost; `Some(false)` never; `None` restores the automatic

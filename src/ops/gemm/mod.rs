@@ -337,6 +337,21 @@ pub fn gemm_with_threads<T: GemmInput>(
 /// [`gemm_with_threads`] on a given ISA (one this CPU runs: `active_isa` of
 /// some thread), for kernels whose tasks run on workers, which do not see
 /// the caller's [`with_isa`](crate::with_isa).
+/// Whether `gemm` plans the f32 product `a·b` (C row-major) on the
+/// dot-product path; `false` for an empty product.
+pub(crate) fn plans_dot(isa: crate::Isa, a: &MatRef<'_, f32>, b: &MatRef<'_, f32>) -> bool {
+    let ((m, k), n) = (a.shape(), b.cols());
+    if m == 0 || n == 0 || k == 0 || !isa.is_supported() {
+        return false;
+    }
+    let s = |(r, c): (usize, usize)| (r as isize, c as isize);
+    driver::plan_call(isa, 1, (m, n, k), true, s(a.strides()), s(b.strides()), (n as isize, 1))
+        .plan
+        .dot
+}
+
+pub(crate) use driver::with_dot;
+
 pub(crate) fn gemm_on<T: GemmInput>(
     isa: crate::Isa,
     threads: usize,

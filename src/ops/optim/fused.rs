@@ -5,8 +5,10 @@
 //! values are those of [`gemm`](crate::gemm) followed by
 //! [`adam_step`](crate::adam_step) / [`sgd_step`](crate::sgd_step), bit for
 //! bit: every element of `G` is the same sum in the same order (a strip is
-//! a sub-product over whole rows; no product splits its `k` sum by rows),
-//! and the update is element-wise.
+//! a sub-product over whole rows, run on the path the whole product's plan
+//! takes: dot products, whose sum order is the same for any rows, or the
+//! tile kernels, which never split a `k` sum by rows), and the update is
+//! element-wise.
 
 use super::kernels::{adam_isa, sgd_isa, AdamScalars};
 use super::{adam_scalars, check_adam, check_sgd, AdamConfig, AdamState, SgdConfig, SgdState};
@@ -59,6 +61,9 @@ fn for_strips(
     let flops = (2.0 * k as f64 + 16.0) * m as f64 * n as f64;
     let tasks = split_tasks(flops, threads, usize::MAX).min(m);
     let per = strip_rows(m, n);
+    // The whole product's path, for every strip (a strip's own plan could
+    // take the other one, which sums in another order).
+    let dot = crate::ops::gemm::plans_dot(isa, &a, &b);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let task = |t: usize| {
         let rows = task_range(m, tasks, t, 1);
@@ -77,7 +82,9 @@ fn for_strips(
             while i < rows.end {
                 let h = per.min(rows.end - i);
                 let g = &mut strip[..h * n];
-                crate::ops::gemm::gemm_on(isa, 1, 1.0, a.submatrix(i, 0, h, k)?, b, 0.0, MatMut::new(g, h, n)?)?;
+                let strip = a.submatrix(i, 0, h, k)?;
+                let g_view = MatMut::new(g, h, n)?;
+                crate::ops::gemm::with_dot(dot, || crate::ops::gemm::gemm_on(isa, 1, 1.0, strip, b, 0.0, g_view))?;
                 update(i..i + h, g);
                 i += h;
             }
