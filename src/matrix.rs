@@ -106,7 +106,7 @@ fn aliasing(arg: &'static str, rows: usize, cols: usize, row_stride: usize, col_
 /// offset computed from it can be negative or wrap; an empty view keeps
 /// none. Every other stride is at most `len - 1 <= isize::MAX` (it reaches
 /// an element inside the slice).
-fn normalise(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> (usize, usize) {
+pub(crate) fn normalise(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> (usize, usize) {
     if rows == 0 || cols == 0 {
         return (0, 0);
     }

@@ -226,7 +226,8 @@ pub(crate) mod hooks {
             T::IS_F32,
             s(a.strides()),
             s(b.strides()),
-            s((c.2, c.3)),
+            // As the views store them (0 for a unit extent), which `gemm` plans with.
+            s(crate::matrix::normalise(m, n, c.2, c.3)),
         );
         Ok(Some(PlanSummary {
             swap: cp.plan.swap,
@@ -334,9 +335,6 @@ pub fn gemm_with_threads<T: GemmInput>(
     gemm_on(crate::active_isa(), threads, alpha, a, b, beta, c)
 }
 
-/// [`gemm_with_threads`] on a given ISA (one this CPU runs: `active_isa` of
-/// some thread), for kernels whose tasks run on workers, which do not see
-/// the caller's [`with_isa`](crate::with_isa).
 /// Whether `gemm` plans the f32 product `a·b` (C row-major) on the
 /// dot-product path; `false` for an empty product.
 pub(crate) fn plans_dot(isa: crate::Isa, a: &MatRef<'_, f32>, b: &MatRef<'_, f32>) -> bool {
@@ -345,13 +343,19 @@ pub(crate) fn plans_dot(isa: crate::Isa, a: &MatRef<'_, f32>, b: &MatRef<'_, f32
         return false;
     }
     let s = |(r, c): (usize, usize)| (r as isize, c as isize);
-    driver::plan_call(isa, 1, (m, n, k), true, s(a.strides()), s(b.strides()), (n as isize, 1))
+    // C's strides as `MatMut::new` stores them (0 for a unit extent), which
+    // the plan reads.
+    let c = s(crate::matrix::normalise(m, n, n, 1));
+    driver::plan_call(isa, 1, (m, n, k), true, s(a.strides()), s(b.strides()), c)
         .plan
         .dot
 }
 
 pub(crate) use driver::with_dot;
 
+/// [`gemm_with_threads`] on a given ISA (one this CPU runs: `active_isa` of
+/// some thread), for kernels whose tasks run on workers, which do not see
+/// the caller's [`with_isa`](crate::with_isa).
 pub(crate) fn gemm_on<T: GemmInput>(
     isa: crate::Isa,
     threads: usize,
