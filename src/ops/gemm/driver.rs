@@ -443,10 +443,7 @@ pub(crate) unsafe fn gemm<T: GemmInput>(
         let ld = dot_b_stride(k);
         return PACK_B.with_borrow_mut(|buf| {
             let Some(bt) = buf.get(cp.scratch.1) else {
-                return Err(crate::Error::OutOfMemory {
-                    what: "GEMM packing scratch",
-                    bytes: cp.scratch.1 * 4,
-                });
+                return Err(out_of_memory(cp.scratch.1 * 4));
             };
             // SAFETY: every (p, j) of B is readable (the caller's contract),
             // at b + p·rs + j with unit column stride; `bt` holds n·ld ≥ the
@@ -488,10 +485,7 @@ pub(crate) unsafe fn gemm<T: GemmInput>(
     })?;
     if no_memory.into_inner() {
         let (sa, sb) = cp.scratch;
-        return Err(crate::Error::OutOfMemory {
-            what: "GEMM packing scratch",
-            bytes: (sa + sb) * 4,
-        });
+        return Err(out_of_memory((sa + sb) * 4));
     }
     Ok(())
 }
@@ -814,6 +808,14 @@ fn pack_cycles(inner: isize, outer: isize, is_f32: bool) -> f64 {
     }
 }
 
+/// The error of a call whose packing scratch (`bytes` of it) could not be had.
+fn out_of_memory(bytes: usize) -> crate::Error {
+    crate::Error::OutOfMemory {
+        what: "GEMM packing scratch",
+        bytes,
+    }
+}
+
 /// Row stride of B transposed for the dot-product path (`k` rounded up to
 /// whole cache lines, one line more where that stride would send the rows to
 /// few L1 sets), saturating for sizes that can never be planned this way.
@@ -987,10 +989,6 @@ unsafe fn gemm_shared_b<T: GemmInput>(
     let nc_max = bl.nc.min(n.div_ceil(nr) * nr);
     // One KC block of the phase: its panels, padded to NR columns.
     let block_floats = kc_max * nc_max;
-    let out_of_memory = |bytes: usize| crate::Error::OutOfMemory {
-        what: "GEMM packing scratch",
-        bytes,
-    };
     PACK_B.with_borrow_mut(|bs| {
         let Some(bbuf) = bs.get(cp.b_blocks * block_floats) else {
             return Err(out_of_memory((cp.scratch.0 + cp.scratch.1) * 4));
