@@ -215,20 +215,9 @@ pub(crate) mod hooks {
                 what: format!("{isa} is not supported by this CPU"),
             });
         }
-        if m == 0 || n == 0 || k == 0 {
+        let Some(cp) = super::plan_views(isa, threads.max(1), a, b, (c.2, c.3)) else {
             return Ok(None);
-        }
-        let s = |(r, c): (usize, usize)| (r as isize, c as isize);
-        let cp = super::driver::plan_call(
-            isa,
-            threads.max(1),
-            (m, n, k),
-            T::IS_F32,
-            s(a.strides()),
-            s(b.strides()),
-            // As the views store them (0 for a unit extent), which `gemm` plans with.
-            s(crate::matrix::normalise(m, n, c.2, c.3)),
-        );
+        };
         Ok(Some(PlanSummary {
             swap: cp.plan.swap,
             pack_a: cp.plan.pack_a,
@@ -335,20 +324,37 @@ pub fn gemm_with_threads<T: GemmInput>(
     gemm_on(crate::active_isa(), threads, alpha, a, b, beta, c)
 }
 
+/// The plan `gemm` makes for `a·b` with C's strides `c` (`None` for an
+/// empty product, which plans nothing): the views' strides, and C's as
+/// `MatMut` stores them (0 for a unit extent), which the plan reads.
+fn plan_views<T: GemmInput>(
+    isa: crate::Isa,
+    threads: usize,
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
+    c: (usize, usize),
+) -> Option<driver::CallPlan> {
+    let ((m, k), n) = (a.shape(), b.cols());
+    if m == 0 || n == 0 || k == 0 {
+        return None;
+    }
+    let s = |(r, c): (usize, usize)| (r as isize, c as isize);
+    let c = s(crate::matrix::normalise(m, n, c.0, c.1));
+    Some(driver::plan_call(
+        isa,
+        threads,
+        (m, n, k),
+        T::IS_F32,
+        s(a.strides()),
+        s(b.strides()),
+        c,
+    ))
+}
+
 /// Whether `gemm` plans the f32 product `a·b` (C row-major) on the
 /// dot-product path; `false` for an empty product.
 pub(crate) fn plans_dot(isa: crate::Isa, a: &MatRef<'_, f32>, b: &MatRef<'_, f32>) -> bool {
-    let ((m, k), n) = (a.shape(), b.cols());
-    if m == 0 || n == 0 || k == 0 || !isa.is_supported() {
-        return false;
-    }
-    let s = |(r, c): (usize, usize)| (r as isize, c as isize);
-    // C's strides as `MatMut::new` stores them (0 for a unit extent), which
-    // the plan reads.
-    let c = s(crate::matrix::normalise(m, n, n, 1));
-    driver::plan_call(isa, 1, (m, n, k), true, s(a.strides()), s(b.strides()), c)
-        .plan
-        .dot
+    isa.is_supported() && plan_views(isa, 1, a, b, (b.cols(), 1)).is_some_and(|cp| cp.plan.dot)
 }
 
 pub(crate) use driver::with_dot;
