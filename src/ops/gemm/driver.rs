@@ -270,10 +270,15 @@ pub(crate) struct CallPlan {
 
 /// Plans an `m × n × k` product (`m, n, k` as the caller gave them, with
 /// `a`, `b`, `c` the caller's strides). Needs `m, n ≥ 1` and `k ≥ 1`.
+/// `dot`: `None` lets the estimate choose the path; `Some(true)` takes the
+/// dot-product path exactly where it applies, `Some(false)` never (so the
+/// sub-products of a product planned as a whole, the fused optimizer's
+/// strips of rows, take the path the whole product takes and give its bits).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn plan_call(
     isa: Isa,
     threads: usize,
+    dot: Option<bool>,
     (m, n, k): (usize, usize, usize),
     is_f32: bool,
     a: (isize, isize),
@@ -282,7 +287,7 @@ pub(crate) fn plan_call(
 ) -> CallPlan {
     let ks = kernels(isa);
     let block = blocking(ks).for_depth(k, ks.mr);
-    let plan = Plan::choose(ks, block, m, n, k, is_f32, a, b, c);
+    let plan = Plan::choose(ks, block, dot, m, n, k, is_f32, a, b, c);
     let (m, n, a) = if plan.swap { (n, m, (b.1, b.0)) } else { (m, n, a) };
     // 2·m·n·k can exceed u64 for valid views (m·n and k are each below
     // 2⁶³): count in f64, which is exact enough for a threshold.
@@ -381,11 +386,13 @@ pub(crate) fn plan_call(
 /// `(p, j)` with `p < k, j < n` through `b`, every `(i, j)` of `c` readable
 /// and writable, distinct `(i, j)` of `c` distinct addresses, C overlapping
 /// neither A nor B; `isa` must be supported by this CPU; the strides of the
-/// three views at most `isize::MAX` (true of validated views).
+/// three views at most `isize::MAX` (true of validated views). `dot` as
+/// for [`plan_call`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm<T: GemmInput>(
     isa: Isa,
     threads: usize,
+    dot: Option<bool>,
     (m, n, k): (usize, usize, usize),
     alpha: f32,
     a: View<T>,
@@ -405,6 +412,7 @@ pub(crate) unsafe fn gemm<T: GemmInput>(
     let cp = plan_call(
         isa,
         threads,
+        dot,
         (m, n, k),
         T::IS_F32,
         (a.rs, a.cs),
@@ -573,22 +581,6 @@ pub(crate) fn force_rows_outer(rows: Option<bool>) {
     FORCED_ROWS_OUTER.with(|f| f.set(rows));
 }
 
-/// Runs `f` with this thread's GEMMs on the dot-product path exactly where
-/// it applies (`dot`) or never (`!dot`), then restores the previous choice:
-/// so the sub-products of a product planned as a whole (the fused
-/// optimizer's strips of rows) take the path the whole product would, and
-/// give its bits.
-pub(crate) fn with_dot<R>(dot: bool, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<bool>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FORCED_DOT.with(|f| f.set(self.0));
-        }
-    }
-    let _restore = Restore(FORCED_DOT.with(|f| f.replace(Some(dot))));
-    f()
-}
-
 /// With `Some(true)`, GEMMs called from this thread take the dot-product
 /// path wherever it applies (f32, A's rows and B's columns contiguous),
 /// whatever the cost; `Some(false)` never; `None` restores the automatic
@@ -644,6 +636,7 @@ impl Plan {
     fn choose(
         ks: &KernelSet,
         block: Blocking,
+        dot_choice: Option<bool>,
         m: usize,
         n: usize,
         k: usize,
@@ -687,7 +680,7 @@ impl Plan {
         if !in_place {
             dot_cost += k as f64 * n as f64 * pack_cycles(b.0, b.1, is_f32);
         }
-        let dot = match FORCED_DOT.with(|f| f.get()) {
+        let dot = match dot_choice.or_else(|| FORCED_DOT.with(|f| f.get())) {
             Some(forced) => forced && dot_applies,
             None => dot_applies && fits && dot_cost < cost,
         };

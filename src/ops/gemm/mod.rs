@@ -343,6 +343,7 @@ fn plan_views<T: GemmInput>(
     Some(driver::plan_call(
         isa,
         threads,
+        None,
         (m, n, k),
         T::IS_F32,
         s(a.strides()),
@@ -357,14 +358,30 @@ pub(crate) fn plans_dot(isa: crate::Isa, a: &MatRef<'_, f32>, b: &MatRef<'_, f32
     isa.is_supported() && plan_views(isa, 1, a, b, (b.cols(), 1)).is_some_and(|cp| cp.plan.dot)
 }
 
-pub(crate) use driver::with_dot;
-
 /// [`gemm_with_threads`] on a given ISA (one this CPU runs: `active_isa` of
 /// some thread), for kernels whose tasks run on workers, which do not see
 /// the caller's [`with_isa`](crate::with_isa).
 pub(crate) fn gemm_on<T: GemmInput>(
     isa: crate::Isa,
     threads: usize,
+    alpha: f32,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    beta: f32,
+    c: MatMut<'_, f32>,
+) -> Result<()> {
+    gemm_on_path(isa, threads, None, alpha, a, b, beta, c)
+}
+
+/// [`gemm_on`] with the dot-product path decided by the caller (`dot`:
+/// `Some(true)` wherever it applies, `Some(false)` never, `None` by the
+/// estimate), for a sub-product that must sum as the whole product it is
+/// part of (see [`plans_dot`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_on_path<T: GemmInput>(
+    isa: crate::Isa,
+    threads: usize,
+    dot: Option<bool>,
     alpha: f32,
     a: MatRef<'_, T>,
     b: MatRef<'_, T>,
@@ -388,6 +405,7 @@ pub(crate) fn gemm_on<T: GemmInput>(
         driver::gemm(
             isa,
             threads,
+            dot,
             (m, n, k),
             alpha,
             driver::View::new(&a),

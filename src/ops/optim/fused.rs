@@ -84,7 +84,7 @@ fn for_strips(
                 let g = &mut strip[..h * n];
                 let strip = a.submatrix(i, 0, h, k)?;
                 let g_view = MatMut::new(g, h, n)?;
-                crate::ops::gemm::with_dot(dot, || crate::ops::gemm::gemm_on(isa, 1, 1.0, strip, b, 0.0, g_view))?;
+                crate::ops::gemm::gemm_on_path(isa, 1, Some(dot), 1.0, strip, b, 0.0, g_view)?;
                 update(i..i + h, g);
                 i += h;
             }
