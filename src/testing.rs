@@ -87,3 +87,28 @@ pub fn test_isas() -> Vec<Isa> {
     }
     run
 }
+
+/// Runs this test binary again as a child running only its test `entry`
+/// (`--exact`), with the environment variable `var` set to `which`, for
+/// three seconds: the child must still be running then (an enormous call
+/// that computes for years, not one that faulted, panicked or returned), and
+/// is then killed. Panics otherwise: for tests.
+pub fn runs_for_three_seconds(entry: &str, var: &str, which: &str) {
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let mut child = Command::new(exe)
+        .args(["--exact", entry, "--nocapture", "--test-threads=1"])
+        .env(var, which)
+        .spawn()
+        .expect("the child test process starts");
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        if let Some(status) = child.try_wait().expect("the child's status") {
+            panic!("the enormous {which} call ended early with {status} (it should run for years)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("the child is killed");
+    let _ = child.wait();
+}

@@ -5,8 +5,6 @@
 
 use nnkern::testing::{plan_gemm, PlanSummary};
 use nnkern::{bf16, f16, Error, GemmInput, MatMut, MatRef};
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 /// The environment variable under which this test binary, run again by a
 /// test below, performs one enormous call instead of the tests.
@@ -20,26 +18,6 @@ fn enormous_rust_call() {
     nnkern::gemm(1.0, a, b, 0.0, MatMut::new(&mut c, 1, 1).unwrap()).unwrap();
 }
 
-/// Runs the enormous call in a child process for `secs` seconds: it must
-/// still be computing then (not have faulted or panicked), and is killed.
-fn runs_without_fault(which: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env(CHILD, which)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(3) {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the enormous {which} call ended early with {status} (it should run for years)");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    let _ = child.wait();
-}
-
 /// Entry point of the child process (does nothing in a normal test run).
 #[test]
 fn child_entry() {
@@ -50,7 +28,7 @@ fn child_entry() {
 
 #[test]
 fn the_enormous_bf16_call_runs_without_faulting() {
-    runs_without_fault("rust");
+    nnkern::testing::runs_for_three_seconds("child_entry", CHILD, "rust");
 }
 
 #[test]

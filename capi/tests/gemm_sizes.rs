@@ -6,8 +6,6 @@
 use nnkern::bf16;
 use nnkern::f16;
 use nnkern_capi::{self as capi, NNKERN_ERR_OVERFLOW, NNKERN_OK};
-use std::process::Command;
-use std::time::{Duration, Instant};
 
 /// The environment variable under which this test binary, run again by a
 /// test below, performs one enormous call instead of the tests.
@@ -38,26 +36,6 @@ fn enormous_c_call() {
     assert_eq!(status, NNKERN_OK);
 }
 
-/// Runs the enormous call in a child process for `secs` seconds: it must
-/// still be computing then (not have faulted or panicked), and is killed.
-fn runs_without_fault(which: &str) {
-    let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
-        .env(CHILD, which)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(3) {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the enormous {which} call ended early with {status} (it should run for years)");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    let _ = child.wait();
-}
-
 /// Entry point of the child process (does nothing in a normal test run).
 #[test]
 fn child_entry() {
@@ -68,7 +46,7 @@ fn child_entry() {
 
 #[test]
 fn the_enormous_bf16_call_through_the_c_abi_runs_without_faulting() {
-    runs_without_fault("c");
+    nnkern::testing::runs_for_three_seconds("child_entry", CHILD, "c");
 }
 
 #[test]
