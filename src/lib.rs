@@ -59,7 +59,7 @@
 //! the calling thread, and [`gemm_with_threads`] one product.
 //!
 //! ## Features
-//! - `cuda`: the GPU backend, [`cuda`] (hand-written PTX loaded through the
+//! - `cuda`: the GPU backend, the `cuda` module (hand-written PTX loaded through the
 //!   CUDA driver at run time, or run on the CPU by the PTX executor; the crate
 //!   builds without CUDA installed).
 //! - `cublas`: `cuda`, plus cuBLAS loaded at run time, for the GPU
