@@ -147,6 +147,12 @@ pub trait Backend {
     fn upload(&mut self, src: &[f32], dst: &mut Self::Buf) -> Result<()>;
     /// Copies the start of `src` into `dst`.
     fn download(&mut self, src: &Self::Buf, dst: &mut [f32]) -> Result<()>;
+    /// The buffer's floats in place, where it lives in host memory (so a
+    /// data-parallel run exchanges it without copies); `None` (the default)
+    /// where it does not.
+    fn host_mut<'a>(&self, _buf: &'a mut Self::Buf) -> Option<&'a mut [f32]> {
+        None
+    }
     /// A byte buffer holding `src` (taken by value so host memory can be
     /// reused rather than copied).
     fn upload_bytes(&mut self, src: Vec<u8>) -> Result<Self::Bytes>;
@@ -270,6 +276,11 @@ pub trait Backend {
         _b: Mat<'_, Self::Buf>,
     ) -> Result<()> {
         Err(no_fused_update(self.name()))
+    }
+    /// Whether [`Backend::adam_step_range`] and [`Backend::sgd_step_range`]
+    /// are implemented (by default, where the fused update is).
+    fn supports_ranged_update(&self) -> bool {
+        self.supports_fused_update()
     }
     /// One Adam / AdamW step over elements `r` of the parameters, gradients and moments.
     fn adam_step_range(
@@ -549,6 +560,10 @@ impl Backend for Cpu {
         Ok(())
     }
 
+    fn host_mut<'a>(&self, buf: &'a mut Vec<f32>) -> Option<&'a mut [f32]> {
+        Some(buf.as_mut_slice())
+    }
+
     fn upload_bytes(&mut self, src: Vec<u8>) -> Result<Vec<u8>> {
         Ok(src)
     }
@@ -726,6 +741,11 @@ impl Backend for Cpu {
     fn supports_fused_update(&self) -> bool {
         // The reference kernels stay the plain composition of operations.
         self.kernels == CpuKernels::Fast
+    }
+
+    fn supports_ranged_update(&self) -> bool {
+        // Both kernel sets: the reference one steps a range as it steps the whole.
+        true
     }
 
     fn gemm_adam_step(

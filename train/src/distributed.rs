@@ -6,24 +6,30 @@
 //! weights and optimizer state are broadcast. Each epoch's shuffle depends
 //! only on the seed and the epoch, so it is the same on every rank; each
 //! global batch (`--batch-size` rows) is cut into `N` contiguous shares, one
-//! per rank. A rank computes the mean gradient of its share, scales it by
-//! `share rows / global rows`, and one all-reduce per step sums the scaled
-//! gradient buffers (with the share's weighted loss and correct count
-//! appended) in rank order 0, 1, …, N−1, a fixed order, so a run is
-//! reproducible for a given `N`, and every rank receives the same bits. Every
-//! rank then takes the same optimizer step, so the replicas stay bitwise
-//! identical; a checksum of the weights and optimizer state is compared
-//! across ranks at the end of every epoch, a mismatch being an error.
+//! per rank. A rank computes the mean gradient of its share; the ranks'
+//! weighted losses and correct counts are gathered (a non-finite loss stops
+//! every rank at once), then the gradients are summed, each share weighted
+//! by `share rows / global rows`, in rank order 0, 1, …, N−1, a fixed order,
+//! so a run is reproducible for a given `N` and every rank gets the same bits.
+//!
+//! The sum is a reduce-scatter ([`Reducer`]): the parameters are cut into
+//! `N` chunks, rank `c` receives chunk `c` of every rank's gradient
+//! (`MPI_Alltoallv`) and sums it. Then, without global-norm clipping, rank
+//! `c` takes the optimizer step of its own chunk only (its chunk of the
+//! moments stays current on it alone) and the updated chunks of the
+//! parameters are gathered on every rank (`MPI_Allgatherv`): each rank sends
+//! and receives `2·(N−1)/N` of the buffer, as a ring all-reduce does, while
+//! the update is shared. With clipping (which needs the whole gradient's
+//! norm), or a backend whose buffers are not in host memory, the summed
+//! chunks of the gradient are gathered instead and every rank takes the
+//! whole step: the same arithmetic, so the same bits. Either way the sum
+//! never depends on the MPI library's choice of algorithm (`MPI_Allreduce`
+//! does not promise an order), the replicas' weights are bitwise identical
+//! after every step, and at the end of every epoch the moments' chunks are
+//! gathered too, a checksum of the weights and optimizer state is compared
+//! across ranks (a mismatch being an error) and the checkpoint is whole.
 //! Validation and test scoring are split across the ranks the same way and
 //! their sums reduced.
-//!
-//! The all-reduce ([`Reducer`]) is a reduce-scatter then an all-gather, both
-//! plain data movement done by MPI (`MPI_Alltoallv`, `MPI_Allgatherv`): rank
-//! `c` receives chunk `c` of every rank's buffer, sums it in rank order, and
-//! the summed chunks are gathered back on every rank. Each rank sends and
-//! receives `2·(N−1)/N` of the buffer, as a ring all-reduce does, and the sum
-//! never depends on the MPI library's choice of algorithm (`MPI_Allreduce`
-//! does not promise an order).
 //!
 //! Errors: one that every rank sees alike (a mismatched configuration,
 //! diverged replicas, a non-finite loss) is returned on every rank, and the
@@ -49,6 +55,10 @@ const TEST_EXIT_ENV: &str = "NNKERN_TEST_MPI_EXIT";
 /// summary tells the wait for the slowest rank apart from the transfer
 /// itself (costs one more synchronisation per step; for measurements).
 const TIME_WAIT_ENV: &str = "NNKERN_MPI_TIME_WAIT";
+/// Test hook: `NNKERN_TEST_MPI_OFF_HOST=1` treats the backend's buffers as
+/// if they were not in host memory (as a GPU's are): gradients copied out,
+/// the summed gradient gathered, the whole step on every rank.
+const TEST_OFF_HOST_ENV: &str = "NNKERN_TEST_MPI_OFF_HOST";
 /// Test hook: `NNKERN_TEST_MPI_RANK_STATE=DIR` makes every rank write its own
 /// state as `DIR/rank<R>.ck` at the end of every epoch (to compare replicas).
 const TEST_STATE_ENV: &str = "NNKERN_TEST_MPI_RANK_STATE";
@@ -213,17 +223,17 @@ pub fn share(n: usize, rank: usize, size: usize) -> (usize, usize) {
     (cut(rank), cut(rank + 1))
 }
 
-/// A sum of every rank's buffer in rank order, the same bits on every rank.
+/// The gradient exchange: each rank's chunk of the parameters summed over
+/// the ranks in rank order, the same bits on every rank.
 pub struct Reducer {
     rank: usize,
-    size: usize,
-    /// This rank's contribution (written by the caller).
-    pub local: Vec<f32>,
-    /// The sum over the ranks (after each all-reduce).
-    pub sum: Vec<f32>,
-    /// Chunk `c` of every rank's buffer, as rank `c` receives it, rank by rank.
+    /// This rank's gradient, for a backend whose buffers are not in host memory.
+    local: Vec<f32>,
+    /// The whole summed gradient (when every rank takes the whole step).
+    sum: Vec<f32>,
+    /// Chunk `rank` of every rank's gradient, as this rank receives it, rank by rank.
     chunks: Vec<f32>,
-    /// This rank's summed chunk.
+    /// This rank's summed chunk (then, to gather, its chunk of the parameters or moments).
     mine: Vec<f32>,
     /// Chunk boundaries: chunk `c` is `starts[c]..starts[c + 1]`.
     starts: Vec<usize>,
@@ -233,7 +243,7 @@ pub struct Reducer {
 }
 
 impl Reducer {
-    /// Buffers for an all-reduce of `len` elements among `size` ranks.
+    /// Buffers for exchanging `len` gradients among `size` ranks.
     pub fn new(len: usize, rank: usize, size: usize) -> Result<Reducer> {
         let starts: Vec<usize> = (0..=size).map(|c| share(len, c, size).0).collect();
         let lens: Vec<usize> = starts.windows(2).map(|w| w[1] - w[0]).collect();
@@ -243,7 +253,6 @@ impl Reducer {
         let recv_parts = counts_displs(&vec![m; size])?;
         Ok(Reducer {
             rank,
-            size,
             local: vec![0.0; len],
             sum: vec![0.0; len],
             chunks: vec![0.0; m * size],
@@ -255,37 +264,47 @@ impl Reducer {
         })
     }
 
-    fn all_reduce(&mut self, comm: &Comm) {
-        if self.size == 1 {
-            self.sum.copy_from_slice(&self.local);
-            return;
-        }
+    /// The elements this rank sums (and, on the ranged path, updates).
+    pub fn chunk(&self) -> std::ops::Range<usize> {
+        self.starts[self.rank]..self.starts[self.rank + 1]
+    }
+
+    /// `mine = Σ_r weights[r]·(chunk of rank r's grads)`, in rank order
+    /// (`MPI_Alltoallv`, then the sum here).
+    fn reduce_scatter(&mut self, comm: &Comm, grads: &[f32], weights: &[f32]) {
         comm.all_to_all_f32(
-            &self.local,
+            grads,
             (&self.send_parts.0, &self.send_parts.1),
             &mut self.chunks,
             (&self.recv_parts.0, &self.recv_parts.1),
         );
-        let m = self.mine.len();
-        sum_in_rank_order(&self.chunks, m, &mut self.mine);
-        debug_assert_eq!(self.starts[self.rank + 1] - self.starts[self.rank], m);
-        comm.all_gather_f32(&self.mine, &mut self.sum, (&self.gather_parts.0, &self.gather_parts.1));
+        sum_in_rank_order(&self.chunks, weights, &mut self.mine);
+    }
+
+    /// Every rank's `mine` into `all` at its chunk (`MPI_Allgatherv`).
+    fn all_gather(&self, comm: &Comm, all: &mut [f32]) {
+        comm.all_gather_f32(&self.mine, all, (&self.gather_parts.0, &self.gather_parts.1));
     }
 }
 
-/// `out[i] = ((parts[0][i] + parts[1][i]) + parts[2][i]) + …`, where part
-/// `r` is `chunks[r·m .. (r+1)·m]`.
-fn sum_in_rank_order(chunks: &[f32], m: usize, out: &mut [f32]) {
+/// `out[i] = ((w₀·p₀[i] + w₁·p₁[i]) + w₂·p₂[i]) + …`, each product rounded,
+/// where part `r` is `chunks[r·m .. (r+1)·m]` and `m = out.len()`: the sum
+/// the ranks would get by scaling their own gradients first, and the same
+/// bits on every rank.
+fn sum_in_rank_order(chunks: &[f32], weights: &[f32], out: &mut [f32]) {
+    let m = out.len();
     if m == 0 {
         return;
     }
-    let mut parts = chunks.chunks_exact(m);
-    if let Some(first) = parts.next() {
-        out.copy_from_slice(first);
-    }
-    for p in parts {
-        for (o, &x) in out.iter_mut().zip(p) {
-            *o += x;
+    for (r, (p, &w)) in chunks.chunks_exact(m).zip(weights).enumerate() {
+        if r == 0 {
+            for (o, &x) in out.iter_mut().zip(p) {
+                *o = w * x;
+            }
+        } else {
+            for (o, &x) in out.iter_mut().zip(p) {
+                *o += w * x;
+            }
         }
     }
 }
@@ -295,15 +314,23 @@ fn sum_in_rank_order(chunks: &[f32], m: usize, out: &mut [f32]) {
 pub struct StepTimes {
     /// Steps timed.
     pub steps: u64,
-    /// Forward, backward, copying out and scaling this rank's gradient.
+    /// Forward and backward of this rank's share (and copying its gradient
+    /// out, for a backend off the host).
     pub compute_seconds: f64,
-    /// Waiting for the slowest rank before the all-reduce (measured only
+    /// Waiting for the slowest rank before the exchange (measured only
     /// with `NNKERN_MPI_TIME_WAIT=1`; otherwise part of `reduce_seconds`).
     pub wait_seconds: f64,
-    /// The all-reduce (waiting for slower ranks included, unless measured apart).
+    /// The losses' gather and the gradient's reduce-scatter (waiting for
+    /// slower ranks included, unless measured apart).
     pub reduce_seconds: f64,
-    /// Copying the sum back and the optimizer step.
+    /// The optimizer step: of this rank's chunk of the parameters (ranged
+    /// steps), or of all of them.
     pub update_seconds: f64,
+    /// Gathering the updated chunks of the parameters (ranged steps) or the
+    /// summed gradient's chunks (whole steps).
+    pub gather_seconds: f64,
+    /// Steps whose update was split among the ranks.
+    pub ranged_steps: u64,
 }
 
 enum ExitHow {
@@ -320,6 +347,8 @@ pub struct Distributed {
     times: StepTimes,
     test_exit: Option<(usize, u64, ExitHow)>,
     time_wait: bool,
+    /// Whether to use the backend's host views of its buffers (see [`TEST_OFF_HOST_ENV`]).
+    host_views: bool,
     /// Set when an error was found alike on every rank (they all stop).
     collective_error: bool,
 }
@@ -355,6 +384,7 @@ impl Distributed {
             times: StepTimes::default(),
             test_exit,
             time_wait: std::env::var_os(TIME_WAIT_ENV).is_some_and(|v| v == "1"),
+            host_views: std::env::var_os(TEST_OFF_HOST_ENV).is_none_or(|v| v != "1"),
             collective_error: false,
         })
     }
@@ -507,13 +537,7 @@ impl Distributed {
         }
         let step = t.model.step();
         t.model.set_state(&mut t.be, &params, &opt, step)?;
-        // The gradients, then this share's weighted loss and correct count.
-        let len = t
-            .model
-            .n_params()
-            .checked_add(2)
-            .ok_or_else(|| dist_err("parameter count overflows"))?;
-        self.reducer = Some(Reducer::new(len, self.rank, self.size)?);
+        self.reducer = Some(Reducer::new(t.model.n_params(), self.rank, self.size)?);
         Ok(())
     }
 
@@ -550,34 +574,53 @@ impl Distributed {
         }
         t.perm.shuffle(&mut epoch_rng(t.cfg.seed, epoch));
         let batches = t.batches_per_epoch();
-        let np = t.model.n_params();
+        // Each rank updates only its chunk of the parameters, and the chunks
+        // are then gathered, where the backend's buffers are host memory
+        // with ranged steps and no global-norm clipping needs the whole
+        // gradient; otherwise every rank gathers the summed gradient and
+        // takes the whole step.
+        let host = self.host_views && t.be.host_mut(t.model.params_and_grads_mut().1).is_some();
+        let ranged = host && t.cfg.clip_norm.is_none() && t.be.supports_ranged_update();
+        let chunk = red.chunk();
+        let mut weights = vec![0f32; self.size];
+        let mut losses = vec![0u64; 2 * self.size];
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut ranged_steps = 0;
         for b in 0..batches {
             let t0 = Instant::now();
             let global = &t.perm[b * t.batch..((b + 1) * t.batch).min(t.n_fit)];
             let n = global.len();
+            for (r, w) in weights.iter_mut().enumerate() {
+                // Each share's mean gradient, weighted by its part of the batch.
+                let (lo, hi) = share(n, r, self.size);
+                *w = ((hi - lo) as f64 / n as f64) as f32;
+            }
             let (lo, hi) = share(n, self.rank, self.size);
             let rows = &global[lo..hi];
             let m = rows.len();
-            if m > 0 {
+            let (loss, c) = if m > 0 {
                 for (dst, &r) in t.batch_labels.iter_mut().zip(rows) {
                     *dst = t.train_labels[r as usize];
                 }
                 t.model
                     .load_batch(&mut t.be, &t.train_images, rows, &t.batch_labels[..m])?;
-                let (loss, c) = t.model.compute_gradients(&mut t.be, m)?;
-                t.model.grads_into(&mut t.be, &mut red.local[..np])?;
-                // This share's mean gradient, weighted by its part of the batch.
-                let w = (m as f64 / n as f64) as f32;
-                if w != 1.0 {
-                    for g in &mut red.local[..np] {
-                        *g *= w;
-                    }
-                }
-                red.local[np] = loss * w;
-                red.local[np + 1] = c as f32;
+                t.model.compute_gradients(&mut t.be, m)?
             } else {
-                red.local.fill(0.0);
+                (0.0, 0)
+            };
+            // The gradient to send: the model's own buffer where it is host
+            // memory, else a copy; zeros from a rank without rows.
+            if !host {
+                if m > 0 {
+                    t.model.grads_into(&mut t.be, &mut red.local)?;
+                } else {
+                    red.local.fill(0.0);
+                }
+            } else if m == 0 {
+                let (_, grads) = t.model.params_and_grads_mut();
+                t.be.host_mut(grads)
+                    .expect("host memory, checked for the epoch")
+                    .fill(0.0);
             }
             let step = t.model.step() + 1;
             if let Some((r, s, how)) = &self.test_exit {
@@ -593,9 +636,17 @@ impl Distributed {
                 self.comm.barrier();
             }
             let t1 = Instant::now();
-            red.all_reduce(&self.comm);
-            let t2 = Instant::now();
-            let loss = red.sum[np];
+            // The shares' weighted losses, summed in rank order, and correct counts.
+            let w_mine = weights[self.rank];
+            self.comm
+                .all_gather_u64(&[(loss * w_mine).to_bits() as u64, c as u64], &mut losses);
+            let mut loss = 0f32;
+            let mut c = 0usize;
+            for (r, pair) in losses.chunks_exact(2).enumerate() {
+                let l = f32::from_bits(pair[0] as u32);
+                loss = if r == 0 { l } else { loss + l };
+                c += pair[1] as usize;
+            }
             if !loss.is_finite() {
                 return Err(self.collective(format!(
                     "training stopped: the loss became {loss} at step {step} (epoch {}, batch {} of {batches})",
@@ -603,15 +654,49 @@ impl Distributed {
                     b + 1
                 )));
             }
-            let c = red.sum[np + 1] as usize;
-            t.model.set_grads(&mut t.be, &red.sum[..np])?;
-            t.model.apply_gradients(&mut t.be, t.cfg.clip_norm)?;
-            let t3 = Instant::now();
+            {
+                let (_, grads) = t.model.params_and_grads_mut();
+                match t.be.host_mut(grads).filter(|_| host) {
+                    Some(g) => red.reduce_scatter(&self.comm, g, &weights),
+                    None => {
+                        let local = std::mem::take(&mut red.local);
+                        red.reduce_scatter(&self.comm, &local, &weights);
+                        red.local = local;
+                    }
+                }
+            }
+            let t2 = Instant::now();
+            let (t3, t4) = if ranged {
+                {
+                    let (_, grads) = t.model.params_and_grads_mut();
+                    let g = t.be.host_mut(grads).expect("host memory, checked for the epoch");
+                    g[chunk.clone()].copy_from_slice(&red.mine);
+                }
+                t.model.apply_gradients_range(&mut t.be, chunk.clone())?;
+                let t3 = Instant::now();
+                let (params, _) = t.model.params_and_grads_mut();
+                let p = t.be.host_mut(params).expect("host memory, checked for the epoch");
+                red.mine.copy_from_slice(&p[chunk.clone()]);
+                red.all_gather(&self.comm, p);
+                ranged_steps += 1;
+                (t3, Instant::now())
+            } else {
+                let mut sum = std::mem::take(&mut red.sum);
+                red.all_gather(&self.comm, &mut sum);
+                red.sum = sum;
+                let gathered = Instant::now();
+                t.model.set_grads(&mut t.be, &red.sum)?;
+                t.model.apply_gradients(&mut t.be, t.cfg.clip_norm)?;
+                // Here the gather came first: (update end, gather end) as if in that order.
+                let end = Instant::now();
+                (t2 + (end - gathered), end)
+            };
+            self.times.update_seconds += (t3 - t2).as_secs_f64();
+            self.times.gather_seconds += (t4 - t3).as_secs_f64();
             self.times.steps += 1;
             self.times.compute_seconds += (tw - t0).as_secs_f64();
             self.times.wait_seconds += (t1 - tw).as_secs_f64();
             self.times.reduce_seconds += (t2 - t1).as_secs_f64();
-            self.times.update_seconds += (t3 - t2).as_secs_f64();
             loss_sum += loss as f64 * n as f64;
             correct += c;
             seen += n;
@@ -621,6 +706,11 @@ impl Distributed {
                 loss: loss_sum / seen as f64,
                 acc: correct as f64 / seen as f64,
             });
+        }
+        self.times.ranged_steps += ranged_steps;
+        if ranged_steps > 0 {
+            // Each rank's moments are current on its own chunk only.
+            self.gather_optimizer_state(t, red)?;
         }
         let val = if t.n_val > 0 {
             Some(self.score_range(t, Split::Validation)?)
@@ -637,6 +727,20 @@ impl Distributed {
         };
         t.history.push(m);
         Ok(m)
+    }
+
+    /// Gives every rank every chunk of the optimizer state (after ranged
+    /// steps, each rank's moments are current on its own chunk only), so
+    /// that the replicas' state and the checkpoint are whole.
+    fn gather_optimizer_state<B: Backend>(&mut self, t: &mut Trainer<B>, red: &mut Reducer) -> Result<()> {
+        let (params, mut opt) = t.model.state_to_host(&mut t.be)?;
+        let chunk = red.chunk();
+        for o in &mut opt {
+            red.mine.copy_from_slice(&o[chunk.clone()]);
+            red.all_gather(&self.comm, o);
+        }
+        let step = t.model.step();
+        t.model.set_state(&mut t.be, &params, &opt, step)
     }
 
     /// [`Trainer::test`] across the ranks.
@@ -705,12 +809,12 @@ impl Distributed {
     pub fn summary(&self) -> String {
         let s = self.times;
         let n = s.steps.max(1) as f64;
-        let total = s.compute_seconds + s.wait_seconds + s.reduce_seconds + s.update_seconds;
+        let total = s.compute_seconds + s.wait_seconds + s.reduce_seconds + s.update_seconds + s.gather_seconds;
         let pct = |x: f64| if total > 0.0 { 100.0 * x / total } else { 0.0 };
         let ms = |x: f64| 1e3 * x / n;
         let reduce = if self.time_wait {
             format!(
-                "wait for the slowest rank {:.3} ms ({:.1}%), all-reduce {:.3} ms ({:.1}%)",
+                "wait for the slowest rank {:.3} ms ({:.1}%), reduce-scatter {:.3} ms ({:.1}%)",
                 ms(s.wait_seconds),
                 pct(s.wait_seconds),
                 ms(s.reduce_seconds),
@@ -718,18 +822,25 @@ impl Distributed {
             )
         } else {
             format!(
-                "all-reduce {:.3} ms ({:.1}%, waiting for the slowest rank included)",
+                "reduce-scatter {:.3} ms ({:.1}%, waiting for the slowest rank included)",
                 ms(s.reduce_seconds),
                 pct(s.reduce_seconds)
             )
         };
+        let (update, gather) = if s.ranged_steps == s.steps {
+            ("update of this rank's chunk", "all-gather of the parameters")
+        } else {
+            ("update", "all-gather of the summed gradient")
+        };
         format!(
-            "distributed: {} ranks, {} steps; per step on rank 0: {:.3} ms = compute {:.3} ms, {reduce}, update {:.3} ms",
+            "distributed: {} ranks, {} steps; per step on rank 0: {:.3} ms = compute {:.3} ms, {reduce}, {update} {:.3} ms, {gather} {:.3} ms ({:.1}%)",
             self.size,
             s.steps,
             ms(total),
             ms(s.compute_seconds),
             ms(s.update_seconds),
+            ms(s.gather_seconds),
+            pct(s.gather_seconds),
         )
     }
 }
@@ -767,8 +878,21 @@ mod tests {
         // Rank 0's chunk, then rank 1's, then rank 2's.
         let chunks = [1.0, tiny, tiny, tiny, tiny, 1.0];
         let mut out = [0.0; 2];
-        sum_in_rank_order(&chunks, 2, &mut out);
+        sum_in_rank_order(&chunks, &[1.0; 3], &mut out);
         assert_eq!(out[0], 1.0);
         assert_eq!(out[1], 1.0 + f32::EPSILON);
+    }
+
+    #[test]
+    fn each_part_is_weighted_then_summed() {
+        // Each rank's part times its own weight (swapped weights would give
+        // 0.25·3 + 0.1·5 = 1.25, one weight for both 0.8 or 2.0).
+        let chunks = [3.0f32, -3.0, 5.0, 2.0];
+        let w = [0.1f32, 0.25];
+        let mut out = [0.0; 2];
+        sum_in_rank_order(&chunks, &w, &mut out);
+        assert_eq!(out[0].to_bits(), (0.1f32 * 3.0 + 0.25 * 5.0).to_bits());
+        assert_eq!(out[1].to_bits(), (0.1f32 * -3.0 + 0.25 * 2.0).to_bits());
+        assert!((out[0] - 1.55).abs() < 1e-6 && (out[1] - 0.2).abs() < 1e-6, "{out:?}");
     }
 }

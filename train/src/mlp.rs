@@ -526,6 +526,35 @@ impl<B: Backend> Mlp<B> {
         Ok(())
     }
 
+    /// One optimizer step over parameters `r` only, from the gradients of
+    /// the same elements (no clipping), the step count advancing: for a
+    /// data-parallel run in which each rank updates its own part of the
+    /// parameters, the parts being exchanged afterwards. An error where the
+    /// backend has no ranged steps ([`Backend::supports_ranged_update`]).
+    pub fn apply_gradients_range(&mut self, be: &mut B, r: std::ops::Range<usize>) -> Result<()> {
+        if r.start > r.end || r.end > self.n_params {
+            return Err(Error::invalid(
+                "range",
+                format!("{r:?} is not a range of the {} parameters", self.n_params),
+            ));
+        }
+        let step = self.step + 1;
+        match &mut self.opt {
+            OptimizerState::Adam { cfg, state } => {
+                be.adam_step_range(cfg, state, step, &mut self.params, &self.grads, r)?
+            }
+            OptimizerState::Sgd { cfg, state } => be.sgd_step_range(cfg, state, &mut self.params, &self.grads, r)?,
+        }
+        self.step = step;
+        Ok(())
+    }
+
+    /// The parameter and gradient buffers, for collectives that read and
+    /// write them in place (see [`Backend::host_mut`]).
+    pub fn params_and_grads_mut(&mut self) -> (&mut B::Buf, &mut B::Buf) {
+        (&mut self.params, &mut self.grads)
+    }
+
     /// One training step on batch `order[at]` of `images` (labels from
     /// `labels`), for a backend that [defers step results](Backend::defers_step_results):
     /// the batch load, forward, backward and update are issued (or replayed by

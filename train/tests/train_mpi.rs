@@ -117,7 +117,8 @@ fn assert_same_state(a: &Checkpoint, b: &Checkpoint, what: &str) {
 }
 
 /// One SGD step on a 32-row batch: 2 ranks of 16 rows against one process
-/// of 32, weight by weight, within a bound on the rounding.
+/// of 32, weight by weight, within a bound on the rounding (the chunked
+/// update: no clipping).
 ///
 /// The model is `--hidden none`: logits `z_k = x_k·W + b` for row `k`, with
 /// pixels `x_kj ∈ [0, 1]`, initial `|W_jc| ≤ L` (the Glorot limit) and `b = 0`;
@@ -140,13 +141,30 @@ fn assert_same_state(a: &Checkpoint, b: &Checkpoint, what: &str) {
 /// - step: both runs round `w − lr·g` once more (and `lr·g`), at most
 ///   `2u·(|w'| + lr·|g|)` apart beyond `lr·|Δg|`.
 ///
+/// With an odd batch (33 rows: shares of 16 and 17, weighted 16/33 and
+/// 17/33, neither exact) each share's gradient is also rounded twice more
+/// (its weight and the product): `2u` of each share's part of `|g|`, at most
+/// `2u·Σ_k x_kj/n` together, counted as `4u` in the per-pixel factor.
+///
 /// A wrong weighting, a missing or doubled share, or a sum over one rank
 /// only changes the step by about `lr·|g|` (≈ 1e-3 here), far above the
 /// bound (≈ 1e-6 for most weights).
 #[test]
 fn two_ranks_of_half_a_batch_take_the_step_of_one_process() {
-    let d = scratch("equal");
-    let (n, features, classes) = (32usize, 784usize, 10usize);
+    two_ranks_against_one_process("equal", 32);
+}
+
+/// As above with shares of unequal size (16 and 17 rows), so each rank's
+/// weight is its own.
+#[test]
+fn two_ranks_of_unequal_shares_take_the_step_of_one_process() {
+    two_ranks_against_one_process("equal-odd", 33);
+}
+
+fn two_ranks_against_one_process(name: &str, n: usize) {
+    let d = scratch(name);
+    let (features, classes) = (784usize, 10usize);
+    let n_s = n.to_string();
     let data = data_dir(&d, "data", n, 50);
     let data_s = data.to_str().unwrap();
     let lr = 0.1f32;
@@ -164,7 +182,7 @@ fn two_ranks_of_half_a_batch_take_the_step_of_one_process() {
         "--lr",
         &lr_s,
         "--batch-size",
-        "32",
+        &n_s,
         "--val-split",
         "0",
         "--epochs",
@@ -199,7 +217,7 @@ fn two_ranks_of_half_a_batch_take_the_step_of_one_process() {
         .fold(0.0, f64::max);
     let u = f64::from(f32::EPSILON) / 2.0;
     let gamma = |m: usize| m as f64 * u / (1.0 - m as f64 * u);
-    let per_x = 2.0 * gamma(n) + gamma(features + 1) * limit * s_max + 16.0 * u;
+    let per_x = 2.0 * gamma(n) + gamma(features + 1) * limit * s_max + 16.0 * u + 4.0 * u;
     let mut worst = 0.0f64;
     for (i, ((&a, &b), &w)) in one.params.iter().zip(&two.params).zip(&w0).enumerate() {
         // Parameter i: weight (j, c) for i < F·C, else the bias of class i − F·C.
@@ -221,16 +239,14 @@ fn two_ranks_of_half_a_batch_take_the_step_of_one_process() {
     eprintln!("largest difference: {worst:.3} of the bound");
 }
 
-/// Uneven shares (batch 33), clipping, Adam: every rank ends each epoch with
-/// the same bits, which are also those rank 0 saves.
-#[test]
-fn the_ranks_end_bitwise_identical() {
-    let d = scratch("replicas");
+/// Uneven shares (batch 33), Adam: every rank ends each epoch with the same
+/// bits, which are also those rank 0 saves. `extra` options; the summary
+/// line must name how the update was shared.
+fn ranks_end_bitwise_identical(name: &str, extra: &[&str], env: &[(&str, &str)], summary: &str) -> Checkpoint {
+    let d = scratch(name);
     let states = d.join("ranks");
     fs::create_dir_all(&states).unwrap();
-    let r = mpi(
-        &d,
-        2,
+    let args = [
         &[
             "train",
             "--distributed",
@@ -241,25 +257,57 @@ fn the_ranks_end_bitwise_identical() {
             "2",
             "--batch-size",
             "33",
-            "--clip-norm",
-            "1",
             "--threads",
             "1",
             "--save",
             "run.ck",
-        ],
-        &[("NNKERN_TEST_MPI_RANK_STATE", states.to_str().unwrap())],
-    );
+        ][..],
+        extra,
+    ]
+    .concat();
+    let env = [env, &[("NNKERN_TEST_MPI_RANK_STATE", states.to_str().unwrap())]].concat();
+    let r = mpi(&d, 2, &args, &env);
     assert!(r.ok, "{}", r.err);
     // Only rank 0 prints.
     assert_eq!(r.out.matches("test_accuracy").count(), 1, "{}", r.out);
     assert!(r.out.contains("distributed: 2 ranks"), "{}", r.out);
+    assert!(r.out.contains(summary), "{}", r.out);
     let r0 = Checkpoint::load(&states.join("rank0.ck")).unwrap();
     let r1 = Checkpoint::load(&states.join("rank1.ck")).unwrap();
     let saved = Checkpoint::load(&d.join("run.ck")).unwrap();
     assert_eq!(r0.history.len(), 2);
     assert_same_state(&r0, &r1, "rank 0 against rank 1");
     assert_same_state(&r0, &saved, "rank 0 against its checkpoint");
+    saved
+}
+
+/// With clipping every rank gathers the summed gradient and takes the whole step.
+#[test]
+fn the_ranks_end_bitwise_identical() {
+    ranks_end_bitwise_identical(
+        "replicas",
+        &["--clip-norm", "1"],
+        &[],
+        "all-gather of the summed gradient",
+    );
+}
+
+/// Without clipping each rank updates its own chunk of the parameters and
+/// moments; the parameters are gathered every step, the moments at the end
+/// of each epoch, so the replicas and the checkpoint are whole.
+#[test]
+fn the_ranks_end_bitwise_identical_when_each_updates_its_chunk() {
+    let ranged = ranks_end_bitwise_identical("replicas-ranged", &[], &[], "update of this rank's chunk");
+    // The same run with the backend's buffers treated as off the host (a
+    // GPU's): gradients copied out, the summed gradient gathered, the whole
+    // step on every rank. The same arithmetic, so the same bits.
+    let whole = ranks_end_bitwise_identical(
+        "replicas-off-host",
+        &[],
+        &[("NNKERN_TEST_MPI_OFF_HOST", "1")],
+        "all-gather of the summed gradient",
+    );
+    assert_same_state(&ranged, &whole, "each rank's chunk against the whole step");
 }
 
 #[test]
