@@ -127,7 +127,8 @@ mod x86 {
     /// One group of `hg ≤ 8` rows of [`transpose_f32`] (`FULL`: `hg = 8`,
     /// so no row is masked): row `j` starts at `src + j·s_inner`, its column
     /// `x` goes to `dst + p·dst_stride + j`. `k_mask` has the lanes below
-    /// `kc mod 8` set, `row_mask` those below `hg`.
+    /// `kc mod 8` set, `row_mask` those below `hg`. With `dst_stride == hg`
+    /// this group is the whole panel (`dst_stride ≥ h ≥ hg`).
     ///
     /// # Safety
     /// As [`transpose_f32`], for these `hg` rows.
@@ -148,13 +149,26 @@ mod x86 {
         // SAFETY (body): row j < hg is read at p .. p + 8 ≤ kc, and in the
         // last block at k8 .. kc only (masked loads do not touch masked
         // lanes); rows past hg are not read (zeros stand in); the stores
-        // write dst[(p + q)·dst_stride + j] for j < hg and p + q < kc only.
+        // write dst[(p + q)·dst_stride + j] for j < hg and p + q < kc only,
+        // or, with dst_stride == hg, the 8 floats from (p + q)·hg, which end
+        // at or before kc·hg: elements dst[p'·hg + j] (j < hg, p' < kc) of
+        // the contract too, each rewritten with its own value by a later store.
         unsafe {
             let row = |j: usize| src.offset(j as isize * s_inner);
+            // With `dst_stride == hg` (a whole panel of fewer than 8 rows:
+            // AVX2's 6-row A panels) the destination rows are contiguous, so
+            // a full store of row `p` spills its last `8 − hg` lanes onto the
+            // start of the rows after it, which the stores that follow
+            // (ascending `p`, no other group) overwrite: full stores wherever
+            // the 8 lanes end inside the panel, masked ones after that. A
+            // masked store (`vmaskmovps`) is several times slower than a
+            // plain one on AMD cores: it was most of the A packing's cost.
+            let dense_end = if !FULL && dst_stride == hg { kc * dst_stride } else { 0 };
             let store = |p: usize, cols: &[__m256]| {
                 for (q, &v) in cols.iter().enumerate() {
-                    let d = dst.add((p + q) * dst_stride);
-                    if FULL {
+                    let at = (p + q) * dst_stride;
+                    let d = dst.add(at);
+                    if FULL || at + 8 <= dense_end {
                         _mm256_storeu_ps(d, v);
                     } else {
                         _mm256_maskstore_ps(d, row_mask, v);
