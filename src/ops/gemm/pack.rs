@@ -109,16 +109,24 @@ mod x86 {
             unsafe { _mm256_loadu_si256(lanes.as_ptr().cast()) }
         };
         let k_mask = first(rem);
-        for x0 in (0..h).step_by(8) {
+        // The partial group (the last rows) first: with `dst_stride == h`
+        // (a whole packed panel: AVX2's 6 rows, AVX-512's 14) its stores may
+        // then be full ones whose lanes past the panel's width fall on the
+        // next row's first columns, which the full groups after it, or its
+        // own next row's store, overwrite (see `group`).
+        for x0 in (0..h).step_by(8).rev() {
             let hg = (h - x0).min(8);
             // SAFETY: rows x0 .. x0 + hg < h of `src` and their destination
-            // columns, as this function's contract gives them.
+            // columns, as this function's contract gives them; `room` is what
+            // `group` needs: with dst_stride == h the floats from this
+            // group's start to the panel's end are the contract's.
             unsafe {
                 let (src, dst) = (src.offset(x0 as isize * s_inner), dst.add(x0));
                 if hg == 8 {
-                    group::<true>(src, s_inner, 8, kc, k_mask, first(8), dst, dst_stride);
+                    group::<true>(src, s_inner, 8, kc, k_mask, first(8), dst, dst_stride, 0);
                 } else {
-                    group::<false>(src, s_inner, hg, kc, k_mask, first(hg), dst, dst_stride);
+                    let room = if dst_stride == h { kc * dst_stride - x0 } else { 0 };
+                    group::<false>(src, s_inner, hg, kc, k_mask, first(hg), dst, dst_stride, room);
                 }
             }
         }
@@ -127,8 +135,10 @@ mod x86 {
     /// One group of `hg ≤ 8` rows of [`transpose_f32`] (`FULL`: `hg = 8`,
     /// so no row is masked): row `j` starts at `src + j·s_inner`, its column
     /// `x` goes to `dst + p·dst_stride + j`. `k_mask` has the lanes below
-    /// `kc mod 8` set, `row_mask` those below `hg`. With `dst_stride == hg`
-    /// this group is the whole panel (`dst_stride ≥ h ≥ hg`).
+    /// `kc mod 8` set, `row_mask` those below `hg`. `room > 0` (a partial
+    /// group, the last rows of a panel with `dst_stride == h`, run before
+    /// the full groups): the `room` floats from `dst` on are the panel's
+    /// rest, and an 8-lane store may spill into them.
     ///
     /// # Safety
     /// As [`transpose_f32`], for these `hg` rows.
@@ -143,6 +153,7 @@ mod x86 {
         row_mask: __m256i,
         dst: *mut f32,
         dst_stride: usize,
+        room: usize,
     ) {
         let k8 = kc / 8 * 8;
         let rem = kc - k8;
@@ -150,25 +161,25 @@ mod x86 {
         // last block at k8 .. kc only (masked loads do not touch masked
         // lanes); rows past hg are not read (zeros stand in); the stores
         // write dst[(p + q)·dst_stride + j] for j < hg and p + q < kc only,
-        // or, with dst_stride == hg, the 8 floats from (p + q)·hg, which end
-        // at or before kc·hg: elements dst[p'·hg + j] (j < hg, p' < kc) of
-        // the contract too, each rewritten with its own value by a later store.
+        // or, with room, the 8 floats from (p + q)·dst_stride, which end
+        // within room: elements of the panel (dst_stride == h), each
+        // rewritten with its own value by a later store.
         unsafe {
             let row = |j: usize| src.offset(j as isize * s_inner);
-            // With `dst_stride == hg` (a whole panel of fewer than 8 rows:
-            // AVX2's 6-row A panels) the destination rows are contiguous, so
+            // With `room` (the last rows of a whole panel, dst_stride == h)
             // a full store of row `p` spills its last `8 − hg` lanes onto the
-            // start of the rows after it, which the stores that follow
-            // (ascending `p`, no other group) overwrite: full stores wherever
-            // the 8 lanes end inside the panel, masked ones after that. A
-            // masked store (`vmaskmovps`) is several times slower than a
-            // plain one on AMD cores: it was most of the A packing's cost.
-            let dense_end = if !FULL && dst_stride == hg { kc * dst_stride } else { 0 };
+            // first columns of the rows after it, which later stores
+            // overwrite: this group's own (ascending `p`) when it is the
+            // whole panel, else the full groups', which run after it. So
+            // full stores wherever the 8 lanes end inside the panel, masked
+            // ones after that. A masked store (`vmaskmovps`) took ten times
+            // as long as a plain one on a Zen 3 core: it was most of the A
+            // packing's cost there.
             let store = |p: usize, cols: &[__m256]| {
                 for (q, &v) in cols.iter().enumerate() {
                     let at = (p + q) * dst_stride;
                     let d = dst.add(at);
-                    if FULL || at + 8 <= dense_end {
+                    if FULL || at + 8 <= room {
                         _mm256_storeu_ps(d, v);
                     } else {
                         _mm256_maskstore_ps(d, row_mask, v);
