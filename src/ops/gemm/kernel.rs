@@ -53,8 +53,10 @@
 //! AVX-512 95–96% of the zmm peak at k = 256.
 //!
 //! C is written once per tile: `alpha·acc + beta·C`, and C is not read at
-//! all when `beta == 0`. Rows of C with unit column stride use (masked)
-//! vector loads and stores; any other layout goes element by element.
+//! all when `beta == 0`. Rows of C with unit column stride use vector loads
+//! and stores, the last vector of an edge tile masked (on AVX2 its store is
+//! split into plain stores of 4, 2 and 1 floats: `vmaskmovps` stores are
+//! slow there); any other layout goes element by element.
 
 use crate::simd::vector::Simd;
 use std::cell::Cell;
