@@ -69,6 +69,10 @@ ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 
 # (group, name, M, K, N, A is a transposed view, B is a transposed view)
 SHAPES = [
+    ("small", "64^2", 64, 64, 64, False, False),
+    ("small", "128^2", 128, 128, 128, False, False),
+    ("small", "(48,64,64)", 48, 64, 64, False, False),
+    ("small", "(64,128,64)", 64, 128, 64, False, False),
     ("squares", "256^2", 256, 256, 256, False, False),
     ("squares", "512^2", 512, 512, 512, False, False),
     ("squares", "1024^2", 1024, 1024, 1024, False, False),
@@ -418,7 +422,7 @@ def main():
     parser.add_argument("--lib", default=os.path.join(ROOT, "target", "release", "libnnkern.so"), help="nnkern cdylib")
     parser.add_argument("--extra", action="append", default=[], metavar="LABEL=PATH", help="another nnkern build to time")
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
-    parser.add_argument("--shapes", default="squares,training,tiny,big", help="groups: squares,training,tiny,big")
+    parser.add_argument("--shapes", default="squares,training,tiny,big", help="groups: squares,training,tiny,big (default), small")
     parser.add_argument("--only", help="shape names separated by ';' (e.g. '512^2;(32,784,500) B=T')")
     parser.add_argument("--repeats", type=int, default=15, help="alternating repeats per shape (median taken)")
     parser.add_argument("--sample", type=float, default=0.01, help="seconds per timed sample (calls batched)")

@@ -271,3 +271,27 @@ fn row_tiles_outermost_where_the_b_block_fits_in_l2() {
         }
     }
 }
+
+/// A row-major B that fits in half of L1 whole is read in place (every row
+/// tile reads it from L1 as it would read packed panels); one of all of L1
+/// is packed. The sizes follow the detected L1: 64 columns, k rows to make
+/// B exactly half of L1, then twice that.
+#[test]
+fn b_that_fits_in_l1_is_read_in_place() {
+    let n = 64;
+    let k = nnkern::cpu::cache_sizes().l1d / 2 / (4 * n);
+    let data = vec![0.0f32; 64 * 2 * k];
+    let plan = |isa, shape| plan_row_major(&data, isa, shape, false);
+    for isa in nnkern::testing::test_isas() {
+        if isa == nnkern::Isa::Scalar {
+            continue;
+        }
+        let p = plan(isa, (64, k, n));
+        assert!(
+            !p.swap && !p.dot && !p.pack_b && p.scratch.1 == 0,
+            "{isa} k = {k}: {p:?}"
+        );
+        let p = plan(isa, (64, 2 * k, n));
+        assert!(!p.swap && !p.dot && p.pack_b, "{isa} k = {}: {p:?}", 2 * k);
+    }
+}
