@@ -103,7 +103,9 @@ impl Simd for Avx2 {
                 (q, x, left) = (q.add(4), _mm256_extractf128_ps::<1>(v), left - 4);
             }
             if left >= 2 {
-                _mm_store_sd(q.cast::<f64>(), _mm_castps_pd(x));
+                // An 8-byte store at a 4-byte-aligned address: unaligned
+                // write of the low two lanes' bits.
+                q.cast::<i64>().write_unaligned(_mm_cvtsi128_si64(_mm_castps_si128(x)));
                 (q, x, left) = (q.add(2), _mm_movehl_ps(x, x), left - 2);
             }
             if left == 1 {
