@@ -712,7 +712,8 @@ impl Plan {
         b: (isize, isize),
         c: (isize, isize),
     ) -> (Plan, f64) {
-        let l2_floats = (cache_sizes().l2 / 4) as f64;
+        let caches = cache_sizes();
+        let l2_floats = (caches.l2 / 4) as f64;
         let nr = ks.nr();
         let rows = RowTiles::new(m, ks.mr);
         let row_tiles = rows.tiles;
@@ -721,20 +722,17 @@ impl Plan {
         // B is read in place only when its rows are contiguous (vector
         // loads) and few row tiles reuse it; A (broadcast loads, any stride)
         // when it is small or used by few column panels.
-        // A short B (k ≤ 32 rows per panel, whose rows spread over eight or
-        // more L1 sets) stays in L1 in place however many row tiles reuse
-        // it, so packing it would only add a copy (measured: (32,10,500) on
-        // AVX2, six row tiles, 16% faster in place).
-        let short_b = k <= 32 && spread(b.0);
-        // Nor does a B that fits in half of L1 whole (its rows contiguous
-        // and spread over the sets), beside the row tile's A and C: every
-        // row tile then reads it from L1 in place as it would read packed
-        // panels. Measured on a Zen 3 core (AVX2, 32 KiB L1, one thread,
-        // alternating with the packed plan in one process): 64² (B 16 KiB)
-        // +9–20%, (48,64,64) +11–12%; (64,128,64) with B = all of L1 −3% to
-        // +8% over three runs, 128² (B twice L1) level: packed there.
-        let l1_b = kf * nf * 4.0 <= (cache_sizes().l1d / 2) as f64 && spread(b.0);
-        let pack_b = !is_f32 || !(b.1 == 1 || n == 1) || (row_tiles > 4 && !short_b && !l1_b);
+        // A B whose rows spread over eight or more L1 sets stays in L1 in
+        // place however many row tiles reuse it, so packing it would only
+        // add a copy, when it is short (k ≤ 32 rows per panel; measured:
+        // (32,10,500) on AVX2, six row tiles, 16% faster in place) or fits
+        // whole in half of L1, beside the row tile's A and C (measured on a
+        // Zen 3 core, AVX2, 32 KiB L1, one thread, alternating with the
+        // packed plan in one process: 64² (B 16 KiB) +9–20%, (48,64,64)
+        // +11–12%; (64,128,64) with B = all of L1 −3% to +8% over three
+        // runs, 128² (B twice L1) level: packed there).
+        let b_in_l1 = spread(b.0) && (k <= 32 || kf * nf * 4.0 <= (caches.l1d / 2) as f64);
+        let pack_b = !is_f32 || !(b.1 == 1 || n == 1) || (row_tiles > 4 && !b_in_l1);
         // Rows of A read in place conflict in L1 when their stride is a
         // multiple of a large power of two (many rows map to one cache set);
         // with unit column stride and a stride that spreads the rows over
